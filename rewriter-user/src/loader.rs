@@ -1,0 +1,122 @@
+//! Loading the eBPF object, writing its configuration and attaching it to an interface.
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray},
+    programs::{
+        SchedClassifier, TcAttachType,
+        tc::{self, SchedClassifierLinkId},
+    },
+    util::KernelVersion,
+};
+use rewriter_common::Config;
+
+use crate::{EBPF_OBJECT, PROGRAM, netdev, stats::Counters};
+
+/// The loaded (not necessarily attached) eBPF object.
+pub struct Rewriter {
+    ebpf: Ebpf,
+    /// Must outlive program loading: dropping it closes the log ring buffer the program uses.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// How the program is attached to an interface; dropping it does not detach, [`Rewriter`] owns
+/// the link and detaches on drop.
+#[derive(Debug)]
+pub struct Attachment {
+    pub iface: String,
+    pub tcx: bool,
+    link: SchedClassifierLinkId,
+}
+
+impl Rewriter {
+    /// Loads the embedded object into the kernel (verifier included) with `config`.
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .context("loading the sip-rewriter eBPF object")?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::debug!("eBPF logs unavailable: {e}");
+                None
+            }
+        };
+        let mut this = Self { ebpf, logger };
+        this.set_config(config)?;
+        let prog = this.program_mut()?;
+        prog.load().context("verifier rejected the sip-rewriter program")?;
+        Ok(this)
+    }
+
+    /// Writes the configuration map.
+    pub fn set_config(&mut self, config: &Config) -> anyhow::Result<()> {
+        let mut map: Array<&mut MapData, Config> = Array::try_from(
+            self.ebpf.map_mut("CONFIG").context("map CONFIG missing from the object")?,
+        )?;
+        map.set(0, config, 0).context("writing map CONFIG")?;
+        Ok(())
+    }
+
+    pub fn program_mut(&mut self) -> anyhow::Result<&mut SchedClassifier> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .with_context(|| format!("program {PROGRAM} missing from the object"))?
+            .try_into()?;
+        Ok(prog)
+    }
+
+    /// Sum over CPUs of every counter.
+    pub fn counters(&self) -> anyhow::Result<Counters> {
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("STATS").context("map STATS missing from the object")?)?;
+        Counters::read(&map)
+    }
+
+    /// Forwards pending eBPF log records to the `log` crate.
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+
+    /// Attaches on egress of `iface` (in the calling thread's network namespace): TCX on
+    /// kernels >= 6.6, clsact + netlink filter otherwise. Refuses if a sip-rewriter program is
+    /// already attached there.
+    pub fn attach_egress(&mut self, iface: &str) -> anyhow::Result<Attachment> {
+        netdev::ifindex(iface)?;
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        if tcx {
+            let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Egress)
+                .with_context(|| format!("querying TCX egress programs on {iface}"))?;
+            if let Some(p) = progs.iter().find(|p| p.name_as_str() == Some(PROGRAM)) {
+                bail!(
+                    "sip-rewriter is already attached to {iface} egress (program id {}); detach it first",
+                    p.id()
+                );
+            }
+        } else if let Err(e) = tc::qdisc_add_clsact(iface) {
+            // EEXIST: the clsact qdisc is already there, which is what we need.
+            log::debug!("clsact on {iface}: {e}");
+        }
+        let link = self
+            .program_mut()?
+            .attach(iface, TcAttachType::Egress)
+            .with_context(|| format!("attaching to {iface} egress"))?;
+        Ok(Attachment { iface: iface.to_owned(), tcx, link })
+    }
+
+    /// Detaches a link made by [`Self::attach_egress`].
+    pub fn detach(&mut self, attachment: Attachment) -> anyhow::Result<()> {
+        self.program_mut()?
+            .detach(attachment.link)
+            .with_context(|| format!("detaching from {}", attachment.iface))
+    }
+
+    /// The underlying object, for tests and tools that need other maps.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}

@@ -1,0 +1,119 @@
+//! `cargo xtask setup|build|run|test|demo`.
+//!
+//! Every command first runs `setup`, which installs what the build needs (nightly `rust-src`,
+//! `bpf-linker`) when it is missing and is a fast no-op otherwise.
+
+mod setup;
+
+use std::{
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "sip-rewriter project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the toolchain pieces the eBPF build needs (idempotent).
+    Setup,
+    /// Build the eBPF program and the sip-rewriter binary.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run sip-rewriter with the given arguments (as root).
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test of the workspace, privileged ones included (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`: test-binary arguments).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Demonstrate the rewrite on a throw-away network-namespace topology.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    setup::ensure()?;
+    match cli.command {
+        Cmd::Setup => Ok(()),
+        Cmd::Build { release } => build(release),
+        Cmd::Run { release, args } => {
+            build(release)?;
+            let bin = workspace_root()?
+                .join("target")
+                .join(if release { "release" } else { "debug" })
+                .join("sip-rewriter");
+            cargo_like(Command::new(&bin).args(&args))
+        }
+        Cmd::Test { args } => test(&args),
+        Cmd::Demo => bail!(
+            "`cargo xtask demo` arrives with the control-plane work (issue 4); for now run `cargo xtask test`"
+        ),
+    }
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "rewriter-user"]);
+    if release {
+        cmd.arg("--release");
+    }
+    cargo_like(&mut cmd)
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    setup::require_root("cargo xtask test (it loads eBPF programs and creates network namespaces)")?;
+    let started = Instant::now();
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--exclude", "rewriter-ebpf", "--no-fail-fast"]);
+    cmd.args(extra);
+    let r = cargo_like(&mut cmd);
+    eprintln!("xtask: tests took {:.1} s", started.elapsed().as_secs_f64());
+    r
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root().unwrap_or_else(|_| ".".into()));
+    cmd
+}
+
+/// Runs `cmd` with inherited stdio and turns a non-zero exit into an error.
+fn cargo_like(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.parent()
+        .map(|p| p.to_path_buf())
+        .context("xtask has no parent directory")
+}

@@ -1,0 +1,166 @@
+//! Toolchain bootstrap. Each step checks first and only installs what is missing, so a second
+//! run is a quick no-op that reports what it found.
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+/// bpf-linker series known to work with aya-ebpf 0.2 and the nightly's LLVM.
+const BPF_LINKER_SERIES: &str = "0.13.";
+const BPF_LINKER_REQ: &str = "^0.13";
+
+pub fn ensure() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let nightly = nightly()?;
+    rust_src()?;
+    bpf_linker(&nightly)?;
+    if is_root() {
+        tool_present("ip", "apt-get install -y iproute2")?;
+    }
+    eprintln!("setup: ready in {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// What the nightly toolchain is: its sysroot and LLVM major version.
+struct Nightly {
+    sysroot: PathBuf,
+    llvm_major: u32,
+}
+
+fn nightly() -> anyhow::Result<Nightly> {
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"])).context(
+        "no nightly Rust toolchain; install it with: rustup toolchain install nightly --profile minimal",
+    )?;
+    let llvm = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("`rustc +nightly -vV` printed no LLVM version")?;
+    let llvm_major: u32 = llvm
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("unparsable LLVM version {llvm:?}"))?;
+    let sysroot = PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
+    let release = vv.lines().find_map(|l| l.strip_prefix("release: ")).unwrap_or("?");
+    eprintln!("setup: nightly {release} with LLVM {llvm_major}");
+    Ok(Nightly { sysroot, llvm_major })
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: rust-src present");
+        return Ok(());
+    }
+    eprintln!("setup: installing rust-src for nightly");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+        .context("fix with: rustup component add rust-src --toolchain nightly")
+}
+
+fn bpf_linker(nightly: &Nightly) -> anyhow::Result<()> {
+    if let Ok(v) = output(Command::new("bpf-linker").arg("--version")) {
+        let v = v.trim();
+        if v.split_whitespace().nth(1).is_some_and(|n| n.starts_with(BPF_LINKER_SERIES)) {
+            eprintln!("setup: {v} works");
+            return Ok(());
+        }
+        eprintln!("setup: found {v:?}, need {BPF_LINKER_SERIES}x; reinstalling");
+    }
+    let major = nightly.llvm_major;
+    let lib_dir = nightly.sysroot.join("lib");
+    let lib = find_libllvm(&lib_dir, major)?;
+    let prefix = cache_dir()?.join(format!("llvm-{major}"));
+    let link = prefix.join("lib").join("libLLVM.so");
+    fs::create_dir_all(link.parent().expect("has parent"))
+        .with_context(|| format!("creating {}", prefix.display()))?;
+    if fs::read_link(&link).ok().as_deref() != Some(lib.as_path()) {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&lib, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), lib.display()))?;
+    }
+    eprintln!("setup: building bpf-linker {BPF_LINKER_REQ} against {} (about a minute or more)", lib.display());
+    let rustflags = format!("-C link-arg=-Wl,-rpath,{}", lib_dir.display());
+    let feature = format!("llvm-{major}");
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_REQ, "--no-default-features", "--features", &feature])
+        .env("LLVM_PREFIX", &prefix)
+        .env("RUSTFLAGS", &rustflags)
+        // The workspace's own settings must not leak into the install build.
+        .env_remove("CARGO_TARGET_DIR")
+        .current_dir(env::temp_dir());
+    run(&mut cmd).with_context(|| {
+        format!(
+            "bpf-linker could not be built; fix with:\n  LLVM_PREFIX={} RUSTFLAGS=\"{rustflags}\" cargo install bpf-linker --version '{BPF_LINKER_REQ}' --no-default-features --features {feature}",
+            prefix.display()
+        )
+    })?;
+    let v = output(Command::new("bpf-linker").arg("--version"))
+        .context("bpf-linker was installed but does not run (is ~/.cargo/bin on PATH?)")?;
+    eprintln!("setup: installed {}", v.trim());
+    Ok(())
+}
+
+/// `<sysroot>/lib/libLLVM.so.NN.*` (the nightly ships its LLVM as a shared library).
+fn find_libllvm(lib_dir: &Path, major: u32) -> anyhow::Result<PathBuf> {
+    let want = format!("libLLVM.so.{major}.");
+    let entries = fs::read_dir(lib_dir).with_context(|| format!("reading {}", lib_dir.display()))?;
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&want) {
+            return Ok(e.path());
+        }
+    }
+    bail!(
+        "no {want}* in {}: the nightly toolchain ships no shared LLVM; reinstall it with: rustup toolchain install nightly --force",
+        lib_dir.display()
+    )
+}
+
+fn cache_dir() -> anyhow::Result<PathBuf> {
+    if let Some(x) = env::var_os("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(x).join("sip-rewriter"));
+    }
+    let home = env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache").join("sip-rewriter"))
+}
+
+fn tool_present(tool: &str, fix: &str) -> anyhow::Result<()> {
+    let found = env::var_os("PATH")
+        .map(|p| env::split_paths(&p).chain(["/usr/sbin".into(), "/sbin".into()]).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        bail!("`{tool}` is missing; fix with: {fix}");
+    }
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_ok_and(|u| u.trim() == "0")
+}
+
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("{what} must run as root; try: sudo -E cargo xtask test");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("{cmd:?} printed non-UTF-8"))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
