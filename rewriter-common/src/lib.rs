@@ -7,6 +7,30 @@
 /// Default Genesys SIP port.
 pub const DEFAULT_PORT: u16 = 5060;
 
+pub mod sip;
+
+/// Longest DN (RFC 3261 `user` of the To URI) the rewriter accepts.
+pub const MAX_DN_LEN: usize = 64;
+/// Longest Contact URI in the DN map or produced by the template, brackets excluded.
+pub const MAX_URI_LEN: usize = 128;
+/// Bytes reserved for a bracketed URI (`<` URI `>`), rounded up to a multiple of 8.
+pub const URI_BUF: usize = 136;
+/// Most parameter names in the keep list.
+pub const MAX_KEEP: usize = 8;
+/// Longest parameter name the keep list can hold.
+pub const KEEP_NAME_LEN: usize = 16;
+/// Most Genesys destination addresses.
+pub const MAX_GENESYS_ADDRS: u32 = 64;
+/// Capacity of the DN → Contact map.
+pub const MAX_CONTACTS: u32 = 131_072;
+
+/// `Config::flags`: keep every Contact header parameter.
+pub const CFG_KEEP_ALL: u16 = 1 << 0;
+/// `Config::flags`: a default template is set (`tpl_pre`/`tpl_post`).
+pub const CFG_HAS_DEFAULT: u16 = 1 << 1;
+/// `Config::flags`: only destinations in the `GENESYS` address set are candidates.
+pub const CFG_ADDR_FILTER: u16 = 1 << 2;
+
 /// Runtime configuration, one entry in the `CONFIG` array map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,48 +39,266 @@ pub struct Config {
     pub port: u16,
     /// `CFG_*` flags.
     pub flags: u16,
-    pub _reserved: u32,
+    /// Entries used in `keep`.
+    pub keep_count: u16,
+    /// Bytes used in `tpl_pre`.
+    pub tpl_pre_len: u16,
+    /// Bytes used in `tpl_post`.
+    pub tpl_post_len: u16,
+    pub _pad: [u16; 3],
+    /// Contact parameter names to keep: lowercase, zero-padded, as two little-endian words.
+    pub keep: [[u64; 2]; MAX_KEEP],
+    /// Default template text before `{dn}`, with the opening `<` (e.g. `<sip:`).
+    pub tpl_pre: [u8; URI_BUF],
+    /// Default template text after `{dn}`, with the closing `>` (e.g. `@192.168.210.54:5060>`).
+    pub tpl_post: [u8; URI_BUF],
 }
 
 impl Config {
+    /// Port only: no keep list (every parameter dropped), no template, any destination.
     pub const fn new(port: u16) -> Self {
-        Self { port, flags: 0, _reserved: 0 }
+        Self {
+            port,
+            flags: 0,
+            keep_count: 0,
+            tpl_pre_len: 0,
+            tpl_post_len: 0,
+            _pad: [0; 3],
+            keep: [[0; 2]; MAX_KEEP],
+            tpl_pre: [0; URI_BUF],
+            tpl_post: [0; URI_BUF],
+        }
+    }
+
+    /// Adds a parameter name to the keep list; `false` if the list is full or the name too long.
+    pub fn add_keep(&mut self, name: &[u8]) -> bool {
+        let n = self.keep_count as usize;
+        if n >= MAX_KEEP || name.is_empty() || name.len() > KEEP_NAME_LEN {
+            return false;
+        }
+        let mut b = [0u8; KEEP_NAME_LEN];
+        for (d, s) in b.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        let lo = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let hi = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        self.keep[n] = [lo, hi];
+        self.keep_count += 1;
+        true
+    }
+
+    /// Sets the default template from its parts around `{dn}` (without brackets); `false` if
+    /// the parts are too long for a `MAX_URI_LEN` URI.
+    pub fn set_template(&mut self, pre: &[u8], post: &[u8]) -> bool {
+        if pre.len() + post.len() + 1 > MAX_URI_LEN {
+            return false;
+        }
+        self.tpl_pre = [0; URI_BUF];
+        self.tpl_post = [0; URI_BUF];
+        self.tpl_pre[0] = b'<';
+        self.tpl_pre[1..1 + pre.len()].copy_from_slice(pre);
+        self.tpl_post[..post.len()].copy_from_slice(post);
+        self.tpl_post[post.len()] = b'>';
+        self.tpl_pre_len = (pre.len() + 1) as u16;
+        self.tpl_post_len = (post.len() + 1) as u16;
+        self.flags |= CFG_HAS_DEFAULT;
+        true
+    }
+
+    pub fn template(&self) -> Option<(&[u8], &[u8])> {
+        (self.flags & CFG_HAS_DEFAULT != 0).then(|| {
+            (
+                &self.tpl_pre[..(self.tpl_pre_len as usize).min(URI_BUF)],
+                &self.tpl_post[..(self.tpl_post_len as usize).min(URI_BUF)],
+            )
+        })
     }
 }
 
 impl Default for Config {
+    /// Port 5060, keep `expires` and `q`, no template, any destination.
     fn default() -> Self {
-        Self::new(DEFAULT_PORT)
+        let mut c = Self::new(DEFAULT_PORT);
+        c.add_keep(b"expires");
+        c.add_keep(b"q");
+        c
     }
+}
+
+/// Key of the DN → Contact map: the DN bytes as they appear in the To URI, zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DnKey(pub [u8; MAX_DN_LEN]);
+
+impl DnKey {
+    pub fn new(dn: &[u8]) -> Option<Self> {
+        if dn.is_empty() || dn.len() > MAX_DN_LEN {
+            return None;
+        }
+        let mut k = [0u8; MAX_DN_LEN];
+        k[..dn.len()].copy_from_slice(dn);
+        Some(DnKey(k))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        let n = self.0.iter().position(|&b| b == 0).unwrap_or(MAX_DN_LEN);
+        &self.0[..n]
+    }
+}
+
+/// Value of the DN → Contact map: the Contact URI as the kernel splices it, `<` URI `>`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContactUri {
+    /// Bytes used in `text`, brackets included.
+    pub len: u16,
+    pub _pad: [u8; 6],
+    pub text: [u8; URI_BUF],
+}
+
+impl ContactUri {
+    /// From a URI without brackets; `None` if longer than `MAX_URI_LEN` or empty.
+    pub fn new(uri: &[u8]) -> Option<Self> {
+        if uri.is_empty() || uri.len() > MAX_URI_LEN {
+            return None;
+        }
+        let mut text = [0u8; URI_BUF];
+        text[0] = b'<';
+        text[1..1 + uri.len()].copy_from_slice(uri);
+        text[1 + uri.len()] = b'>';
+        Some(Self { len: (uri.len() + 2) as u16, _pad: [0; 6], text })
+    }
+
+    /// The bracketed form.
+    pub fn bracketed(&self) -> &[u8] {
+        &self.text[..(self.len as usize).min(URI_BUF)]
+    }
+
+    /// The URI without brackets.
+    pub fn uri(&self) -> &[u8] {
+        let b = self.bracketed();
+        if b.len() >= 2 { &b[1..b.len() - 1] } else { &[] }
+    }
+}
+
+/// Key of the Genesys address set: IPv6 address, IPv4 as IPv4-mapped (`::ffff:a.b.c.d`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AddrKey(pub [u8; 16]);
+
+impl AddrKey {
+    pub const fn v4(a: [u8; 4]) -> Self {
+        AddrKey([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]])
+    }
+}
+
+/// Per-CPU scratch space of the eBPF program (one entry): the message copy and the scan state.
+#[repr(C)]
+pub struct Scratch {
+    pub msg: sip::Msg,
+    /// The rewritten region read back from the packet, for the checksum difference.
+    pub out: sip::Msg,
+    pub scan: sip::Scan,
 }
 
 /// Per-CPU counters, one slot of the `STATS` array per variant.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stat {
-    /// UDP datagrams to the Genesys port (candidates).
+    /// UDP datagrams to the Genesys port (and address set, if configured): candidates.
     Seen = 0,
+    /// Candidates that are SIP/2.0 REGISTER requests.
+    Register,
+    /// Packets rewritten.
+    Rewritten,
+    /// Contacts rewritten (a packet may carry several).
+    Contacts,
+    /// REGISTERs with `Contact: *` (left alone).
+    Star,
+    /// Candidates that are not REGISTER requests.
+    NotRegister,
+    /// REGISTERs whose To URI has no user part (or no To header).
+    DnMissing,
+    /// REGISTERs whose To user is not a valid RFC 3261 user of 1..=64 bytes.
+    DnInvalid,
+    /// DN neither in the map nor covered by a default template.
+    DnUnknown,
+    /// REGISTERs with no Contact header.
+    NoContact,
+    /// Truncated or malformed SIP (e.g. no end of headers).
+    Malformed,
+    /// Too large: past the scan limit or the MTU after growth, GSO, too many contacts.
+    TooBig,
+    /// IP fragments.
+    Fragment,
+    /// A helper failed; the packet was left as it came.
+    Error,
 }
 
 impl Stat {
     /// Number of counters (size of the `STATS` map).
-    pub const COUNT: u32 = 1;
+    pub const COUNT: u32 = 14;
     /// Every counter, in index order.
-    pub const ALL: [Stat; Self::COUNT as usize] = [Stat::Seen];
+    pub const ALL: [Stat; Self::COUNT as usize] = [
+        Stat::Seen,
+        Stat::Register,
+        Stat::Rewritten,
+        Stat::Contacts,
+        Stat::Star,
+        Stat::NotRegister,
+        Stat::DnMissing,
+        Stat::DnInvalid,
+        Stat::DnUnknown,
+        Stat::NoContact,
+        Stat::Malformed,
+        Stat::TooBig,
+        Stat::Fragment,
+        Stat::Error,
+    ];
 
     /// Stable name used in CLI output, JSON and metrics.
     pub const fn name(self) -> &'static str {
         match self {
             Stat::Seen => "seen",
+            Stat::Register => "register",
+            Stat::Rewritten => "rewritten",
+            Stat::Contacts => "contacts",
+            Stat::Star => "star",
+            Stat::NotRegister => "not_register",
+            Stat::DnMissing => "dn_missing",
+            Stat::DnInvalid => "dn_invalid",
+            Stat::DnUnknown => "dn_unknown",
+            Stat::NoContact => "no_contact",
+            Stat::Malformed => "malformed",
+            Stat::TooBig => "too_big",
+            Stat::Fragment => "fragment",
+            Stat::Error => "error",
+        }
+    }
+
+    /// The counter for a scan outcome that leaves the packet alone.
+    pub const fn for_outcome(o: sip::Outcome) -> Stat {
+        match o {
+            sip::Outcome::Rewrite => Stat::Rewritten,
+            sip::Outcome::NotRegister => Stat::NotRegister,
+            sip::Outcome::Malformed => Stat::Malformed,
+            sip::Outcome::DnMissing => Stat::DnMissing,
+            sip::Outcome::DnInvalid => Stat::DnInvalid,
+            sip::Outcome::Star => Stat::Star,
+            sip::Outcome::NoContact => Stat::NoContact,
+            sip::Outcome::TooComplex => Stat::TooBig,
         }
     }
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: `Config` is `repr(C)`, `Copy`, made of integers only and has no implicit padding
-    // (2 + 2 + 4 bytes), so every bit pattern is a valid value.
+    // SAFETY (all four): `repr(C)`, `Copy`, integers and byte arrays only, no implicit padding
+    // (checked by the size tests below), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::DnKey {}
+    unsafe impl aya::Pod for super::ContactUri {}
+    unsafe impl aya::Pod for super::AddrKey {}
 }
 
 #[cfg(test)]
@@ -65,7 +307,9 @@ mod tests {
 
     #[test]
     fn config_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<Config>(), 2 + 2 + 4);
+        assert_eq!(core::mem::size_of::<Config>(), 5 * 2 + 6 + MAX_KEEP * 16 + 2 * URI_BUF);
+        assert_eq!(core::mem::size_of::<ContactUri>(), 2 + 6 + URI_BUF);
+        assert_eq!(core::mem::size_of::<sip::Scan>(), 10 * 4 + sip::MAX_EDITS * 8);
     }
 
     #[test]

@@ -1,23 +1,35 @@
-//! TC egress classifier of sip-rewriter.
+//! TC egress classifier of sip-rewriter: rewrites the Contact header(s) of SIP REGISTERs sent
+//! over UDP to the Genesys port, with the scan/rewrite algorithm of `rewriter_common::sip`.
 //!
-//! It never drops a packet: every path returns [`TC_ACT_UNSPEC`], which hands the packet on
-//! unchanged to the next TCX program or, if there is none, lets it leave.
+//! It never drops a packet: every path returns [`TC_ACT_UNSPEC`], which hands the packet on to
+//! the next TCX program or, if there is none, lets it leave. Anything it does not fully
+//! understand leaves byte-identical and is counted in `STATS`.
 #![no_std]
 #![no_main]
 
+mod csum;
+
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
+    helpers::generated::{bpf_check_mtu, bpf_loop},
     macros::{classifier, map},
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
 };
+use aya_log_ebpf::{info, warn};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
     udp::UdpHdr,
     vlan::VlanHdr,
 };
-use rewriter_common::{Config, Stat};
+use rewriter_common::{
+    AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, Config, ContactUri, DnKey, MAX_CONTACTS, MAX_DN_LEN,
+    MAX_GENESYS_ADDRS, Scratch, Stat,
+    sip::{self, BUF_SIZE, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, Scan, TAIL_PAD},
+};
 
 /// Runtime configuration written by userspace (one entry).
 #[map]
@@ -27,89 +39,315 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
+/// DN → bracketed Contact URI, filled by `sip-rewriter contact ...`. Not preallocated: most
+/// deployments use a small part of it.
+#[map]
+static CONTACTS: HashMap<DnKey, ContactUri> =
+    HashMap::with_max_entries(MAX_CONTACTS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Genesys destination addresses (IPv4-mapped for IPv4); used when `CFG_ADDR_FILTER` is set.
+#[map]
+static GENESYS: HashMap<AddrKey, u8> = HashMap::with_max_entries(MAX_GENESYS_ADDRS, 0);
+
+/// Per-CPU scratch: the payload copy and the scan state (too big for the 512-byte stack).
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+const MASK: usize = BUF_SIZE - 1;
+
 /// Egress entry point.
 #[classifier]
 pub fn sip_rewriter(ctx: TcContext) -> i32 {
-    // Errors only mean "not ours"; the packet always leaves as it came.
-    let _ = try_sip_rewriter(&ctx);
+    if let Err(stat) = try_sip_rewriter(&ctx) {
+        count(stat);
+        if stat as u32 == Stat::Error as u32 {
+            let n = read(Stat::Error);
+            if n.is_power_of_two() || n % 65536 == 0 {
+                warn!(&ctx, "a helper failed (#{} on this CPU); packet left unchanged", n);
+            }
+        }
+    }
     TC_ACT_UNSPEC
 }
 
-/// Why a packet was not handled further. Only used for control flow.
-struct NotOurs;
+/// `Err(stat)`: the packet leaves as it came and `stat` is counted. `Err(Stat::Seen)` is used
+/// for "not a candidate" and is not counted a second time (see [`count`]).
+type Verdict = Result<(), Stat>;
 
-#[inline(always)]
-fn try_sip_rewriter(ctx: &TcContext) -> Result<(), NotOurs> {
-    let udp_off = l4_offset(ctx)?;
-    let udp: *const UdpHdr = ptr_at(ctx, udp_off)?;
-    // SAFETY: `ptr_at` checked that the whole header lies inside the packet.
-    let dst_port = unsafe { (*udp).dst_port() };
-    if dst_port != config_port() {
-        return Err(NotOurs);
-    }
-    count(Stat::Seen);
-    Ok(())
+/// Where the headers of a candidate datagram are.
+struct Frame {
+    l3: usize,
+    udp: usize,
+    v6: bool,
 }
 
-/// Configured Genesys port, or the default before userspace wrote the config.
 #[inline(always)]
-fn config_port() -> u16 {
-    match CONFIG.get(0) {
-        Some(c) if c.port != 0 => c.port,
-        _ => rewriter_common::DEFAULT_PORT,
+fn try_sip_rewriter(ctx: &TcContext) -> Verdict {
+    let cfg = CONFIG.get(0).ok_or(Stat::Error)?;
+    let f = candidate(ctx, cfg)?;
+    add(Stat::Seen, 1);
+    // SAFETY: `ctx.skb.skb` is the program's valid `__sk_buff`.
+    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        return Err(Stat::TooBig);
     }
+    let udp: *const UdpHdr = ptr_at(ctx, f.udp).ok_or(Stat::Malformed)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    let udp_len = unsafe { (*udp).len() } as usize;
+    let payload = f.udp + UdpHdr::LEN;
+    if udp_len < UdpHdr::LEN || payload + (udp_len - UdpHdr::LEN) != ctx.len() as usize {
+        // Trailing bytes (Ethernet padding) or a lying length: not something we rewrite.
+        return Err(Stat::Malformed);
+    }
+    let n = udp_len - UdpHdr::LEN;
+    // Cheap rejection of everything that is not a REGISTER before copying the payload.
+    let method: [u8; 8] = ctx.load(payload).map_err(|_| Stat::NotRegister)?;
+    if n < 20 || method != *b"REGISTER" {
+        return Err(Stat::NotRegister);
+    }
+    if n > MAX_SIP_LEN {
+        return Err(Stat::TooBig);
+    }
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Stat::Error)?;
+    // SAFETY: per-CPU map value, used by this program run only (no preemption within a run).
+    let scratch = unsafe { &mut *scratch };
+    load_payload(ctx, payload, n, scratch)?;
+    scratch.scan = Scan::new(n);
+    // SAFETY: the callback has the signature bpf_loop expects and ignores its context.
+    unsafe { bpf_loop(MAX_STEPS, step_cb as *mut c_void, core::ptr::null_mut(), 0) };
+    let outcome = scratch.scan.outcome();
+    if outcome != Outcome::NotRegister {
+        count(Stat::Register);
+    }
+    if outcome != Outcome::Rewrite {
+        return Err(Stat::for_outcome(outcome));
+    }
+    rewrite(ctx, cfg, &f, payload, n, scratch)
 }
 
-/// Offset of the UDP header for Ethernet (optionally one 802.1Q tag) + IPv4/IPv6 + UDP.
+/// One scan step per `bpf_loop` iteration; the verifier checks this body once.
+#[inline(never)]
+extern "C" fn step_cb(_index: u64, _ctx: *mut c_void) -> i64 {
+    let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CONFIG.get(0)) else {
+        return 1;
+    };
+    // SAFETY: as in `try_sip_rewriter`; the caller holds no reference across this call.
+    let scratch = unsafe { &mut *scratch };
+    if sip::step(&mut scratch.scan, &scratch.msg, cfg) { 0 } else { 1 }
+}
+
+/// UDP to the Genesys port (and address set) over Ethernet (+802.1Q) and IPv4/IPv6.
 #[inline(always)]
-fn l4_offset(ctx: &TcContext) -> Result<usize, NotOurs> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+fn candidate(ctx: &TcContext, cfg: &Config) -> Result<Frame, Stat> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(Stat::Seen)?;
     // SAFETY: bounds checked by `ptr_at`.
     let mut ether_type = unsafe { (*eth).ether_type };
     let mut l3 = EthHdr::LEN;
     if ether_type == EtherType::Ieee8021q as u16 {
-        let vlan: *const VlanHdr = ptr_at(ctx, l3)?;
+        let vlan: *const VlanHdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
         ether_type = unsafe { (*vlan).ether_type };
         l3 += VlanHdr::LEN;
     }
-    if ether_type == EtherType::Ipv4 as u16 {
-        let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
+    let port = if cfg.port == 0 { rewriter_common::DEFAULT_PORT } else { cfg.port };
+    let (f, dst, fragment) = if ether_type == EtherType::Ipv4 as u16 {
+        let ip: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let (ihl, proto) = unsafe { ((*ip).ihl() as usize, (*ip).proto) };
+        let (ihl, proto, frags, dst) = unsafe { ((*ip).ihl() as usize, (*ip).proto, (*ip).frags, (*ip).dst_addr) };
         if proto != IpProto::Udp as u8 || ihl < Ipv4Hdr::LEN {
-            return Err(NotOurs);
+            return Err(Stat::Seen);
         }
-        Ok(l3 + ihl)
+        // More-fragments flag or a fragment offset: only the first fragment has the UDP header,
+        // and no fragment can be rewritten on its own.
+        let fragment = u16::from_be_bytes(frags) & 0x3fff != 0;
+        (Frame { l3, udp: l3 + ihl, v6: false }, AddrKey::v4(dst), fragment)
     } else if ether_type == EtherType::Ipv6 as u16 {
-        let ip: *const Ipv6Hdr = ptr_at(ctx, l3)?;
+        let ip: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        if unsafe { (*ip).next_hdr } != IpProto::Udp as u8 {
-            return Err(NotOurs);
+        let (next, dst) = unsafe { ((*ip).next_hdr, (*ip).dst_addr) };
+        if next == IpProto::Ipv6Frag as u8 {
+            // The UDP port is only in the first fragment; it cannot be rewritten anyway.
+            return Err(Stat::Fragment);
         }
-        Ok(l3 + Ipv6Hdr::LEN)
+        if next != IpProto::Udp as u8 {
+            return Err(Stat::Seen);
+        }
+        (Frame { l3, udp: l3 + Ipv6Hdr::LEN, v6: true }, AddrKey(dst), false)
     } else {
-        Err(NotOurs)
+        return Err(Stat::Seen);
+    };
+    let udp: *const UdpHdr = ptr_at(ctx, f.udp).ok_or(Stat::Seen)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    if unsafe { (*udp).dst_port() } != port {
+        return Err(Stat::Seen);
     }
+    // SAFETY: plain lookup; the value is not used.
+    if cfg.flags & CFG_ADDR_FILTER != 0 && unsafe { GENESYS.get(&dst) }.is_none() {
+        return Err(Stat::Seen);
+    }
+    if fragment {
+        add(Stat::Seen, 1);
+        return Err(Stat::Fragment);
+    }
+    Ok(f)
+}
+
+/// Copies the `n`-byte payload (1..=MAX_SIP_LEN) into the scratch buffer and zeroes the pad.
+#[inline(always)]
+fn load_payload(ctx: &TcContext, off: usize, n: usize, s: &mut Scratch) -> Verdict {
+    let size = csum::verifier_size(n);
+    // SAFETY: the destination holds BUF_SIZE + 8 bytes >= size.
+    let r = unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
+            ctx.skb.skb as *const c_void,
+            off as u32,
+            s.msg.0.as_mut_ptr() as *mut c_void,
+            size as u32,
+        )
+    };
+    if r != 0 {
+        return Err(Stat::Error);
+    }
+    for i in 0..TAIL_PAD {
+        s.msg.0[(n + i) & MASK] = 0;
+    }
+    Ok(())
+}
+
+/// The new Contact URI: a DN map entry or the default template around the DN.
+enum NewUri<'a> {
+    Mapped(&'a ContactUri),
+    Template,
+}
+
+#[inline(always)]
+fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s: &mut Scratch) -> Verdict {
+    let dn_start = s.scan.dn_start as usize;
+    let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
+    let mut key = DnKey([0; MAX_DN_LEN]);
+    for i in 0..MAX_DN_LEN {
+        if i < dn_len {
+            key.0[i] = s.msg.byte(dn_start + i);
+        }
+    }
+    // SAFETY: the value is only read, and map values stay valid for the program run.
+    let (uri, uri_len) = match unsafe { CONTACTS.get(&key) } {
+        Some(v) => (NewUri::Mapped(v), v.len as usize),
+        None if cfg.flags & CFG_HAS_DEFAULT != 0 => {
+            (NewUri::Template, cfg.tpl_pre_len as usize + dn_len + cfg.tpl_post_len as usize)
+        }
+        None => return Err(Stat::DnUnknown),
+    };
+    let new_n = sip::new_len(&s.scan, uri_len);
+    if new_n > MAX_SIP_LEN || new_n == 0 {
+        return Err(Stat::TooBig);
+    }
+    let delta = new_n as i32 - n as i32;
+    let skb_len = ctx.len() as i32;
+    if delta > 0 {
+        let mut mtu: u32 = 0;
+        // SAFETY: valid skb and out-pointer; ifindex 0 = the skb's device.
+        if unsafe { bpf_check_mtu(ctx.skb.skb as *mut c_void, 0, &mut mtu, delta, 0) } != 0 {
+            return Err(Stat::TooBig);
+        }
+        csum::change_tail(ctx, (skb_len + delta) as u32)?;
+    }
+    if write_payload(ctx, cfg, payload, n, s, &uri, dn_start, dn_len).is_err() {
+        // Put the original back: the packet must never leave half-rewritten.
+        let _ = csum::store_msg(ctx, payload, &s.msg, 0, n);
+        if delta > 0 {
+            let _ = csum::change_tail(ctx, skb_len as u32);
+        }
+        return Err(Stat::Error);
+    }
+    if delta < 0 {
+        csum::change_tail(ctx, (skb_len + delta) as u32)?;
+    }
+    let first = s.scan.edits[0].start as usize & !1;
+    csum::fix_lengths_and_checksums(ctx, f.l3, f.udp, f.v6, payload, n, new_n, first, s)?;
+    count(Stat::Rewritten);
+    let contacts = s.scan.n_contacts as u64;
+    let total = add(Stat::Contacts, contacts);
+    let done = read(Stat::Rewritten);
+    if done.is_power_of_two() || done % 65536 == 0 {
+        info!(ctx, "rewrote REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} contacts so far", done, contacts, n, new_n, total);
+    }
+    Ok(())
+}
+
+/// Writes everything from the first edit on: kept gaps from the original, new URIs for
+/// `EDIT_URI` spans, nothing for deletions. Invalidates packet pointers.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+fn write_payload(
+    ctx: &TcContext,
+    cfg: &Config,
+    payload: usize,
+    n: usize,
+    s: &Scratch,
+    uri: &NewUri<'_>,
+    dn_start: usize,
+    dn_len: usize,
+) -> Result<(), i64> {
+    let edits = s.scan.n_edits as usize;
+    let mut from = s.scan.edits[0].start as usize;
+    let mut out = payload + from;
+    for k in 0..MAX_EDITS {
+        if k >= edits {
+            break;
+        }
+        let e = s.scan.edits[k];
+        let start = e.start as usize;
+        out = csum::store_msg(ctx, out, &s.msg, from, start.wrapping_sub(from))?;
+        if e.kind == EDIT_URI {
+            out = match uri {
+                NewUri::Mapped(v) => csum::store_uri(ctx, out, &v.text, v.len as usize)?,
+                NewUri::Template => {
+                    let o = csum::store_uri(ctx, out, &cfg.tpl_pre, cfg.tpl_pre_len as usize)?;
+                    let o = csum::store_msg(ctx, o, &s.msg, dn_start, dn_len)?;
+                    csum::store_uri(ctx, o, &cfg.tpl_post, cfg.tpl_post_len as usize)?
+                }
+            };
+        }
+        from = e.end as usize;
+    }
+    csum::store_msg(ctx, out, &s.msg, from, n.wrapping_sub(from))?;
+    Ok(())
 }
 
 /// Bounds-checked pointer to a `T` at `offset` in the linear packet data.
 #[inline(always)]
-fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Result<*const T, NotOurs> {
+fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
-        return Err(NotOurs);
+        return None;
     }
-    Ok((start + offset) as *const T)
+    Some((start + offset) as *const T)
+}
+
+/// Counts one event; `Stat::Seen` as an error value means "not a candidate" and is skipped.
+#[inline(always)]
+fn count(stat: Stat) {
+    if stat as u32 != Stat::Seen as u32 {
+        add(stat, 1);
+    }
 }
 
 #[inline(always)]
-fn count(stat: Stat) {
-    if let Some(p) = STATS.get_ptr_mut(stat as u32) {
+fn add(stat: Stat, v: u64) -> u64 {
+    match STATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *p += 1 };
+        Some(p) => unsafe {
+            *p += v;
+            *p
+        },
+        None => 0,
     }
+}
+
+#[inline(always)]
+fn read(stat: Stat) -> u64 {
+    STATS.get(stat as u32).copied().unwrap_or(0)
 }
 
 #[cfg(not(test))]
@@ -121,3 +359,4 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";
+

@@ -8,7 +8,7 @@ use rewriter_user::Rewriter;
 /// TC_ACT_UNSPEC as the kernel reports it: "next program / let it go".
 const PASS: u32 = -1i32 as u32;
 
-const REGISTER: &[u8] = include_bytes!("../../../shared/corpus/cases/01-jssip-register.in.sip");
+const REGISTER: &[u8] = include_bytes!("../shared-corpus/01-jssip-register.in.sip");
 
 /// Runs `frame` `repeat` times; returns the output frame and how much `stat` moved.
 fn run(rw: &mut Rewriter, frame: &[u8], repeat: u32, stat: Stat) -> (Vec<u8>, u64) {
