@@ -199,6 +199,30 @@ pub struct Scratch {
     /// The rewritten region read back from the packet, for the checksum difference.
     pub out: sip::Msg,
     pub scan: sip::Scan,
+    /// The DN as a map key (a map value, so building it costs the verifier no stack states).
+    pub key: DnKey,
+    /// Snapshot of the DN map entry used for this packet, so a concurrent `contact add` cannot
+    /// change its length between sizing and writing.
+    pub uri: ContactUri,
+    /// Progress of the write stage (kernel `bpf_loop`).
+    pub write: WriteState,
+}
+
+/// Where the kernel's write stage is; see `rewriter-ebpf`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteState {
+    /// Packet offset of the next byte to write.
+    pub out: u32,
+    /// Message offset of the next original byte to copy.
+    pub from: u32,
+    /// 1: the new URI is `Scratch::uri`; 0: the default template around the DN.
+    pub mapped: u32,
+    /// Template lengths snapshotted when the packet was sized.
+    pub pre_len: u32,
+    pub post_len: u32,
+    /// Non-zero once a helper failed.
+    pub err: u32,
 }
 
 /// Per-CPU counters, one slot of the `STATS` array per variant.
@@ -309,7 +333,7 @@ mod tests {
     fn config_has_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<Config>(), 5 * 2 + 6 + MAX_KEEP * 16 + 2 * URI_BUF);
         assert_eq!(core::mem::size_of::<ContactUri>(), 2 + 6 + URI_BUF);
-        assert_eq!(core::mem::size_of::<sip::Scan>(), 10 * 4 + sip::MAX_EDITS * 8);
+        assert_eq!(core::mem::size_of::<sip::Scan>(), 18 * 4 + 8 + sip::MAX_EDITS * 8);
     }
 
     #[test]

@@ -70,27 +70,42 @@ impl Msg {
         if sh == 0 { lo } else { (lo >> sh) | (hi << (64 - sh)) }
     }
 
-    /// First index in `from..to` whose byte is one of `set`, using word-at-a-time compares.
+    /// First index in `from..to` holding `c`, a word at a time.
     #[inline(always)]
-    pub fn find_any<const N: usize>(&self, from: usize, to: usize, set: [u8; N]) -> Option<usize> {
+    pub fn find_byte(&self, from: usize, to: usize, c: u8) -> Option<usize> {
+        let pat = LO * c as u64;
+        self.find_words(from, to, |x| zero_bytes(x ^ pat))
+    }
+
+    /// First index in `from..to` holding one of the 8 bytes packed in `set`.
+    #[inline(always)]
+    pub fn find_set(&self, from: usize, to: usize, set: u64) -> Option<usize> {
+        self.find_words(from, to, |x| {
+            let mut hits = 0;
+            let mut lane = 0;
+            while lane < 8 {
+                hits |= zero_bytes(x ^ (LO * ((set >> (lane * 8)) & 0xff)));
+                lane += 1;
+            }
+            hits
+        })
+    }
+
+    /// Runs `hits` (high bit of each matching byte) over the aligned words covering
+    /// `from..to`; returns the first match.
+    #[inline(always)]
+    fn find_words(&self, from: usize, to: usize, hits: impl Fn(u64) -> u64) -> Option<usize> {
         let mut w = from & !7;
         // Ignore the bytes of the first word that lie before `from`.
         let mut keep = u64::MAX << (((from & 7) * 8) as u32);
         let mut k = 0;
-        while k < BUF_SIZE / 8 {
+        while k < MAX_WORDS {
             if w >= to {
                 return None;
             }
-            let x = self.aligned_word(w);
-            let mut hits = 0;
-            let mut s = 0;
-            while s < N {
-                hits |= zero_bytes(x ^ (LO * set[s] as u64));
-                s += 1;
-            }
-            hits &= keep;
-            if hits != 0 {
-                let at = w + (hits.trailing_zeros() / 8) as usize;
+            let h = hits(self.aligned_word(w)) & keep;
+            if h != 0 {
+                let at = w + (h.trailing_zeros() / 8) as usize;
                 return if at < to { Some(at) } else { None };
             }
             keep = u64::MAX;
@@ -100,6 +115,9 @@ impl Msg {
         None
     }
 }
+
+/// Words covering the longest message (plus one for an unaligned start).
+const MAX_WORDS: usize = MAX_SIP_LEN / 8 + 2;
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
@@ -172,15 +190,60 @@ impl Outcome {
     }
 }
 
-// Scan modes.
+// Scan modes. A mode that needs a search stores it in the state and names the mode that
+// consumes its result; the next step runs the search first (one call site for the verifier).
 const M_START: u32 = 0;
-const M_LINE: u32 = 1;
-const M_TO: u32 = 2;
-const M_CONTACT: u32 = 3;
-const M_PARAMS: u32 = 4;
-const M_DONE: u32 = 5;
+const M_START_NL: u32 = 1;
+const M_LINE: u32 = 2;
+const M_SKIPPED: u32 = 3;
+const M_TO: u32 = 4;
+const M_TO_LT: u32 = 5;
+const M_TO_QUOTED: u32 = 6;
+const M_TO_USER: u32 = 7;
+const M_ELEM: u32 = 8;
+const M_ELEM_QUOTED: u32 = 9;
+const M_ELEM_TOKEN: u32 = 10;
+const M_ELEM_GT: u32 = 11;
+const M_ELEM_ADDR: u32 = 12;
+const M_PARAMS: u32 = 13;
+const M_PARAM_NAME: u32 = 14;
+const M_PARAM_VALUE: u32 = 15;
+const M_PARAM_QUOTED: u32 = 16;
+const M_QUOTE_HIT: u32 = 17;
+const M_DONE: u32 = 18;
 
 const SEEN_TO: u32 = 1;
+/// The To URI is a bare addr-spec (its user part ends at `;`, `?`, `,`).
+const TO_ADDR_SPEC: u32 = 2;
+/// The parameter being parsed is in the keep list.
+const KEEP_PARAM: u32 = 4;
+
+const SEARCH_NONE: u32 = 0;
+const SEARCH_ONE: u32 = 1;
+const SEARCH_SET: u32 = 2;
+/// `Scan::hit` when the search found nothing before the end of the message.
+const NOT_FOUND: u32 = u32::MAX;
+
+/// Up to 8 delimiter bytes packed into a word; unused lanes repeat the first byte.
+const fn set(bytes: &[u8]) -> u64 {
+    let mut w = [bytes[0]; 8];
+    let mut i = 0;
+    while i < bytes.len() {
+        w[i] = bytes[i];
+        i += 1;
+    }
+    u64::from_le_bytes(w)
+}
+
+const SET_QUOTED: u64 = set(b"\"\\\r");
+const SET_TO_NAME_ADDR: u64 = set(b"<\r\",");
+const SET_TO_USER_NAME_ADDR: u64 = set(b"@>\r");
+const SET_TO_USER_ADDR_SPEC: u64 = set(b"@>\r;?, ");
+const SET_ELEM_TOKEN: u64 = set(b"<:\r,\";");
+const SET_GT: u64 = set(b">\r");
+const SET_ADDR_END: u64 = set(b";, \t\r");
+const SET_PARAM_NAME: u64 = set(b"=;, \t\r");
+const SET_PARAM_VALUE: u64 = set(b";, \t\r");
 
 /// Scan state; lives in a map value in the kernel, so it is plain `repr(C)` integers.
 #[repr(C)]
@@ -188,6 +251,7 @@ const SEEN_TO: u32 = 1;
 pub struct Scan {
     /// Message length.
     pub len: u32,
+    /// Current position (or where the pending search starts).
     pub pos: u32,
     pub mode: u32,
     /// An [`Outcome`], valid once done.
@@ -200,6 +264,22 @@ pub struct Scan {
     pub flags: u32,
     /// Start of the body (after the empty line), valid once done with `Rewrite`.
     pub body: u32,
+    /// Pending search: `SEARCH_*`.
+    pub search: u32,
+    /// Result of the last search, or `NOT_FOUND`.
+    pub hit: u32,
+    /// Mode to return to after a quoted string.
+    pub ret: u32,
+    /// Positions remembered between steps (element/parameter start, name start).
+    pub mark: u32,
+    pub mark2: u32,
+    /// See [`Scan::launder`].
+    pub tmp: u32,
+    /// Bytes covered by all edits together.
+    pub removed: u32,
+    pub _pad: u32,
+    /// Delimiters of the pending search (see [`set`]).
+    pub want: u64,
     pub edits: [Edit; MAX_EDITS],
 }
 
@@ -216,6 +296,15 @@ impl Scan {
             n_contacts: 0,
             flags: 0,
             body: 0,
+            search: SEARCH_NONE,
+            hit: NOT_FOUND,
+            ret: 0,
+            mark: 0,
+            mark2: 0,
+            tmp: 0,
+            removed: 0,
+            _pad: 0,
+            want: 0,
             edits: [Edit { start: 0, end: 0, kind: 0, _pad: 0 }; MAX_EDITS],
         }
     }
@@ -228,11 +317,57 @@ impl Scan {
         &self.edits[..(self.n_edits as usize).min(MAX_EDITS)]
     }
 
+    /// Returns `v` after a round trip through memory the verifier does not track (the scan
+    /// state is a map value in the kernel). Paths that reach the same point with different
+    /// positions then converge into one verifier state instead of multiplying.
+    #[inline(always)]
+    fn launder(&mut self, v: usize) -> usize {
+        // SAFETY: `self.tmp` is a valid, aligned field behind `&mut self`.
+        unsafe {
+            core::ptr::write_volatile(&mut self.tmp, v as u32);
+            core::ptr::read_volatile(&self.tmp) as usize
+        }
+    }
+
     #[inline(always)]
     fn done(&mut self, o: Outcome) -> bool {
         self.outcome = o as u32;
         self.mode = M_DONE;
         false
+    }
+
+    /// Asks for the first byte of `want` at or after `from`; `then` consumes `hit`.
+    #[inline(always)]
+    fn find(&mut self, from: usize, want: u64, then: u32) -> bool {
+        self.pos = from as u32;
+        self.want = want;
+        self.search = SEARCH_SET;
+        self.mode = then;
+        true
+    }
+
+    /// Asks for the next line feed at or after `from`; `M_SKIPPED` consumes it.
+    #[inline(always)]
+    fn skip_line(&mut self, from: usize) -> bool {
+        self.pos = from as u32;
+        self.want = b'\n' as u64;
+        self.search = SEARCH_ONE;
+        self.mode = M_SKIPPED;
+        true
+    }
+
+    /// Scans the quoted string opening at `p`, then continues in `ret` at the index after it.
+    #[inline(always)]
+    fn quoted(&mut self, p: usize, ret: u32) -> bool {
+        self.ret = ret;
+        self.find(p + 1, SET_QUOTED, M_QUOTE_HIT)
+    }
+
+    #[inline(always)]
+    fn goto(&mut self, pos: usize, mode: u32) -> bool {
+        self.pos = pos as u32;
+        self.mode = mode;
+        true
     }
 
     /// Appends an edit, merging a deletion into an edit that ends where it starts.
@@ -243,6 +378,7 @@ impl Scan {
             let last = &mut self.edits[(n - 1) & (MAX_EDITS - 1)];
             if last.end as usize == start {
                 last.end = end as u16;
+                self.removed += (end - start) as u32;
                 return true;
             }
         }
@@ -251,6 +387,7 @@ impl Scan {
         }
         self.edits[n & (MAX_EDITS - 1)] = Edit { start: start as u16, end: end as u16, kind, _pad: 0 };
         self.n_edits = n as u32 + 1;
+        self.removed += (end - start) as u32;
         if kind == EDIT_URI {
             self.n_contacts += 1;
         }
@@ -267,39 +404,27 @@ fn is_wsp(c: u8) -> bool {
     c == b' ' || c == b'\t'
 }
 
-/// Skips linear white space: SP/HT and line folds (CRLF followed by SP/HT).
+/// Skips SP/HT.
 #[inline(always)]
-fn skip_lws(m: &Msg, mut p: usize) -> usize {
+fn skip_wsp(m: &Msg, mut p: usize) -> usize {
     let mut k = 0;
-    while k < 32 {
-        let c = m.byte(p);
-        if is_wsp(c) {
-            p += 1;
-        } else if c == b'\r' && m.byte(p + 1) == b'\n' && is_wsp(m.byte(p + 2)) {
-            p += 3;
-        } else {
-            break;
-        }
+    while k < 32 && is_wsp(m.byte(p)) {
+        p += 1;
         k += 1;
     }
     p
 }
 
-/// `p` is at an opening `"`; returns the index after the closing one.
+/// Skips linear white space (RFC 3261 LWS: `[*WSP CRLF] 1*WSP`, so at most one fold).
+/// The result goes through [`Scan::launder`] so the verifier sees one state, not one per
+/// possible amount of white space.
 #[inline(always)]
-fn skip_quoted(m: &Msg, len: usize, p: usize) -> Option<usize> {
-    let mut from = p + 1;
-    let mut k = 0;
-    while k < 16 {
-        let x = m.find_any(from, len, [b'"', b'\\', b'\r'])?;
-        match m.byte(x) {
-            b'"' => return Some(x + 1),
-            b'\\' => from = x + 2,
-            _ => return None,
-        }
-        k += 1;
+fn skip_lws(s: &mut Scan, m: &Msg, p: usize) -> usize {
+    let mut p = s.launder(skip_wsp(m, p));
+    if m.byte(p) == b'\r' && m.byte(p + 1) == b'\n' && is_wsp(m.byte(p + 2)) {
+        p = skip_wsp(m, p + 2);
     }
-    None
+    s.launder(p)
 }
 
 /// If a `sip:` or `sips:` scheme (any case) starts at `p`, the index after its colon.
@@ -401,32 +526,198 @@ fn keep_param(m: &Msg, s: usize, n: usize, cfg: &Config) -> bool {
 #[inline(always)]
 pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
     let len = (s.len as usize).min(MAX_SIP_LEN);
+    if s.search != SEARCH_NONE {
+        let from = s.pos as usize;
+        let hit = if s.search == SEARCH_ONE {
+            m.find_byte(from, len, s.want as u8)
+        } else {
+            m.find_set(from, len, s.want)
+        };
+        let hit = match hit {
+            Some(h) => h as u32,
+            None => NOT_FOUND,
+        };
+        // SAFETY: a valid field behind `&mut`; volatile so the value is re-read (see
+        // `Scan::launder`): one verifier state after the search instead of one per word.
+        unsafe { core::ptr::write_volatile(&mut s.hit, hit) };
+        s.search = SEARCH_NONE;
+    }
     let pos = s.pos as usize;
+    // SAFETY: as above.
+    let hit32 = unsafe { core::ptr::read_volatile(&s.hit) };
+    let hit = hit32 as usize;
+    let found = hit32 != NOT_FOUND;
     match s.mode {
-        M_START => start_line(s, m, len),
+        M_START => {
+            if len < 20 || m.word_at(0) != word(b"REGISTER") || m.byte(8) != b' ' {
+                return s.done(Outcome::NotRegister);
+            }
+            s.pos = 9;
+            s.want = b'\n' as u64;
+            s.search = SEARCH_ONE;
+            s.mode = M_START_NL;
+            true
+        }
+        M_START_NL => {
+            if !found {
+                return s.done(Outcome::Malformed);
+            }
+            if hit < 19 || m.byte(hit - 1) != b'\r' || m.word_at(hit - 9) != word(b" SIP/2.0") {
+                return s.done(Outcome::NotRegister);
+            }
+            s.goto(hit + 1, M_LINE)
+        }
+        M_SKIPPED => {
+            if !found {
+                return s.done(Outcome::Malformed);
+            }
+            header_line(s, m, len, hit + 1)
+        }
         M_LINE => header_line(s, m, len, pos),
-        M_TO => to_value(s, m, len, pos),
-        M_CONTACT => contact_element(s, m, len, pos),
-        M_PARAMS => contact_params(s, m, len, pos, cfg),
+        M_TO => {
+            let p = skip_lws(s, m, pos);
+            if let Some(user) = sip_scheme(m, p) {
+                s.flags |= TO_ADDR_SPEC;
+                s.dn_start = user as u32;
+                s.find(user, SET_TO_USER_ADDR_SPEC, M_TO_USER)
+            } else if m.byte(p) == b'"' {
+                s.quoted(p, M_TO_QUOTED)
+            } else {
+                s.find(p, SET_TO_NAME_ADDR, M_TO_LT)
+            }
+        }
+        M_TO_QUOTED => {
+            let lt = skip_lws(s, m, pos);
+            to_name_addr(s, m, lt)
+        }
+        M_TO_LT => {
+            if !found {
+                return s.done(Outcome::Malformed);
+            }
+            to_name_addr(s, m, hit)
+        }
+        M_TO_USER => {
+            let user = s.dn_start as usize;
+            if !found {
+                return s.done(Outcome::Malformed);
+            }
+            if m.byte(hit) != b'@' || hit == user {
+                return s.done(Outcome::DnMissing);
+            }
+            let n = hit - user;
+            if !valid_user(m, user, n) {
+                return s.done(Outcome::DnInvalid);
+            }
+            s.dn_len = n as u32;
+            s.flags |= SEEN_TO;
+            s.skip_line(hit)
+        }
+        M_ELEM => {
+            let p = skip_lws(s, m, pos);
+            let c = m.byte(p);
+            if c == b'*' {
+                s.done(Outcome::Star)
+            } else if c == b'"' {
+                s.quoted(p, M_ELEM_QUOTED)
+            } else if c == b'<' {
+                s.mark = p as u32;
+                s.find(p + 1, SET_GT, M_ELEM_GT)
+            } else {
+                s.mark = p as u32;
+                s.find(p, SET_ELEM_TOKEN, M_ELEM_TOKEN)
+            }
+        }
+        M_ELEM_QUOTED => {
+            let lt = skip_lws(s, m, pos);
+            if m.byte(lt) != b'<' {
+                return s.done(Outcome::Malformed);
+            }
+            s.mark = lt as u32;
+            s.find(lt + 1, SET_GT, M_ELEM_GT)
+        }
+        M_ELEM_TOKEN => {
+            let start = s.mark as usize;
+            if !found {
+                s.done(Outcome::Malformed)
+            } else if m.byte(hit) == b'<' {
+                s.mark = hit as u32;
+                s.find(hit + 1, SET_GT, M_ELEM_GT)
+            } else if m.byte(hit) == b':' && hit > start {
+                // addr-spec: the URI runs to the first separator; parameters after it are
+                // header parameters.
+                s.find(start, SET_ADDR_END, M_ELEM_ADDR)
+            } else {
+                s.done(Outcome::Malformed)
+            }
+        }
+        M_ELEM_GT => {
+            if !found || m.byte(hit) != b'>' {
+                return s.done(Outcome::Malformed);
+            }
+            uri_span(s, s.mark as usize, hit + 1)
+        }
+        M_ELEM_ADDR => {
+            if !found {
+                return s.done(Outcome::Malformed);
+            }
+            uri_span(s, s.mark as usize, hit)
+        }
+        M_PARAMS => {
+            let p = skip_lws(s, m, pos);
+            match m.byte(p) {
+                b';' => {
+                    // A dropped parameter goes with the white space before its ';'.
+                    s.mark = pos as u32;
+                    let name = skip_lws(s, m, p + 1);
+                    s.mark2 = name as u32;
+                    s.find(name, SET_PARAM_NAME, M_PARAM_NAME)
+                }
+                b',' => s.goto(p + 1, M_ELEM),
+                b'\r' if m.byte(p + 1) == b'\n' => s.goto(p + 2, M_LINE),
+                _ => s.done(Outcome::Malformed),
+            }
+        }
+        M_PARAM_NAME => {
+            let name = s.mark2 as usize;
+            if !found || hit == name {
+                return s.done(Outcome::Malformed);
+            }
+            if keep_param(m, name, hit - name, cfg) {
+                s.flags |= KEEP_PARAM;
+            } else {
+                s.flags &= !KEEP_PARAM;
+            }
+            let eq = skip_lws(s, m, hit);
+            if m.byte(eq) != b'=' {
+                return param_end(s, hit);
+            }
+            let v = skip_lws(s, m, eq + 1);
+            if m.byte(v) == b'"' {
+                s.quoted(v, M_PARAM_QUOTED)
+            } else {
+                s.mark2 = v as u32;
+                s.find(v, SET_PARAM_VALUE, M_PARAM_VALUE)
+            }
+        }
+        M_PARAM_VALUE => {
+            if !found || hit == s.mark2 as usize {
+                return s.done(Outcome::Malformed);
+            }
+            param_end(s, hit)
+        }
+        M_PARAM_QUOTED => param_end(s, pos),
+        M_QUOTE_HIT => {
+            if !found {
+                return s.done(Outcome::Malformed);
+            }
+            match m.byte(hit) {
+                b'"' => s.goto(hit + 1, s.ret),
+                b'\\' => s.find(hit + 2, SET_QUOTED, M_QUOTE_HIT),
+                _ => s.done(Outcome::Malformed),
+            }
+        }
         _ => false,
     }
-}
-
-/// `REGISTER <uri> SIP/2.0` CRLF.
-#[inline(always)]
-fn start_line(s: &mut Scan, m: &Msg, len: usize) -> bool {
-    if len < 20 || m.word_at(0) != word(b"REGISTER") || m.byte(8) != b' ' {
-        return s.done(Outcome::NotRegister);
-    }
-    let Some(nl) = m.find_any(9, len, [b'\n']) else {
-        return s.done(Outcome::Malformed);
-    };
-    if nl < 19 || m.byte(nl - 1) != b'\r' || m.word_at(nl - 9) != word(b" SIP/2.0") {
-        return s.done(Outcome::NotRegister);
-    }
-    s.pos = nl as u32 + 1;
-    s.mode = M_LINE;
-    true
 }
 
 /// At the start of a header line: the end of headers, a To or Contact header, or a line to skip.
@@ -465,118 +756,33 @@ fn header_line(s: &mut Scan, m: &Msg, len: usize, pos: usize) -> bool {
             k += 1;
         }
         if m.byte(p) == b':' {
-            s.pos = p as u32 + 1;
-            if is_to {
-                if s.flags & SEEN_TO != 0 {
-                    return s.done(Outcome::Malformed);
-                }
-                s.mode = M_TO;
-            } else {
-                s.mode = M_CONTACT;
+            if !is_to {
+                return s.goto(p + 1, M_ELEM);
             }
-            return true;
+            if s.flags & SEEN_TO != 0 {
+                return s.done(Outcome::Malformed);
+            }
+            return s.goto(p + 1, M_TO);
         }
     }
     // Any other header (or a continuation line of one): skip to the next line.
-    skip_line(s, m, len, pos)
+    s.skip_line(pos)
 }
 
+/// `lt` should be the `<` of the To name-addr: checks the scheme, then looks for the user part.
 #[inline(always)]
-fn skip_line(s: &mut Scan, m: &Msg, len: usize, pos: usize) -> bool {
-    match m.find_any(pos, len, [b'\n']) {
-        Some(nl) => {
-            s.pos = nl as u32 + 1;
-            s.mode = M_LINE;
-            true
-        }
-        None => s.done(Outcome::Malformed),
-    }
-}
-
-/// The To header value: finds and validates the user part of its URI.
-#[inline(always)]
-fn to_value(s: &mut Scan, m: &Msg, len: usize, pos: usize) -> bool {
-    let p = skip_lws(m, pos);
-    let (user, name_addr) = if let Some(u) = sip_scheme(m, p) {
-        (u, false)
-    } else {
-        let lt = if m.byte(p) == b'"' {
-            let Some(q) = skip_quoted(m, len, p) else {
-                return s.done(Outcome::Malformed);
-            };
-            skip_lws(m, q)
-        } else {
-            match m.find_any(p, len, [b'<', b'\r', b'"', b',']) {
-                Some(x) => x,
-                None => return s.done(Outcome::Malformed),
-            }
-        };
-        if m.byte(lt) != b'<' {
-            return s.done(Outcome::Malformed);
-        }
-        match sip_scheme(m, lt + 1) {
-            Some(u) => (u, true),
-            // tel: and other schemes carry no SIP user part.
-            None => return s.done(Outcome::DnMissing),
-        }
-    };
-    // In name-addr form the user part may hold ';', '?' and ','; in addr-spec form they end
-    // the URI.
-    let end = if name_addr {
-        m.find_any(user, len, [b'@', b'>', b'\r'])
-    } else {
-        m.find_any(user, len, [b'@', b'>', b'\r', b';', b'?', b',', b' '])
-    };
-    let Some(at) = end else {
-        return s.done(Outcome::Malformed);
-    };
-    if m.byte(at) != b'@' || at == user {
-        return s.done(Outcome::DnMissing);
-    }
-    let n = at - user;
-    if !valid_user(m, user, n) {
-        return s.done(Outcome::DnInvalid);
-    }
-    s.dn_start = user as u32;
-    s.dn_len = n as u32;
-    s.flags |= SEEN_TO;
-    skip_line(s, m, len, at)
-}
-
-/// Start of one contact: `*`, a name-addr (with optional display name) or an addr-spec.
-#[inline(always)]
-fn contact_element(s: &mut Scan, m: &Msg, len: usize, pos: usize) -> bool {
-    let p = skip_lws(m, pos);
-    let c = m.byte(p);
-    let lt = if c == b'*' {
-        return s.done(Outcome::Star);
-    } else if c == b'"' {
-        match skip_quoted(m, len, p) {
-            Some(q) => skip_lws(m, q),
-            None => return s.done(Outcome::Malformed),
-        }
-    } else if c == b'<' {
-        p
-    } else {
-        let Some(x) = m.find_any(p, len, [b'<', b':', b'\r', b',', b'"', b';']) else {
-            return s.done(Outcome::Malformed);
-        };
-        if m.byte(x) == b':' && x > p {
-            // addr-spec: the URI runs to the first separator; parameters after it are
-            // header parameters.
-            let Some(end) = m.find_any(p, len, [b';', b',', b' ', b'\t', b'\r']) else {
-                return s.done(Outcome::Malformed);
-            };
-            return uri_span(s, p, end);
-        }
-        x
-    };
+fn to_name_addr(s: &mut Scan, m: &Msg, lt: usize) -> bool {
     if m.byte(lt) != b'<' {
         return s.done(Outcome::Malformed);
     }
-    match m.find_any(lt + 1, len, [b'>', b'\r']) {
-        Some(gt) if m.byte(gt) == b'>' => uri_span(s, lt, gt + 1),
-        _ => s.done(Outcome::Malformed),
+    match sip_scheme(m, lt + 1) {
+        Some(user) => {
+            s.dn_start = user as u32;
+            // In name-addr form the user part may hold ';', '?' and ','.
+            s.find(user, SET_TO_USER_NAME_ADDR, M_TO_USER)
+        }
+        // tel: and other schemes carry no SIP user part.
+        None => s.done(Outcome::DnMissing),
     }
 }
 
@@ -585,59 +791,17 @@ fn uri_span(s: &mut Scan, start: usize, end: usize) -> bool {
     if !s.push(start, end, EDIT_URI) {
         return s.done(Outcome::TooComplex);
     }
-    s.pos = end as u32;
-    s.mode = M_PARAMS;
-    true
+    s.goto(end, M_PARAMS)
 }
 
-/// After a contact's URI or one of its parameters: the next parameter, the next contact or the
-/// end of the header.
+/// A contact parameter ends at `end` (it began at `s.mark`, white space before its `;`
+/// included): dropped unless kept.
 #[inline(always)]
-fn contact_params(s: &mut Scan, m: &Msg, len: usize, pos: usize, cfg: &Config) -> bool {
-    let p = skip_lws(m, pos);
-    match m.byte(p) {
-        b';' => {
-            let name = skip_lws(m, p + 1);
-            let Some(name_end) = m.find_any(name, len, [b'=', b';', b',', b' ', b'\t', b'\r']) else {
-                return s.done(Outcome::Malformed);
-            };
-            if name_end == name {
-                return s.done(Outcome::Malformed);
-            }
-            let mut end = name_end;
-            let eq = skip_lws(m, name_end);
-            if m.byte(eq) == b'=' {
-                let v = skip_lws(m, eq + 1);
-                end = if m.byte(v) == b'"' {
-                    match skip_quoted(m, len, v) {
-                        Some(e) => e,
-                        None => return s.done(Outcome::Malformed),
-                    }
-                } else {
-                    match m.find_any(v, len, [b';', b',', b' ', b'\t', b'\r']) {
-                        Some(e) if e > v => e,
-                        _ => return s.done(Outcome::Malformed),
-                    }
-                };
-            }
-            if !keep_param(m, name, name_end - name, cfg) && !s.push(pos, end, EDIT_DELETE) {
-                return s.done(Outcome::TooComplex);
-            }
-            s.pos = end as u32;
-            true
-        }
-        b',' => {
-            s.pos = p as u32 + 1;
-            s.mode = M_CONTACT;
-            true
-        }
-        b'\r' if m.byte(p + 1) == b'\n' => {
-            s.pos = p as u32 + 2;
-            s.mode = M_LINE;
-            true
-        }
-        _ => s.done(Outcome::Malformed),
+fn param_end(s: &mut Scan, end: usize) -> bool {
+    if s.flags & KEEP_PARAM == 0 && !s.push(s.mark as usize, end, EDIT_DELETE) {
+        return s.done(Outcome::TooComplex);
     }
+    s.goto(end, M_PARAMS)
 }
 
 #[inline(always)]
@@ -670,15 +834,10 @@ pub fn scan(m: &Msg, len: usize, cfg: &Config) -> Scan {
 
 /// Length of the message once `scan`'s edits are applied with a new URI of `uri_len` bytes
 /// (brackets included).
+/// Loop-free, so the verifier sees one path.
+#[inline(always)]
 pub fn new_len(s: &Scan, uri_len: usize) -> usize {
-    let mut n = s.len as usize;
-    for e in s.edits() {
-        n -= (e.end - e.start) as usize;
-        if e.kind == EDIT_URI {
-            n += uri_len;
-        }
-    }
-    n
+    (s.len as usize).wrapping_sub(s.removed as usize) + s.n_contacts as usize * uri_len
 }
 
 /// Applies the edits of a `Rewrite` scan: `uri` pieces (concatenated) replace each URI span.

@@ -13,7 +13,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, __sk_buff},
     helpers::generated::{bpf_csum_diff, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_store_bytes},
     programs::TcContext,
 };
@@ -45,6 +45,12 @@ pub fn verifier_size(len: usize) -> usize {
 /// after them. Invalidates packet pointers.
 #[inline(always)]
 pub fn store_msg(ctx: &TcContext, off: usize, msg: &Msg, from: usize, len: usize) -> Result<usize, i64> {
+    store_msg_raw(ctx.skb.skb, off, msg, from, len)
+}
+
+/// [`store_msg`] on a raw skb pointer (for `bpf_loop` callbacks). Invalidates packet pointers.
+#[inline(always)]
+pub fn store_msg_raw(skb: *mut __sk_buff, off: usize, msg: &Msg, from: usize, len: usize) -> Result<usize, i64> {
     if len == 0 {
         return Ok(off);
     }
@@ -56,7 +62,7 @@ pub fn store_msg(ctx: &TcContext, off: usize, msg: &Msg, from: usize, len: usize
     // checks the packet side.
     let r = unsafe {
         bpf_skb_store_bytes(
-            ctx.skb.skb,
+            skb,
             off as u32,
             msg.0.as_ptr().add(from & MASK) as *const c_void,
             size as u32,
@@ -66,17 +72,16 @@ pub fn store_msg(ctx: &TcContext, off: usize, msg: &Msg, from: usize, len: usize
     if r != 0 { Err(r) } else { Ok(off + size) }
 }
 
-/// Writes the first `len` bytes of a bracketed URI buffer to packet offset `off`.
+/// Writes the first `len` bytes of a bracketed URI buffer to packet offset `off` (raw skb
+/// pointer, for `bpf_loop` callbacks).
 /// Invalidates packet pointers.
 #[inline(always)]
-pub fn store_uri(ctx: &TcContext, off: usize, text: &[u8; URI_BUF], len: usize) -> Result<usize, i64> {
+pub fn store_uri_raw(skb: *mut __sk_buff, off: usize, text: &[u8; URI_BUF], len: usize) -> Result<usize, i64> {
     if len == 0 || len > URI_BUF {
         return Err(-1);
     }
     // SAFETY: size <= URI_BUF, the length of `text`.
-    let r = unsafe {
-        bpf_skb_store_bytes(ctx.skb.skb, off as u32, text.as_ptr() as *const c_void, len as u32, 0)
-    };
+    let r = unsafe { bpf_skb_store_bytes(skb, off as u32, text.as_ptr() as *const c_void, len as u32, 0) };
     if r != 0 { Err(r) } else { Ok(off + len) }
 }
 

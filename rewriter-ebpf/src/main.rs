@@ -27,7 +27,7 @@ use network_types::{
 };
 use rewriter_common::{
     AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, Config, ContactUri, DnKey, MAX_CONTACTS, MAX_DN_LEN,
-    MAX_GENESYS_ADDRS, Scratch, Stat,
+    MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
     sip::{self, BUF_SIZE, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, Scan, TAIL_PAD},
 };
 
@@ -213,27 +213,26 @@ fn load_payload(ctx: &TcContext, off: usize, n: usize, s: &mut Scratch) -> Verdi
     Ok(())
 }
 
-/// The new Contact URI: a DN map entry or the default template around the DN.
-enum NewUri<'a> {
-    Mapped(&'a ContactUri),
-    Template,
-}
-
 #[inline(always)]
 fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s: &mut Scratch) -> Verdict {
     let dn_start = s.scan.dn_start as usize;
     let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
-    let mut key = DnKey([0; MAX_DN_LEN]);
     for i in 0..MAX_DN_LEN {
-        if i < dn_len {
-            key.0[i] = s.msg.byte(dn_start + i);
-        }
+        s.key.0[i] = if i < dn_len { s.msg.byte(dn_start + i) } else { 0 };
     }
     // SAFETY: the value is only read, and map values stay valid for the program run.
-    let (uri, uri_len) = match unsafe { CONTACTS.get(&key) } {
-        Some(v) => (NewUri::Mapped(v), v.len as usize),
+    let uri_len = match unsafe { CONTACTS.get(&s.key) } {
+        Some(v) => {
+            // Snapshot: sizing and writing must see the same entry.
+            s.uri = *v;
+            s.write.mapped = 1;
+            (s.uri.len as usize).min(URI_BUF)
+        }
         None if cfg.flags & CFG_HAS_DEFAULT != 0 => {
-            (NewUri::Template, cfg.tpl_pre_len as usize + dn_len + cfg.tpl_post_len as usize)
+            s.write.mapped = 0;
+            s.write.pre_len = (cfg.tpl_pre_len as u32).min(URI_BUF as u32);
+            s.write.post_len = (cfg.tpl_post_len as u32).min(URI_BUF as u32);
+            (s.write.pre_len + s.write.post_len) as usize + dn_len
         }
         None => return Err(Stat::DnUnknown),
     };
@@ -251,7 +250,15 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
         }
         csum::change_tail(ctx, (skb_len + delta) as u32)?;
     }
-    if write_payload(ctx, cfg, payload, n, s, &uri, dn_start, dn_len).is_err() {
+    let first = s.scan.edits[0].start as usize;
+    s.write.out = (payload + first) as u32;
+    s.write.from = first as u32;
+    s.write.err = 0;
+    let mut wctx = WriteCtx { skb: ctx.skb.skb };
+    // SAFETY: the callback has the signature bpf_loop expects; `wctx` outlives the call.
+    unsafe { bpf_loop(MAX_EDITS as u32, write_cb as *mut c_void, &mut wctx as *mut WriteCtx as *mut c_void, 0) };
+    let tail = n.wrapping_sub(s.write.from as usize);
+    if s.write.err != 0 || csum::store_msg(ctx, s.write.out as usize, &s.msg, s.write.from as usize, tail).is_err() {
         // Put the original back: the packet must never leave half-rewritten.
         let _ = csum::store_msg(ctx, payload, &s.msg, 0, n);
         if delta > 0 {
@@ -262,8 +269,7 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
     if delta < 0 {
         csum::change_tail(ctx, (skb_len + delta) as u32)?;
     }
-    let first = s.scan.edits[0].start as usize & !1;
-    csum::fix_lengths_and_checksums(ctx, f.l3, f.udp, f.v6, payload, n, new_n, first, s)?;
+    csum::fix_lengths_and_checksums(ctx, f.l3, f.udp, f.v6, payload, n, new_n, first & !1, s)?;
     count(Stat::Rewritten);
     let contacts = s.scan.n_contacts as u64;
     let total = add(Stat::Contacts, contacts);
@@ -274,44 +280,63 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
     Ok(())
 }
 
-/// Writes everything from the first edit on: kept gaps from the original, new URIs for
-/// `EDIT_URI` spans, nothing for deletions. Invalidates packet pointers.
-#[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
-fn write_payload(
-    ctx: &TcContext,
-    cfg: &Config,
-    payload: usize,
-    n: usize,
-    s: &Scratch,
-    uri: &NewUri<'_>,
-    dn_start: usize,
-    dn_len: usize,
-) -> Result<(), i64> {
-    let edits = s.scan.n_edits as usize;
-    let mut from = s.scan.edits[0].start as usize;
-    let mut out = payload + from;
-    for k in 0..MAX_EDITS {
-        if k >= edits {
-            break;
-        }
-        let e = s.scan.edits[k];
-        let start = e.start as usize;
-        out = csum::store_msg(ctx, out, &s.msg, from, start.wrapping_sub(from))?;
-        if e.kind == EDIT_URI {
-            out = match uri {
-                NewUri::Mapped(v) => csum::store_uri(ctx, out, &v.text, v.len as usize)?,
-                NewUri::Template => {
-                    let o = csum::store_uri(ctx, out, &cfg.tpl_pre, cfg.tpl_pre_len as usize)?;
-                    let o = csum::store_msg(ctx, o, &s.msg, dn_start, dn_len)?;
-                    csum::store_uri(ctx, o, &cfg.tpl_post, cfg.tpl_post_len as usize)?
-                }
-            };
-        }
-        from = e.end as usize;
+/// What the write callback needs from the caller's frame.
+#[repr(C)]
+struct WriteCtx {
+    skb: *mut aya_ebpf::bindings::__sk_buff,
+}
+
+/// Write stage, one edit per `bpf_loop` iteration: the original bytes since the previous edit,
+/// then the new URI for a `EDIT_URI` span (nothing for a deletion). Progress lives in
+/// `Scratch::write`, so the verifier checks this body once. Invalidates packet pointers.
+#[inline(never)]
+extern "C" fn write_cb(index: u64, ctx: *mut c_void) -> i64 {
+    let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CONFIG.get(0)) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch as in `try_sip_rewriter`; `ctx` is the caller's `WriteCtx`.
+    let (s, skb) = unsafe { (&mut *scratch, (*(ctx as *const WriteCtx)).skb) };
+    let k = index as usize;
+    if k >= s.scan.n_edits as usize {
+        return 1;
     }
-    csum::store_msg(ctx, out, &s.msg, from, n.wrapping_sub(from))?;
-    Ok(())
+    let e = s.scan.edits[k & (MAX_EDITS - 1)];
+    let from = s.write.from as usize;
+    let r = write_edit(skb, s, cfg, e.start as usize, from, e.kind);
+    match r {
+        Ok(out) => {
+            s.write.out = out as u32;
+            s.write.from = e.end as u32;
+            0
+        }
+        Err(_) => {
+            s.write.err = 1;
+            1
+        }
+    }
+}
+
+#[inline(always)]
+fn write_edit(
+    skb: *mut aya_ebpf::bindings::__sk_buff,
+    s: &Scratch,
+    cfg: &Config,
+    start: usize,
+    from: usize,
+    kind: u16,
+) -> Result<usize, i64> {
+    let out = csum::store_msg_raw(skb, s.write.out as usize, &s.msg, from, start.wrapping_sub(from))?;
+    if kind != EDIT_URI {
+        return Ok(out);
+    }
+    if s.write.mapped != 0 {
+        csum::store_uri_raw(skb, out, &s.uri.text, s.uri.len as usize)
+    } else {
+        let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
+        let o = csum::store_uri_raw(skb, out, &cfg.tpl_pre, s.write.pre_len as usize)?;
+        let o = csum::store_msg_raw(skb, o, &s.msg, s.scan.dn_start as usize, dn_len)?;
+        csum::store_uri_raw(skb, o, &cfg.tpl_post, s.write.post_len as usize)
+    }
 }
 
 /// Bounds-checked pointer to a `T` at `offset` in the linear packet data.

@@ -3,14 +3,14 @@
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{
         SchedClassifier, TcAttachType,
         tc::{self, SchedClassifierLinkId},
     },
     util::KernelVersion,
 };
-use rewriter_common::Config;
+use rewriter_common::{Config, ContactUri, DnKey};
 
 use crate::{EBPF_OBJECT, PROGRAM, netdev, stats::Counters};
 
@@ -66,6 +66,16 @@ impl Rewriter {
             .with_context(|| format!("program {PROGRAM} missing from the object"))?
             .try_into()?;
         Ok(prog)
+    }
+
+    /// Adds or replaces a DN → Contact URI entry (URI without brackets).
+    pub fn set_contact(&mut self, dn: &[u8], uri: &[u8]) -> anyhow::Result<()> {
+        let key = DnKey::new(dn).with_context(|| format!("invalid DN {:?}", String::from_utf8_lossy(dn)))?;
+        let value = ContactUri::new(uri).with_context(|| format!("invalid URI {:?}", String::from_utf8_lossy(uri)))?;
+        let mut map: HashMap<&mut MapData, DnKey, ContactUri> =
+            HashMap::try_from(self.ebpf.map_mut("CONTACTS").context("map CONTACTS missing from the object")?)?;
+        map.insert(key, value, 0).context("writing map CONTACTS")?;
+        Ok(())
     }
 
     /// Sum over CPUs of every counter.
