@@ -10,7 +10,9 @@ use aya::{
     },
     util::KernelVersion,
 };
-use rewriter_common::{Config, ContactUri, DnKey};
+use std::net::IpAddr;
+
+use rewriter_common::{AddrKey, Config, ContactUri, DnKey};
 
 use crate::{EBPF_OBJECT, PROGRAM, netdev, stats::Counters};
 
@@ -78,6 +80,15 @@ impl Rewriter {
         Ok(())
     }
 
+    /// Adds a Genesys destination address. Only takes effect with `CFG_ADDR_FILTER` set in the
+    /// configuration.
+    pub fn add_genesys(&mut self, addr: IpAddr) -> anyhow::Result<()> {
+        let mut map: HashMap<&mut MapData, AddrKey, u8> =
+            HashMap::try_from(self.ebpf.map_mut("GENESYS").context("map GENESYS missing from the object")?)?;
+        map.insert(addr_key(addr), 1, 0).with_context(|| format!("adding Genesys address {addr}"))?;
+        Ok(())
+    }
+
     /// Sum over CPUs of every counter.
     pub fn counters(&self) -> anyhow::Result<Counters> {
         let map: PerCpuArray<&MapData, u64> =
@@ -128,5 +139,13 @@ impl Rewriter {
     /// The underlying object, for tests and tools that need other maps.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+}
+
+/// The Genesys address set's key for `addr` (IPv4 as IPv4-mapped IPv6).
+pub fn addr_key(addr: IpAddr) -> AddrKey {
+    match addr {
+        IpAddr::V4(a) => AddrKey::v4(a.octets()),
+        IpAddr::V6(a) => AddrKey(a.octets()),
     }
 }

@@ -1,26 +1,18 @@
 //! The real kernel program through BPF_PROG_TEST_RUN (needs root).
 
-use aya::programs::{TestRun, TestRunOptions};
-use integration_tests::packet::{Frame, check};
+use integration_tests::{
+    kernel::run_with,
+    packet::{Frame, check},
+};
 use rewriter_common::{Config, Stat};
 use rewriter_user::Rewriter;
-
-/// TC_ACT_UNSPEC as the kernel reports it: "next program / let it go".
-const PASS: u32 = -1i32 as u32;
 
 const REGISTER: &[u8] = include_bytes!("../shared-corpus/01-jssip-register.in.sip");
 
 /// Runs `frame` `repeat` times; returns the output frame and how much `stat` moved.
 fn run(rw: &mut Rewriter, frame: &[u8], repeat: u32, stat: Stat) -> (Vec<u8>, u64) {
     let before = rw.counters().unwrap().get(stat);
-    let mut out = vec![0u8; frame.len() + 512];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.repeat = repeat;
-    let res = rw.program_mut().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
-    assert_eq!(res.return_value, PASS, "the program must never drop");
-    out.truncate(res.data_size_out as usize);
+    let out = run_with(rw, frame, repeat, None);
     let after = rw.counters().unwrap().get(stat);
     (out, after - before)
 }
