@@ -1,8 +1,11 @@
 //! Userspace side of sip-rewriter: loading the embedded eBPF object, configuring it, attaching it
 //! and reading its counters. The `sip-rewriter` binary and the integration tests both use this.
 
+pub mod config;
 pub mod loader;
+pub mod metrics;
 pub mod netdev;
+pub mod pins;
 pub mod stats;
 
 pub use loader::{Attachment, Rewriter};

@@ -8,13 +8,16 @@ use aya::{
         SchedClassifier, TcAttachType,
         tc::{self, SchedClassifierLinkId},
     },
-    util::KernelVersion,
 };
-use std::net::IpAddr;
+use std::{net::IpAddr, path::PathBuf};
 
 use rewriter_common::{AddrKey, Config, ContactUri, DnKey};
 
-use crate::{EBPF_OBJECT, PROGRAM, netdev, stats::Counters};
+use crate::{
+    EBPF_OBJECT, PROGRAM, netdev,
+    pins::{MAPS, PinDir},
+    stats::Counters,
+};
 
 /// The loaded (not necessarily attached) eBPF object.
 pub struct Rewriter {
@@ -35,9 +38,30 @@ pub struct Attachment {
 impl Rewriter {
     /// Loads the embedded object into the kernel (verifier included) with `config`.
     pub fn load(config: &Config) -> anyhow::Result<Self> {
-        let mut ebpf = EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .context("loading the sip-rewriter eBPF object")?;
+        Self::load_with(config, None)
+    }
+
+    /// Like [`Self::load`], with the maps pinned in `pins` (reused if already pinned there,
+    /// e.g. after the previous attach process was killed) and the program pinned too.
+    pub fn load_pinned(config: &Config, pins: &PinDir) -> anyhow::Result<Self> {
+        let mut this = Self::load_with(config, Some(pins))?;
+        let p = pins.prog_path();
+        let _ = std::fs::remove_file(&p);
+        this.program_mut()?
+            .pin(&p)
+            .with_context(|| format!("pinning the program at {}", p.display()))?;
+        Ok(this)
+    }
+
+    fn load_with(config: &Config, pins: Option<&PinDir>) -> anyhow::Result<Self> {
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<(&str, PathBuf)> = pins
+            .map(|d| MAPS.iter().map(|m| (*m, d.map_path(m))).collect())
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).context("loading the sip-rewriter eBPF object")?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -80,6 +104,33 @@ impl Rewriter {
         Ok(())
     }
 
+    /// Removes a DN entry; `false` if there was none.
+    pub fn remove_contact(&mut self, dn: &[u8]) -> anyhow::Result<bool> {
+        let key = DnKey::new(dn).with_context(|| format!("invalid DN {:?}", String::from_utf8_lossy(dn)))?;
+        let mut map: HashMap<&mut MapData, DnKey, ContactUri> =
+            HashMap::try_from(self.ebpf.map_mut("CONTACTS").context("map CONTACTS missing from the object")?)?;
+        match map.remove(&key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(e).context("removing from map CONTACTS"),
+        }
+    }
+
+    /// Replaces the Genesys address set with `addrs`.
+    pub fn set_genesys(&mut self, addrs: &[IpAddr]) -> anyhow::Result<()> {
+        let mut map: HashMap<&mut MapData, AddrKey, u8> =
+            HashMap::try_from(self.ebpf.map_mut("GENESYS").context("map GENESYS missing from the object")?)?;
+        let old: Vec<AddrKey> = map.keys().collect::<Result<_, _>>().context("reading map GENESYS")?;
+        let new: Vec<AddrKey> = addrs.iter().map(|a| addr_key(*a)).collect();
+        for k in new.iter() {
+            map.insert(*k, 1, 0).context("writing map GENESYS")?;
+        }
+        for k in old.iter().filter(|k| !new.contains(k)) {
+            map.remove(k).context("removing from map GENESYS")?;
+        }
+        Ok(())
+    }
+
     /// Adds a Genesys destination address. Only takes effect with `CFG_ADDR_FILTER` set in the
     /// configuration.
     pub fn add_genesys(&mut self, addr: IpAddr) -> anyhow::Result<()> {
@@ -96,6 +147,11 @@ impl Rewriter {
         Counters::read(&map)
     }
 
+    /// Hands the eBPF log reader to the caller (to poll it); the program must already be loaded.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
+    }
+
     /// Forwards pending eBPF log records to the `log` crate.
     pub fn flush_logs(&mut self) {
         if let Some(l) = self.logger.as_mut() {
@@ -108,17 +164,11 @@ impl Rewriter {
     /// already attached there.
     pub fn attach_egress(&mut self, iface: &str) -> anyhow::Result<Attachment> {
         netdev::ifindex(iface)?;
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        if tcx {
-            let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Egress)
-                .with_context(|| format!("querying TCX egress programs on {iface}"))?;
-            if let Some(p) = progs.iter().find(|p| p.name_as_str() == Some(PROGRAM)) {
-                bail!(
-                    "sip-rewriter is already attached to {iface} egress (program id {}); detach it first",
-                    p.id()
-                );
-            }
-        } else if let Err(e) = tc::qdisc_add_clsact(iface) {
+        let tcx = netdev::has_tcx();
+        if let Some(id) = netdev::attached_program(iface)? {
+            bail!("sip-rewriter is already attached to {iface} egress (program id {id}); detach it first");
+        }
+        if !tcx && let Err(e) = tc::qdisc_add_clsact(iface) {
             // EEXIST: the clsact qdisc is already there, which is what we need.
             log::debug!("clsact on {iface}: {e}");
         }
@@ -127,6 +177,17 @@ impl Rewriter {
             .attach(iface, TcAttachType::Egress)
             .with_context(|| format!("attaching to {iface} egress"))?;
         Ok(Attachment { iface: iface.to_owned(), tcx, link })
+    }
+
+    /// Turns the attachment into a pinned link at `path`: the program stays attached after this
+    /// process exits, until the pin is removed (`sip-rewriter detach`).
+    pub fn persist(&mut self, attachment: Attachment, path: &std::path::Path) -> anyhow::Result<()> {
+        let link = self.program_mut()?.take_link(attachment.link)?;
+        let fd: aya::programs::links::FdLink = link
+            .try_into()
+            .context("--persist needs a TCX attachment (kernel >= 6.6)")?;
+        fd.pin(path).with_context(|| format!("pinning the link at {}", path.display()))?;
+        Ok(())
     }
 
     /// Detaches a link made by [`Self::attach_egress`].

@@ -1,15 +1,20 @@
-//! `sip-rewriter`: rewrites the Contact header of SIP REGISTERs on their way to Genesys, in the
-//! kernel (TC egress eBPF).
+//! `sip-rewriter`: rewrites the Contact header of SIP REGISTERs on their way to a Genesys SIP
+//! Server, in the kernel (TC egress eBPF).
 
 mod cmd;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use rewriter_user::config::{ConfigError, ValidationError};
 
 /// In-kernel rewriter of SIP Contact headers for REGISTERs bound for a Genesys SIP Server.
+///
+/// `attach` loads the program on an interface's egress and keeps running (or, with --persist,
+/// leaves it attached); the other commands change or inspect the running program through its
+/// pins under /sys/fs/bpf/sip-rewriter/<iface>/.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +23,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Attach(cmd::attach::Args),
+    Detach(cmd::detach::Args),
+    Status(cmd::status::Args),
+    /// Manage the DN → Contact map (e.g. 1002 → sip:1002@192.168.210.54:5060).
+    #[command(subcommand)]
+    Contact(cmd::contact::Cmd),
+    /// Manage the default Contact template used for DNs not in the map.
+    #[command(subcommand)]
+    Default(cmd::default::Cmd),
+    Stats(cmd::stats::Args),
+    Rewrite(cmd::rewrite::Args),
 }
 
 fn main() -> ExitCode {
@@ -25,12 +40,45 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Attach(args) => cmd::attach::run(args),
+        Command::Detach(args) => cmd::detach::run(args),
+        Command::Status(args) => cmd::status::run(args),
+        Command::Contact(c) => cmd::contact::run(c),
+        Command::Default(c) => cmd::default::run(c),
+        Command::Stats(args) => cmd::stats::run(args),
+        Command::Rewrite(args) => cmd::rewrite::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sip-rewriter: {e:#}");
-            ExitCode::from(1)
+            eprintln!("sip-rewriter: {}", one_line(&e));
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// 2 for bad input (validation, config files, usage), 1 for everything that failed at run time.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let usage = e.chain().any(|c| {
+        c.downcast_ref::<ValidationError>().is_some()
+            || c.downcast_ref::<ConfigError>().is_some()
+            || c.downcast_ref::<cmd::UsageError>().is_some()
+    });
+    if usage { 2 } else { 1 }
+}
+
+/// The error chain on one line, `a: b: c`, without repeating a cause that its parent's message
+/// already ends with (the config errors carry their cause in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -23,3 +23,18 @@ pub fn ifindex(iface: &str) -> anyhow::Result<u32> {
     }
     Ok(idx)
 }
+
+/// TCX (kernel >= 6.6) is used where available; older kernels get a clsact qdisc.
+pub fn has_tcx() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+}
+
+/// Id of the sip-rewriter program attached to `iface`'s TCX egress, if any.
+pub fn attached_program(iface: &str) -> anyhow::Result<Option<u32>> {
+    if !has_tcx() {
+        return Ok(None);
+    }
+    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Egress)
+        .with_context(|| format!("querying TCX egress programs on {iface}"))?;
+    Ok(progs.iter().find(|p| p.name_as_str() == Some(crate::PROGRAM)).map(|p| p.id()))
+}

@@ -1,6 +1,6 @@
 //! Reading the per-CPU counters.
 
-use std::fmt;
+use std::{borrow::Borrow, fmt};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuArray};
@@ -11,7 +11,7 @@ use rewriter_common::Stat;
 pub struct Counters(pub [u64; Stat::COUNT as usize]);
 
 impl Counters {
-    pub fn read(map: &PerCpuArray<&MapData, u64>) -> anyhow::Result<Self> {
+    pub fn read<T: Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> anyhow::Result<Self> {
         let mut out = [0u64; Stat::COUNT as usize];
         for stat in Stat::ALL {
             let per_cpu = map

@@ -1,3 +1,4 @@
+pub mod cli;
 pub mod kernel;
 pub mod net;
 pub mod packet;

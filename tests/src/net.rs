@@ -105,3 +105,33 @@ impl Drop for InNetns {
         unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
     }
 }
+
+/// A UDP path from "edge" (198.18.0.1) to Genesys at 198.18.0.2:5060 across the topology.
+pub struct SipPath {
+    rx: std::net::UdpSocket,
+    tx: std::net::UdpSocket,
+}
+
+impl SipPath {
+    pub fn new(t: &Topology) -> anyhow::Result<Self> {
+        let rx = {
+            let _ns = InNetns::enter(&t.genesys)?;
+            std::net::UdpSocket::bind((GENESYS_V4, 5060)).context("binding genesys:5060")?
+        };
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        let tx = {
+            let _ns = InNetns::enter(&t.edge)?;
+            std::net::UdpSocket::bind((EDGE_V4, 0)).context("binding edge")?
+        };
+        Ok(Self { rx, tx })
+    }
+
+    /// Sends `msg` to Genesys and returns what Genesys received.
+    pub fn exchange(&self, msg: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.tx.send_to(msg, (GENESYS_V4, 5060)).context("sending")?;
+        let mut buf = vec![0u8; 4096];
+        let n = self.rx.recv(&mut buf).context("nothing arrived at genesys:5060 within 2 s")?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}

@@ -3,6 +3,7 @@
 //! Every command first runs `setup`, which installs what the build needs (nightly `rust-src`,
 //! `bpf-linker`) when it is missing and is a fast no-op otherwise.
 
+mod demo;
 mod setup;
 
 use std::{
@@ -70,9 +71,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cargo_like(Command::new(&bin).args(&args))
         }
         Cmd::Test { args } => test(&args),
-        Cmd::Demo => bail!(
-            "`cargo xtask demo` arrives with the control-plane work (issue 4); for now run `cargo xtask test`"
-        ),
+        Cmd::Demo => {
+            setup::require_root("cargo xtask demo (it creates network namespaces and loads eBPF)")?;
+            build(false)?;
+            demo::run(&workspace_root()?.join("target/debug/sip-rewriter"))
+        }
     }
 }
 
@@ -88,12 +91,24 @@ fn build(release: bool) -> anyhow::Result<()> {
 fn test(extra: &[String]) -> anyhow::Result<()> {
     setup::require_root("cargo xtask test (it loads eBPF programs and creates network namespaces)")?;
     let started = Instant::now();
+    // The CLI tests run the real binary.
+    build(false)?;
+    let bin = workspace_root()?.join("target/debug/sip-rewriter");
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--exclude", "rewriter-ebpf", "--no-fail-fast"]);
     cmd.args(extra);
-    let r = cargo_like(&mut cmd);
+    cmd.env("SIP_REWRITER_BIN", &bin);
+    let tests = cargo_like(&mut cmd);
+    // The README's first command, as a test: it fails if any REGISTER arrives unchanged.
+    let demo = if extra.is_empty() {
+        eprintln!("xtask: running the demo");
+        demo::run(&bin)
+    } else {
+        Ok(())
+    };
     eprintln!("xtask: tests took {:.1} s", started.elapsed().as_secs_f64());
-    r
+    tests?;
+    demo
 }
 
 fn cargo() -> Command {

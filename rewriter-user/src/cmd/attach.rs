@@ -1,65 +1,236 @@
-//! `sip-rewriter attach`: load, attach on egress, report counters, detach on SIGINT/SIGTERM.
+//! `sip-rewriter attach`: load, pin, attach on egress, then run until SIGINT/SIGTERM (or, with
+//! `--persist`, leave it attached and exit).
 
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::Context as _;
-use rewriter_common::Config;
-use rewriter_user::{Rewriter, netdev};
-use tokio::signal::unix::{SignalKind, signal};
+use rewriter_user::{
+    Rewriter,
+    config::{KeepParams, Settings, Template, validate_port},
+    metrics, netdev,
+    pins::{self, PinDir},
+};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
 
-/// Attach the rewriter to an interface's egress and run until SIGINT/SIGTERM.
+use super::usage;
+
+/// Attach the rewriter to an interface's egress.
 ///
-/// REGISTERs sent from this host (e.g. by Kamailio) through IFACE to the Genesys port get their
-/// Contact rewritten. Counters are printed every --interval seconds; Ctrl-C detaches cleanly.
+/// REGISTERs leaving through the interface towards the Genesys port get their Contact
+/// rewritten: DN (To user) → the Contact from the DN map, else the default template. Settings
+/// come from --config (TOML) and the options below, which override the file. The maps are
+/// pinned under /sys/fs/bpf/sip-rewriter/<iface>/ so that `contact`, `default`, `stats` and
+/// `status` can reach the running program. SIGHUP re-reads --config and applies the difference
+/// without detaching; SIGINT/SIGTERM detach and remove the pins.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Interface whose egress traffic reaches Genesys (e.g. eth0).
+    /// Interface whose egress traffic reaches Genesys (overrides `interface` in --config).
     #[arg(long, short = 'i')]
-    iface: String,
-    /// UDP destination port of the Genesys SIP server.
-    #[arg(long, default_value_t = rewriter_common::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
-    port: u16,
-    /// Seconds between two counter lines.
+    iface: Option<String>,
+    /// TOML configuration file (see README, "Configuration").
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// UDP destination port of the Genesys SIP server [default: 5060].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Genesys destination address (repeatable); without any, every destination on --port is
+    /// a candidate.
+    #[arg(long = "genesys", value_name = "ADDR")]
+    genesys: Vec<IpAddr>,
+    /// Default Contact for DNs not in the map, with one `{dn}`, e.g.
+    /// `sip:{dn}@192.168.210.54:5060`.
+    #[arg(long = "default", value_name = "TEMPLATE")]
+    default: Option<String>,
+    /// Contact parameters to keep, comma-separated (`*` = all, empty = none)
+    /// [default: expires,q].
+    #[arg(long, value_name = "LIST")]
+    keep_params: Option<String>,
+    /// Leave the program attached and exit (the link is pinned); undo with `detach`.
+    #[arg(long)]
+    persist: bool,
+    /// Serve the counters as Prometheus text on http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Seconds between two counter lines in the log.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     interval: u64,
 }
 
+impl Args {
+    /// File settings (if any) with the command-line overrides applied.
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = match &self.config {
+            Some(p) => Settings::load(p)?,
+            None => Settings::default(),
+        };
+        if let Some(i) = &self.iface {
+            s.interface = Some(i.clone());
+        }
+        if let Some(p) = self.port {
+            validate_port(p)?;
+            s.port = p;
+        }
+        if !self.genesys.is_empty() {
+            s.genesys = self.genesys.clone();
+        }
+        if let Some(t) = &self.default {
+            s.template = Some(Template::parse(t)?);
+        }
+        if let Some(k) = &self.keep_params {
+            s.keep = KeepParams::parse_list(k)?;
+        }
+        Ok(s)
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let iface = settings
+        .interface
+        .clone()
+        .ok_or_else(|| usage("no interface: give --iface IF or `interface = \"IF\"` in --config"))?;
     netdev::require_root()?;
-    netdev::ifindex(&args.iface)?;
-    let mut rw = Rewriter::load(&Config::new(args.port))?;
-    let attachment = rw.attach_egress(&args.iface)?;
+    netdev::ifindex(&iface)?;
+    let pins = PinDir::for_iface(&iface);
+    if pins.link_path().exists() {
+        anyhow::bail!(
+            "sip-rewriter is already attached to {iface} (persisted, {}); run `sip-rewriter detach --iface {iface}` first",
+            pins.link_path().display()
+        );
+    }
+    if let Some(id) = netdev::attached_program(&iface)? {
+        anyhow::bail!("sip-rewriter is already attached to {iface} egress (program id {id}); detach it first");
+    }
+    pins::ensure_root()?;
+    std::fs::create_dir_all(&pins.path).with_context(|| format!("creating {}", pins.path.display()))?;
+    let reused = pins.map_path("CONTACTS").exists();
+    let mut rw = match Rewriter::load_pinned(&settings.kernel_config(), &pins) {
+        Ok(rw) => rw,
+        Err(e) => {
+            if !reused {
+                let _ = pins.remove();
+            }
+            return Err(e);
+        }
+    };
+    if reused {
+        log::warn!(
+            "reusing the maps pinned in {} (a previous attach did not exit cleanly); their DN entries are kept",
+            pins.path.display()
+        );
+    }
+    let mut applied = Applied::default();
+    let result = apply(&mut rw, &settings, &mut applied).and_then(|()| rw.attach_egress(&iface));
+    let attachment = match result {
+        Ok(a) => a,
+        Err(e) => {
+            drop(rw);
+            let _ = pins.remove();
+            return Err(e);
+        }
+    };
     log::info!(
-        "attached to {} egress ({}), Genesys port {}",
-        args.iface,
+        "attached to {iface} egress ({}), Genesys port {}, {} DN entries from config, pins in {}",
         if attachment.tcx { "tcx" } else { "clsact" },
-        args.port
+        settings.port,
+        settings.contacts.len(),
+        pins.path.display()
     );
+    if args.persist {
+        rw.persist(attachment, &pins.link_path())?;
+        println!("sip-rewriter stays attached to {iface}; remove it with: sip-rewriter detach --iface {iface}");
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let served = rt.block_on(serve(&mut rw, Duration::from_secs(args.interval)));
+    let served = rt.block_on(serve(&mut rw, &args, &pins, applied));
     let detached = rw.detach(attachment);
+    let final_counters = rw.counters();
+    drop(rw);
+    let removed = pins.remove();
     served?;
     detached?;
-    log::info!("detached from {}; final counters: {}", args.iface, rw.counters()?);
+    removed?;
+    log::info!("detached from {iface}; final counters: {}", final_counters?);
     Ok(())
 }
 
-/// Prints counters until a termination signal arrives.
-async fn serve(rw: &mut Rewriter, interval: Duration) -> anyhow::Result<()> {
+/// What the last applied configuration file put into the maps, to apply differences on SIGHUP.
+#[derive(Default)]
+struct Applied {
+    contacts: BTreeMap<String, String>,
+}
+
+/// Writes `settings` into the maps: config, address set, and the file's DN entries (entries
+/// that a previous version of the file had and this one has not are removed; entries added with
+/// `contact add` are left alone).
+fn apply(rw: &mut Rewriter, settings: &Settings, applied: &mut Applied) -> anyhow::Result<()> {
+    rw.set_config(&settings.kernel_config())?;
+    rw.set_genesys(&settings.genesys)?;
+    let new: BTreeMap<String, String> = settings.contacts.iter().cloned().collect();
+    for (dn, uri) in &new {
+        if applied.contacts.get(dn) != Some(uri) {
+            rw.set_contact(dn.as_bytes(), uri.as_bytes())?;
+        }
+    }
+    for dn in applied.contacts.keys().filter(|dn| !new.contains_key(*dn)) {
+        rw.remove_contact(dn.as_bytes())?;
+    }
+    applied.contacts = new;
+    Ok(())
+}
+
+/// Logs counters, forwards eBPF logs, serves metrics, reloads on SIGHUP, until SIGINT/SIGTERM.
+async fn serve(rw: &mut Rewriter, args: &Args, pins: &PinDir, mut applied: Applied) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut tick = tokio::time::interval(interval);
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(args.interval));
     tick.tick().await;
+    let mut logs = match rw.take_logger() {
+        // SAFETY: the logger owns its ring buffer map fd; it stays open and the same for as long
+        // as the logger lives, and the AsyncFd owns the logger.
+        Some(l) => Some(
+            unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("polling the eBPF log ring buffer: {e}"))?,
+        ),
+        None => None,
+    };
+    if let Some(addr) = args.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener on {addr}"))?;
+        log::info!("serving Prometheus metrics on http://{addr}/metrics");
+        tokio::spawn(metrics::serve(listener, pins.clone()));
+    }
     loop {
         tokio::select! {
             _ = sigint.recv() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
-            _ = tick.tick() => {
-                rw.flush_logs();
-                println!("{}", rw.counters()?);
+            _ = sighup.recv() => {
+                match &args.config {
+                    None => log::warn!("SIGHUP ignored: attach was started without --config"),
+                    Some(path) => match args.settings().and_then(|s| apply(rw, &s, &mut applied)) {
+                        Ok(()) => log::info!("reloaded {}", path.display()),
+                        Err(e) => log::error!("reload of {} failed, previous settings stay: {e:#}", path.display()),
+                    },
+                }
+            }
+            _ = tick.tick() => log::info!("{}", rw.counters()?),
+            r = async { logs.as_mut().expect("guarded").readable_mut().await }, if logs.is_some() => {
+                let mut guard = r.context("waiting for eBPF logs")?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
             }
         }
     }

@@ -1,0 +1,45 @@
+//! `sip-rewriter detach`: remove a persisted attachment (or stale pins) from an interface.
+
+use aya::programs::links::PinnedLink;
+use rewriter_user::{netdev, pins::PinDir};
+
+/// Detach a persisted rewriter (`attach --persist`) from an interface and remove its pins.
+///
+/// A rewriter run by a foreground `sip-rewriter attach` is stopped with SIGINT/SIGTERM instead.
+/// Pins left behind by a killed `attach` are removed too.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Interface to detach from.
+    #[arg(long, short = 'i')]
+    iface: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    netdev::require_root()?;
+    let pins = PinDir::for_iface(&args.iface);
+    let link = pins.link_path();
+    if link.exists() {
+        let pinned = PinnedLink::from_pin(&link)
+            .map_err(|e| anyhow::anyhow!("opening pinned link {}: {e}", link.display()))?;
+        // Unpinning drops the last reference to the TCX link, which detaches the program.
+        let fd = pinned.unpin().map_err(|e| anyhow::anyhow!("unpinning {}: {e}", link.display()))?;
+        drop(fd);
+        pins.remove()?;
+        println!("detached sip-rewriter from {}", args.iface);
+        return Ok(());
+    }
+    if netdev::ifindex(&args.iface).is_ok()
+        && let Some(id) = netdev::attached_program(&args.iface)?
+    {
+        anyhow::bail!(
+            "sip-rewriter (program id {id}) on {} belongs to a running `sip-rewriter attach`; stop that process (Ctrl-C or SIGTERM)",
+            args.iface
+        );
+    }
+    if pins.path.exists() {
+        pins.remove()?;
+        println!("sip-rewriter was not attached to {}; removed stale pins in {}", args.iface, pins.path.display());
+        return Ok(());
+    }
+    anyhow::bail!("sip-rewriter is not attached to {} (no pins in {})", args.iface, pins.path.display())
+}

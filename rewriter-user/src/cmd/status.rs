@@ -1,0 +1,123 @@
+//! `sip-rewriter status`: what is attached where, with which configuration.
+
+use aya::programs::SchedClassifier;
+use rewriter_common::{CFG_ADDR_FILTER, CFG_HAS_DEFAULT, CFG_KEEP_ALL, Config, MAX_CONTACTS};
+use rewriter_user::{netdev, pins::PinDir};
+use serde::Serialize;
+
+/// Show every attachment (or the one given with --iface): state, program id, configuration and
+/// map fill levels.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short = 'i')]
+    iface: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Status {
+    iface: String,
+    /// `running` (held by an attach process), `persisted` (pinned link) or `not attached`.
+    state: String,
+    program_id: Option<u32>,
+    pins: String,
+    port: u16,
+    genesys: Vec<String>,
+    default_template: Option<String>,
+    keep_params: String,
+    contacts: usize,
+    contacts_capacity: u32,
+    counters: std::collections::BTreeMap<&'static str, u64>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    netdev::require_root()?;
+    let dirs = match &args.iface {
+        Some(_) => vec![PinDir::discover(args.iface.as_deref())?],
+        None => PinDir::all()?,
+    };
+    if dirs.is_empty() {
+        // Same message as every other command that needs a running program.
+        PinDir::discover(None)?;
+    }
+    let all: Vec<Status> = dirs.iter().map(status).collect::<anyhow::Result<_>>()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    for s in all {
+        println!("{}: {}{}", s.iface, s.state, s.program_id.map(|i| format!(", program id {i}")).unwrap_or_default());
+        println!("  pins            {}", s.pins);
+        println!("  genesys port    {}", s.port);
+        println!(
+            "  genesys addrs   {}",
+            if s.genesys.is_empty() { "any".to_owned() } else { s.genesys.join(", ") }
+        );
+        println!("  default         {}", s.default_template.as_deref().unwrap_or("(none)"));
+        println!("  keep params     {}", if s.keep_params.is_empty() { "(none)" } else { &s.keep_params });
+        println!("  DN entries      {} of {}", s.contacts, s.contacts_capacity);
+        let line: Vec<String> = rewriter_common::Stat::ALL
+            .iter()
+            .map(|st| format!("{}={}", st.name(), s.counters.get(st.name()).copied().unwrap_or(0)))
+            .collect();
+        println!("  counters        {}", line.join(" "));
+    }
+    Ok(())
+}
+
+fn status(d: &PinDir) -> anyhow::Result<Status> {
+    let cfg: Config = d.config()?.get(&0, 0)?;
+    let program_id = SchedClassifier::from_pin(d.prog_path()).ok().and_then(|p| p.info().ok()).map(|i| i.id());
+    let attached = netdev::ifindex(&d.iface).is_ok() && netdev::attached_program(&d.iface)?.is_some();
+    let state = if d.link_path().exists() {
+        "persisted"
+    } else if attached {
+        "running"
+    } else {
+        "not attached (stale pins; `sip-rewriter detach` removes them)"
+    };
+    let genesys = d
+        .genesys()?
+        .keys()
+        .filter_map(Result::ok)
+        .map(|k| {
+            let v6 = std::net::Ipv6Addr::from(k.0);
+            v6.to_ipv4_mapped().map(|a| a.to_string()).unwrap_or_else(|| v6.to_string())
+        })
+        .collect::<Vec<_>>();
+    let default_template = cfg.template().map(|(pre, post)| {
+        let pre = String::from_utf8_lossy(pre.strip_prefix(b"<").unwrap_or(pre)).into_owned();
+        let post = String::from_utf8_lossy(post.strip_suffix(b">").unwrap_or(post)).into_owned();
+        format!("{pre}{{dn}}{post}")
+    });
+    let keep_params = if cfg.flags & CFG_KEEP_ALL != 0 {
+        "*".to_owned()
+    } else {
+        cfg.keep[..(cfg.keep_count as usize).min(cfg.keep.len())]
+            .iter()
+            .map(|k| {
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&k[0].to_le_bytes());
+                b[8..].copy_from_slice(&k[1].to_le_bytes());
+                String::from_utf8_lossy(&b).trim_end_matches('\0').to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let counters = d.counters()?;
+    Ok(Status {
+        iface: d.iface.clone(),
+        state: state.to_owned(),
+        program_id,
+        pins: d.path.display().to_string(),
+        port: cfg.port,
+        genesys: if cfg.flags & CFG_ADDR_FILTER != 0 { genesys } else { Vec::new() },
+        default_template: if cfg.flags & CFG_HAS_DEFAULT != 0 { default_template } else { None },
+        keep_params,
+        contacts: d.contacts()?.keys().count(),
+        contacts_capacity: MAX_CONTACTS,
+        counters: rewriter_common::Stat::ALL.iter().map(|s| (s.name(), counters.get(*s))).collect(),
+    })
+}

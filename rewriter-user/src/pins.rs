@@ -1,0 +1,171 @@
+//! Where a running rewriter lives in bpffs: `/sys/fs/bpf/sip-rewriter/<iface>/` holds its maps
+//! (`CONFIG`, `STATS`, `CONTACTS`, `GENESYS`), its program (`prog`) and, for a persisted
+//! attachment, its TCX link (`link`). Short CLI calls find the running program through these.
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use rewriter_common::{AddrKey, Config, ContactUri, DnKey};
+
+use crate::stats::Counters;
+
+/// Default root of all pin directories.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sip-rewriter";
+/// Overrides [`DEFAULT_ROOT`] (tests use private roots; the path must be on a bpffs).
+pub const ROOT_ENV: &str = "SIP_REWRITER_PIN_ROOT";
+/// Maps pinned per attachment.
+pub const MAPS: [&str; 4] = ["CONFIG", "STATS", "CONTACTS", "GENESYS"];
+/// `statfs` magic of bpffs (include/uapi/linux/magic.h, BPF_FS_MAGIC).
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+pub fn root() -> PathBuf {
+    env::var_os(ROOT_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+}
+
+/// The pin directory of one interface's attachment.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    pub iface: String,
+    pub path: PathBuf,
+}
+
+impl PinDir {
+    pub fn for_iface(iface: &str) -> Self {
+        Self { iface: iface.to_owned(), path: root().join(iface) }
+    }
+
+    /// The attachment to act on: `iface` if given, else the only one there is.
+    pub fn discover(iface: Option<&str>) -> anyhow::Result<Self> {
+        if let Some(i) = iface {
+            let d = Self::for_iface(i);
+            if !d.path.join("CONFIG").exists() {
+                bail!(
+                    "sip-rewriter is not attached to {i} (no pins in {}); start it with `sip-rewriter attach --iface {i}`",
+                    d.path.display()
+                );
+            }
+            return Ok(d);
+        }
+        let all = Self::all()?;
+        match all.as_slice() {
+            [] => bail!(
+                "sip-rewriter is not attached anywhere (no pins under {}); start it with `sip-rewriter attach --iface IF`",
+                root().display()
+            ),
+            [one] => Ok(one.clone()),
+            many => bail!(
+                "sip-rewriter is attached to several interfaces ({}); choose one with --iface",
+                many.iter().map(|d| d.iface.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// Every attachment with pins, sorted by interface name.
+    pub fn all() -> anyhow::Result<Vec<Self>> {
+        let root = root();
+        let entries = match fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", root.display())),
+        };
+        let mut out: Vec<Self> = entries
+            .flatten()
+            .filter(|e| e.path().join("CONFIG").exists())
+            .map(|e| Self { iface: e.file_name().to_string_lossy().into_owned(), path: e.path() })
+            .collect();
+        out.sort_by(|a, b| a.iface.cmp(&b.iface));
+        Ok(out)
+    }
+
+    pub fn map_path(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn prog_path(&self) -> PathBuf {
+        self.path.join("prog")
+    }
+
+    pub fn link_path(&self) -> PathBuf {
+        self.path.join("link")
+    }
+
+    fn map(&self, name: &str) -> anyhow::Result<MapData> {
+        let p = self.map_path(name);
+        MapData::from_pin(&p).with_context(|| format!("opening pinned map {}", p.display()))
+    }
+
+    pub fn config(&self) -> anyhow::Result<Array<MapData, Config>> {
+        Ok(Array::try_from(Map::Array(self.map("CONFIG")?))?)
+    }
+
+    pub fn contacts(&self) -> anyhow::Result<HashMap<MapData, DnKey, ContactUri>> {
+        Ok(HashMap::try_from(Map::HashMap(self.map("CONTACTS")?))?)
+    }
+
+    pub fn genesys(&self) -> anyhow::Result<HashMap<MapData, AddrKey, u8>> {
+        Ok(HashMap::try_from(Map::HashMap(self.map("GENESYS")?))?)
+    }
+
+    pub fn counters(&self) -> anyhow::Result<Counters> {
+        let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(self.map("STATS")?))?;
+        Counters::read(&map)
+    }
+
+    /// Removes every pin and the directory. Missing pins are fine.
+    pub fn remove(&self) -> anyhow::Result<()> {
+        for name in MAPS.iter().copied().chain(["prog", "link"]) {
+            let p = self.path.join(name);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing pin {}", p.display())),
+            }
+        }
+        match fs::remove_dir(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", self.path.display())),
+        }
+    }
+}
+
+/// Makes sure the pin root exists on a bpffs, mounting bpffs on /sys/fs/bpf if needed.
+pub fn ensure_root() -> anyhow::Result<PathBuf> {
+    let root = root();
+    let parent = root.parent().unwrap_or(Path::new("/"));
+    if !is_bpffs(parent) && parent == Path::new("/sys/fs/bpf") {
+        mount_bpffs(parent)?;
+    }
+    if !is_bpffs(parent) {
+        bail!("{} is not on a bpffs; mount one with: mount -t bpf bpf {}", root.display(), parent.display());
+    }
+    fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    Ok(root)
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is a valid out-buffer; `c` is NUL-terminated and outlives the call.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+fn mount_bpffs(at: &Path) -> anyhow::Result<()> {
+    let status = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(at)
+        .status()
+        .context("running mount")?;
+    if !status.success() {
+        bail!("could not mount bpffs on {}; try: mount -t bpf bpf {}", at.display(), at.display());
+    }
+    Ok(())
+}
