@@ -881,6 +881,10 @@ pub fn rewrite(
     out: &mut [u8],
 ) -> Decision {
     use crate::Stat;
+    // Same order of checks as the kernel program: method first, then size.
+    if input.len() < 20 || !input.starts_with(b"REGISTER") {
+        return Decision::Pass(Stat::NotRegister);
+    }
     let mut m = Msg::zeroed();
     if !m.load(input) {
         return Decision::Pass(Stat::TooBig);

@@ -1,4 +1,5 @@
 pub mod cli;
+pub mod fuzz;
 pub mod kernel;
 pub mod net;
 pub mod packet;

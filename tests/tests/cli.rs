@@ -282,3 +282,32 @@ fn offline_rewrite_matches_the_corpus() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("passed: not_register"));
     let _ = std::fs::remove_file(cfg);
 }
+
+#[test]
+fn big_import_shows_progress_and_a_full_map_is_a_clear_error() {
+    use rewriter_common::MAX_CONTACTS;
+    let topo = Topology::new("cli-big").unwrap();
+    let root = PinRoot::new();
+    let ns = Some(topo.edge.as_str());
+    let _att = Attach::start(&topo.edge, &root, &topo.edge_if, &[]);
+    let f = std::env::temp_dir().join(format!("{}-big.csv", root.0.file_name().unwrap().to_string_lossy()));
+    let mut csv = String::from("dn,uri\n");
+    for i in 0..MAX_CONTACTS {
+        csv.push_str(&format!("{i},sip:{i}@198.18.1.1\n"));
+    }
+    std::fs::write(&f, &csv).unwrap();
+    let (code, out, err) = run(ns, &root, &["contact", "import", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(&format!("{MAX_CONTACTS}/{MAX_CONTACTS}")), "progress bar past 10 000 lines: {err}");
+    assert!(out.contains(&format!("imported {MAX_CONTACTS} entries")), "{out}");
+    // One more does not fit: a clear one-line error, exit 1.
+    let (code, _, err) = run(ns, &root, &["contact", "add", "overflow", "sip:overflow@198.18.1.1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("full"), "{err}");
+    // An import that would not fit is refused before anything is written.
+    std::fs::write(&f, "dn,uri\nnew1,sip:new1@198.18.1.1\n").unwrap();
+    let (code, _, err) = run(ns, &root, &["contact", "import", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("would not fit"), "{err}");
+    let _ = std::fs::remove_file(f);
+}

@@ -45,6 +45,15 @@ enum Cmd {
     },
     /// Demonstrate the rewrite on a throw-away network-namespace topology.
     Demo,
+    /// Differential run: N generated packets through the kernel program and the userspace
+    /// algorithm (needs root).
+    Fuzz {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// Seed of the generator (printed when absent).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +80,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cargo_like(Command::new(&bin).args(&args))
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Fuzz { count, seed } => {
+            setup::require_root("cargo xtask fuzz (it loads the eBPF program)")?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--release", "-p", "integration-tests", "--test", "differential", "kernel_and_userspace", "--", "--nocapture"]);
+            cmd.env("FUZZ_COUNT", count.to_string());
+            if let Some(s) = seed {
+                cmd.env("FUZZ_SEED", s.to_string());
+            }
+            cargo_like(&mut cmd)
+        }
         Cmd::Demo => {
             setup::require_root("cargo xtask demo (it creates network namespaces and loads eBPF)")?;
             build(false)?;
