@@ -309,6 +309,25 @@ impl Scan {
         }
     }
 
+    /// Same as `*self = Scan::new(len)` without rewriting the edit array (which `n_edits`
+    /// bounds): cheaper in the kernel, where the state lives in a map value.
+    #[inline(always)]
+    pub fn reset(&mut self, len: usize) {
+        self.len = len as u32;
+        self.pos = 0;
+        self.mode = M_START;
+        self.outcome = Outcome::Malformed as u32;
+        self.dn_start = 0;
+        self.dn_len = 0;
+        self.n_edits = 0;
+        self.n_contacts = 0;
+        self.flags = 0;
+        self.body = 0;
+        self.search = SEARCH_NONE;
+        self.hit = NOT_FOUND;
+        self.removed = 0;
+    }
+
     pub fn outcome(&self) -> Outcome {
         Outcome::from_u32(self.outcome)
     }
@@ -654,29 +673,15 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             if !found || m.byte(hit) != b'>' {
                 return s.done(Outcome::Malformed);
             }
-            uri_span(s, s.mark as usize, hit + 1)
+            uri_span(s, m, s.mark as usize, hit + 1)
         }
         M_ELEM_ADDR => {
             if !found {
                 return s.done(Outcome::Malformed);
             }
-            uri_span(s, s.mark as usize, hit)
+            uri_span(s, m, s.mark as usize, hit)
         }
-        M_PARAMS => {
-            let p = skip_lws(s, m, pos);
-            match m.byte(p) {
-                b';' => {
-                    // A dropped parameter goes with the white space before its ';'.
-                    s.mark = pos as u32;
-                    let name = skip_lws(s, m, p + 1);
-                    s.mark2 = name as u32;
-                    s.find(name, SET_PARAM_NAME, M_PARAM_NAME)
-                }
-                b',' => s.goto(p + 1, M_ELEM),
-                b'\r' if m.byte(p + 1) == b'\n' => s.goto(p + 2, M_LINE),
-                _ => s.done(Outcome::Malformed),
-            }
-        }
+        M_PARAMS => params(s, m, pos),
         M_PARAM_NAME => {
             let name = s.mark2 as usize;
             if !found || hit == name {
@@ -689,7 +694,7 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             }
             let eq = skip_lws(s, m, hit);
             if m.byte(eq) != b'=' {
-                return param_end(s, hit);
+                return param_end(s, m, hit);
             }
             let v = skip_lws(s, m, eq + 1);
             if m.byte(v) == b'"' {
@@ -703,9 +708,9 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             if !found || hit == s.mark2 as usize {
                 return s.done(Outcome::Malformed);
             }
-            param_end(s, hit)
+            param_end(s, m, hit)
         }
-        M_PARAM_QUOTED => param_end(s, pos),
+        M_PARAM_QUOTED => param_end(s, m, pos),
         M_QUOTE_HIT => {
             if !found {
                 return s.done(Outcome::Malformed);
@@ -787,21 +792,41 @@ fn to_name_addr(s: &mut Scan, m: &Msg, lt: usize) -> bool {
 }
 
 #[inline(always)]
-fn uri_span(s: &mut Scan, start: usize, end: usize) -> bool {
+fn uri_span(s: &mut Scan, m: &Msg, start: usize, end: usize) -> bool {
     if !s.push(start, end, EDIT_URI) {
         return s.done(Outcome::TooComplex);
     }
-    s.goto(end, M_PARAMS)
+    params(s, m, end)
+}
+
+/// After a contact's URI or one of its parameters: the next parameter, the next contact or the
+/// end of the header. Runs in the step that found the previous item (one step per parameter).
+#[inline(always)]
+fn params(s: &mut Scan, m: &Msg, pos: usize) -> bool {
+    let p = skip_lws(s, m, pos);
+    match m.byte(p) {
+        b';' => {
+            // A dropped parameter goes with the white space before its ';'.
+            s.mark = pos as u32;
+            let name = skip_lws(s, m, p + 1);
+            s.mark2 = name as u32;
+            s.find(name, SET_PARAM_NAME, M_PARAM_NAME)
+        }
+        b',' => s.goto(p + 1, M_ELEM),
+        b'\r' if m.byte(p + 1) == b'\n' => s.goto(p + 2, M_LINE),
+        _ => s.done(Outcome::Malformed),
+    }
 }
 
 /// A contact parameter ends at `end` (it began at `s.mark`, white space before its `;`
 /// included): dropped unless kept.
 #[inline(always)]
-fn param_end(s: &mut Scan, end: usize) -> bool {
+fn param_end(s: &mut Scan, m: &Msg, end: usize) -> bool {
     if s.flags & KEEP_PARAM == 0 && !s.push(s.mark as usize, end, EDIT_DELETE) {
         return s.done(Outcome::TooComplex);
     }
-    s.goto(end, M_PARAMS)
+    let end = s.launder(end);
+    params(s, m, end)
 }
 
 #[inline(always)]

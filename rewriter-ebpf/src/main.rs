@@ -28,7 +28,7 @@ use network_types::{
 use rewriter_common::{
     AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, Config, ContactUri, DnKey, MAX_CONTACTS, MAX_DN_LEN,
     MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
-    sip::{self, BUF_SIZE, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, Scan, TAIL_PAD},
+    sip::{self, BUF_SIZE, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, TAIL_PAD},
 };
 
 /// Runtime configuration written by userspace (one entry).
@@ -67,6 +67,12 @@ pub fn sip_rewriter(ctx: TcContext) -> i32 {
             }
         }
     }
+    TC_ACT_UNSPEC
+}
+
+/// The floor for `cargo xtask bench`: a classifier that does nothing. Not attached by the CLI.
+#[classifier]
+pub fn bench_empty(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
@@ -111,9 +117,10 @@ fn try_sip_rewriter(ctx: &TcContext) -> Verdict {
     // SAFETY: per-CPU map value, used by this program run only (no preemption within a run).
     let scratch = unsafe { &mut *scratch };
     load_payload(ctx, payload, n, scratch)?;
-    scratch.scan = Scan::new(n);
-    // SAFETY: the callback has the signature bpf_loop expects and ignores its context.
-    unsafe { bpf_loop(MAX_STEPS, step_cb as *mut c_void, core::ptr::null_mut(), 0) };
+    scratch.scan.reset(n);
+    let mut sctx = StepCtx { scratch: &raw mut *scratch, cfg };
+    // SAFETY: the callback has the signature bpf_loop expects; `sctx` outlives the call.
+    unsafe { bpf_loop(MAX_STEPS, step_cb as *mut c_void, &mut sctx as *mut StepCtx as *mut c_void, 0) };
     let outcome = scratch.scan.outcome();
     if outcome != Outcome::NotRegister {
         count(Stat::Register);
@@ -124,14 +131,22 @@ fn try_sip_rewriter(ctx: &TcContext) -> Verdict {
     rewrite(ctx, cfg, &f, payload, n, scratch)
 }
 
+/// What the scan callback needs, passed on the caller's stack (no map lookups per step).
+#[repr(C)]
+struct StepCtx {
+    scratch: *mut Scratch,
+    cfg: *const Config,
+}
+
 /// One scan step per `bpf_loop` iteration; the verifier checks this body once.
 #[inline(never)]
-extern "C" fn step_cb(_index: u64, _ctx: *mut c_void) -> i64 {
-    let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CONFIG.get(0)) else {
-        return 1;
+extern "C" fn step_cb(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the caller's live `StepCtx`; both pointers are map values valid for the
+    // whole program run, and the caller holds no reference to them across `bpf_loop`.
+    let (scratch, cfg) = unsafe {
+        let c = &*(ctx as *const StepCtx);
+        (&mut *c.scratch, &*c.cfg)
     };
-    // SAFETY: as in `try_sip_rewriter`; the caller holds no reference across this call.
-    let scratch = unsafe { &mut *scratch };
     if sip::step(&mut scratch.scan, &scratch.msg, cfg) { 0 } else { 1 }
 }
 

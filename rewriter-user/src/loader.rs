@@ -11,7 +11,7 @@ use aya::{
 };
 use std::{net::IpAddr, path::PathBuf};
 
-use rewriter_common::{AddrKey, Config, ContactUri, DnKey};
+use rewriter_common::{AddrKey, Config, ContactUri, DnKey, MAX_CONTACTS};
 
 use crate::{
     EBPF_OBJECT, PROGRAM, netdev,
@@ -38,13 +38,19 @@ pub struct Attachment {
 impl Rewriter {
     /// Loads the embedded object into the kernel (verifier included) with `config`.
     pub fn load(config: &Config) -> anyhow::Result<Self> {
-        Self::load_with(config, None)
+        Self::load_with(config, None, MAX_CONTACTS)
+    }
+
+    /// Like [`Self::load`] with room for `max_contacts` DN entries (the map is not preallocated:
+    /// memory grows with the entries actually stored).
+    pub fn load_sized(config: &Config, max_contacts: u32) -> anyhow::Result<Self> {
+        Self::load_with(config, None, max_contacts)
     }
 
     /// Like [`Self::load`], with the maps pinned in `pins` (reused if already pinned there,
     /// e.g. after the previous attach process was killed) and the program pinned too.
-    pub fn load_pinned(config: &Config, pins: &PinDir) -> anyhow::Result<Self> {
-        let mut this = Self::load_with(config, Some(pins))?;
+    pub fn load_pinned(config: &Config, pins: &PinDir, max_contacts: u32) -> anyhow::Result<Self> {
+        let mut this = Self::load_with(config, Some(pins), max_contacts)?;
         let p = pins.prog_path();
         let _ = std::fs::remove_file(&p);
         this.program_mut()?
@@ -53,8 +59,9 @@ impl Rewriter {
         Ok(this)
     }
 
-    fn load_with(config: &Config, pins: Option<&PinDir>) -> anyhow::Result<Self> {
+    fn load_with(config: &Config, pins: Option<&PinDir>, max_contacts: u32) -> anyhow::Result<Self> {
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries("CONTACTS", max_contacts);
         let paths: Vec<(&str, PathBuf)> = pins
             .map(|d| MAPS.iter().map(|m| (*m, d.map_path(m))).collect())
             .unwrap_or_default();

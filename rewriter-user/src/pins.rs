@@ -106,6 +106,12 @@ impl PinDir {
         Ok(HashMap::try_from(Map::HashMap(self.map("CONTACTS")?))?)
     }
 
+    /// How many DN entries the running program's map holds at most.
+    pub fn contacts_capacity(&self) -> anyhow::Result<u32> {
+        let info = self.map("CONTACTS")?.info().context("reading map CONTACTS info")?;
+        Ok(info.max_entries())
+    }
+
     pub fn genesys(&self) -> anyhow::Result<HashMap<MapData, AddrKey, u8>> {
         Ok(HashMap::try_from(Map::HashMap(self.map("GENESYS")?))?)
     }

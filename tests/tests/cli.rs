@@ -285,11 +285,14 @@ fn offline_rewrite_matches_the_corpus() {
 
 #[test]
 fn big_import_shows_progress_and_a_full_map_is_a_clear_error() {
-    use rewriter_common::MAX_CONTACTS;
+    // A capacity above the 10 000-line progress threshold, small enough to fill quickly.
+    const MAX_CONTACTS: u32 = 20_000;
     let topo = Topology::new("cli-big").unwrap();
     let root = PinRoot::new();
     let ns = Some(topo.edge.as_str());
-    let _att = Attach::start(&topo.edge, &root, &topo.edge_if, &[]);
+    let _att = Attach::start(&topo.edge, &root, &topo.edge_if, &["--max-contacts", "20000"]);
+    let status: serde_json::Value = serde_json::from_str(&ok(ns, &root, &["status", "--json"])).unwrap();
+    assert_eq!(status[0]["contacts_capacity"], MAX_CONTACTS, "{status}");
     let f = std::env::temp_dir().join(format!("{}-big.csv", root.0.file_name().unwrap().to_string_lossy()));
     let mut csv = String::from("dn,uri\n");
     for i in 0..MAX_CONTACTS {

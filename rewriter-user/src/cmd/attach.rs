@@ -59,6 +59,9 @@ pub struct Args {
     /// Serve the counters as Prometheus text on http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Capacity of the DN → Contact map (memory is used per stored entry, not reserved).
+    #[arg(long, default_value_t = rewriter_common::MAX_CONTACTS, value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
+    max_contacts: u32,
     /// Seconds between two counter lines in the log.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     interval: u64,
@@ -112,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     pins::ensure_root()?;
     std::fs::create_dir_all(&pins.path).with_context(|| format!("creating {}", pins.path.display()))?;
     let reused = pins.map_path("CONTACTS").exists();
-    let mut rw = match Rewriter::load_pinned(&settings.kernel_config(), &pins) {
+    let mut rw = match Rewriter::load_pinned(&settings.kernel_config(), &pins, args.max_contacts) {
         Ok(rw) => rw,
         Err(e) => {
             if !reused {

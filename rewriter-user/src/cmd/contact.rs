@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, io::Write as _, path::PathBuf};
 
 use anyhow::Context as _;
-use rewriter_common::{ContactUri, DnKey, MAX_CONTACTS};
+use rewriter_common::{ContactUri, DnKey};
 use rewriter_user::{
     config::{read_contacts_file, validate_dn, validate_uri},
     netdev,
@@ -139,7 +139,7 @@ fn open(iface: Option<String>) -> anyhow::Result<PinDir> {
 fn full_or(e: aya::maps::MapError, what: &str) -> anyhow::Error {
     let full = matches!(&e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG));
     if full {
-        anyhow::anyhow!("map CONTACTS is full ({MAX_CONTACTS} entries); remove entries first")
+        anyhow::anyhow!("map CONTACTS is full; remove entries first (or attach with a larger --max-contacts)")
     } else {
         anyhow::Error::new(e).context(what.to_owned())
     }
@@ -150,15 +150,15 @@ fn import(file: &std::path::Path, replace: bool, iface: Option<String>) -> anyho
     let wanted = read_contacts_file(file)?;
     let pins = open(iface)?;
     let existing = entries(&pins)?;
+    let capacity = pins.contacts_capacity()? as usize;
     let new_keys = wanted.iter().filter(|(dn, _)| !existing.contains_key(dn)).count();
     let kept = if replace { 0 } else { existing.len() };
     let overlap = wanted.len() - new_keys;
-    if kept + new_keys + if replace { overlap } else { 0 } > MAX_CONTACTS as usize {
+    if kept + new_keys + if replace { overlap } else { 0 } > capacity {
         anyhow::bail!(
-            "{}: {} entries would not fit in map CONTACTS ({} entries, {} in use); nothing imported",
+            "{}: {} entries would not fit in map CONTACTS ({capacity} entries, {} in use); nothing imported",
             file.display(),
             wanted.len(),
-            MAX_CONTACTS,
             existing.len()
         );
     }

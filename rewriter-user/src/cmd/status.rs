@@ -1,7 +1,7 @@
 //! `sip-rewriter status`: what is attached where, with which configuration.
 
 use aya::programs::SchedClassifier;
-use rewriter_common::{CFG_ADDR_FILTER, CFG_HAS_DEFAULT, CFG_KEEP_ALL, Config, MAX_CONTACTS};
+use rewriter_common::{CFG_ADDR_FILTER, CFG_HAS_DEFAULT, CFG_KEEP_ALL, Config};
 use rewriter_user::{netdev, pins::PinDir};
 use serde::Serialize;
 
@@ -117,7 +117,7 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
         default_template: if cfg.flags & CFG_HAS_DEFAULT != 0 { default_template } else { None },
         keep_params,
         contacts: d.contacts()?.keys().count(),
-        contacts_capacity: MAX_CONTACTS,
+        contacts_capacity: d.contacts_capacity()?,
         counters: rewriter_common::Stat::ALL.iter().map(|s| (s.name(), counters.get(*s))).collect(),
     })
 }
