@@ -45,6 +45,16 @@ enum Cmd {
     },
     /// Demonstrate the rewrite on a throw-away network-namespace topology.
     Demo,
+    /// Measure: kernel ns/packet (BPF_PROG_TEST_RUN, live), Kamailio and a userspace relay
+    /// side by side; writes docs/BENCHMARKS.md and docs/bench.svg (needs root).
+    Bench {
+        /// Seconds instead of minutes, no Kamailio, no report files (a smoke test).
+        #[arg(long)]
+        quick: bool,
+        /// Skip Kamailio (installed with apt-get when missing otherwise).
+        #[arg(long)]
+        no_kamailio: bool,
+    },
     /// Differential run: N generated packets through the kernel program and the userspace
     /// algorithm (needs root).
     Fuzz {
@@ -80,6 +90,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cargo_like(Command::new(&bin).args(&args))
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Bench { quick, no_kamailio } => {
+            setup::require_root("cargo xtask bench (it loads eBPF programs and creates network namespaces)")?;
+            let mut cmd = cargo();
+            cmd.args(["run", "--release", "-p", "integration-tests", "--bin", "bench", "--"]);
+            if quick {
+                cmd.arg("--quick");
+            }
+            if no_kamailio {
+                cmd.arg("--no-kamailio");
+            }
+            cargo_like(&mut cmd)
+        }
         Cmd::Fuzz { count, seed } => {
             setup::require_root("cargo xtask fuzz (it loads the eBPF program)")?;
             let mut cmd = cargo();
@@ -119,9 +141,13 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     cmd.env("SIP_REWRITER_BIN", &bin);
     let tests = cargo_like(&mut cmd);
     // The README's first command, as a test: it fails if any REGISTER arrives unchanged.
+    // Then the bench as a smoke test (it reports, it never judges timings).
     let demo = if extra.is_empty() {
         eprintln!("xtask: running the demo");
-        demo::run(&bin)
+        demo::run(&bin).and_then(|()| {
+            eprintln!("xtask: running cargo xtask bench --quick (smoke test)");
+            cargo_like(cargo().args(["run", "-p", "integration-tests", "--bin", "bench", "--", "--quick"]))
+        })
     } else {
         Ok(())
     };
