@@ -206,6 +206,9 @@ pub struct Scratch {
     pub uri: ContactUri,
     /// Progress of the write stage (kernel `bpf_loop`).
     pub write: WriteState,
+    /// Room after the buffers, so that the verifier's worst case for a checksum chunk of
+    /// `out` (masked offset + 512 bytes) stays inside the map value.
+    pub _guard: [u8; 128],
 }
 
 /// Where the kernel's write stage is; see `rewriter-ebpf`.

@@ -23,7 +23,7 @@ use network_types::{
 };
 use rewriter_common::{
     Scratch, Stat, URI_BUF,
-    sip::{BUF_SIZE, Msg},
+    sip::{BUF_SIZE, MAX_EDITS, Msg},
 };
 
 const MASK: usize = BUF_SIZE - 1;
@@ -95,49 +95,90 @@ pub fn change_tail(ctx: &TcContext, len: u32) -> Result<(), Stat> {
     }
 }
 
-/// Checksum difference between `old[first..first+old_len]` and `new[..new_len]`, both
-/// zero-padded to a multiple of 4 bytes, summed in chunks of `CSUM_CHUNK`.
+/// One's-complement addition with end-around carry (RFC 1071), 32-bit accumulator.
 #[inline(always)]
-fn diff(s: &Scratch, first: usize, old_len: usize, new_len: usize) -> Result<i64, Stat> {
-    let mut seed: i64 = 0;
-    let old_len = (old_len + 3) & !3;
-    let new_len = (new_len + 3) & !3;
+fn csum_add(a: u32, b: u32) -> u32 {
+    let (s, carry) = a.overflowing_add(b);
+    s + carry as u32
+}
+
+#[inline(always)]
+fn csum_sub(a: u32, b: u32) -> u32 {
+    csum_add(a, !b)
+}
+
+/// Folds to 16 bits (not inverted).
+#[inline(always)]
+fn fold(s: u32) -> u32 {
+    let s = (s & 0xffff) + (s >> 16);
+    (s & 0xffff) + (s >> 16)
+}
+
+/// Plain one's-complement sum of `size` bytes of `buf` from `start` (`size` rounded up to a
+/// multiple of 4: the bytes after the region are summed too, callers account for them), in the
+/// kernel's `__wsum` byte order, folded. `bpf_csum_diff` returns a 32-bit partial sum before
+/// v6.13 and a folded one since (commit 6a4794d5a3e2); folding both makes them equal.
+#[inline(always)]
+fn sum(buf: &Msg, start: usize, size: usize) -> Result<u32, Stat> {
+    let size = (size + 3) & !3;
+    let mut acc = 0u32;
     for k in 0..BUF_SIZE / CSUM_CHUNK {
         let at = k * CSUM_CHUNK;
-        if at < old_len {
-            let size = (old_len - at).min(CSUM_CHUNK) & (CSUM_CHUNK - 1 + CSUM_CHUNK) & !3;
-            // SAFETY: offset < BUF_SIZE, size <= CSUM_CHUNK: inside the scratch value.
-            seed = unsafe {
-                bpf_csum_diff(
-                    s.msg.0.as_ptr().add((first + at) & MASK) as *mut u32,
-                    size as u32,
-                    core::ptr::null_mut(),
-                    0,
-                    seed as u32,
-                )
-            };
-            if seed < 0 {
-                return Err(Stat::Error);
-            }
+        if at >= size {
+            break;
         }
-        if at < new_len {
-            let size = (new_len - at).min(CSUM_CHUNK) & (CSUM_CHUNK - 1 + CSUM_CHUNK) & !3;
-            // SAFETY: as above, in the `out` buffer.
-            seed = unsafe {
-                bpf_csum_diff(
-                    core::ptr::null_mut(),
-                    0,
-                    s.out.0.as_ptr().add(at & MASK) as *mut u32,
-                    size as u32,
-                    seed as u32,
-                )
-            };
-            if seed < 0 {
-                return Err(Stat::Error);
-            }
+        // black_box: the verifier must see the `min` (LLVM would prove it redundant and drop it).
+        let chunk = core::hint::black_box(size - at).min(CSUM_CHUNK) & !3;
+        // SAFETY: offset < BUF_SIZE and chunk <= CSUM_CHUNK: inside the scratch map value
+        // (BUF_SIZE + 8 bytes per buffer, followed by more of the value).
+        let r = unsafe {
+            bpf_csum_diff(core::ptr::null_mut(), 0, buf.0.as_ptr().add((start + at) & MASK) as *mut u32, chunk as u32, 0)
+        };
+        if r < 0 {
+            return Err(Stat::Error);
+        }
+        acc = csum_add(acc, fold(r as u32));
+    }
+    Ok(fold(acc))
+}
+
+/// Contribution of the byte `b` at `offset` from an even position, in `__wsum` order
+/// (little-endian 16-bit words: even offsets are the low byte).
+#[inline(always)]
+fn byte_sum(b: u8, offset: usize) -> u32 {
+    if offset & 1 == 0 { b as u32 } else { (b as u32) << 8 }
+}
+
+/// Swaps the two bytes of a folded 16-bit sum: what a run of bytes contributes when it moves by
+/// an odd number of positions.
+#[inline(always)]
+fn swap16(s: u32) -> u32 {
+    ((s & 0xff) << 8) | ((s >> 8) & 0xff)
+}
+
+/// Checksum difference of the payload change: the old middle `msg[first..end]` became
+/// `out[..new_mid]` (read back from the packet), and the tail `msg[end..n]` moved by `delta`.
+/// `first` is even. An even move leaves the tail's contribution as it was; an odd one swaps its
+/// bytes. So only the changed middle is summed, plus the tail for odd moves.
+#[inline(always)]
+fn diff(s: &Scratch, first: usize, end: usize, n: usize, new_mid: usize, delta: i32) -> Result<u32, Stat> {
+    let old_mid = end - first;
+    let mut old = sum(&s.msg, first, old_mid)?;
+    // Remove what the rounding to 4 bytes added past the old middle (tail bytes, or zeros).
+    for j in 0..3 {
+        let at = old_mid + j;
+        if at < (old_mid + 3) & !3 {
+            old = csum_sub(old, byte_sum(s.msg.byte(first + at), at));
         }
     }
-    Ok(seed)
+    let new = if new_mid > 0 { sum(&s.out, 0, new_mid)? } else { 0 };
+    let mut d = csum_sub(new, old);
+    if delta & 1 != 0 && n > end {
+        let t0 = sum(&s.msg, end, n - end)?;
+        let (was, now) = if (end - first) & 1 == 0 { (t0, swap16(t0)) } else { (swap16(t0), t0) };
+        d = csum_add(d, csum_sub(now, was));
+    }
+    Ok(fold(d))
 }
 
 /// After the payload changed from `n` to `new_n` bytes (first changed byte at `first`, even):
@@ -156,26 +197,38 @@ pub fn fix_lengths_and_checksums(
     s: &mut Scratch,
 ) -> Result<(), Stat> {
     let skb = ctx.skb.skb as *mut c_void;
-    let new_region = new_n - first;
-    if new_region == 0 || new_region > BUF_SIZE - 8 {
+    let delta = new_n as i32 - n as i32;
+    // The middle: from the first changed byte to the end of the last edit, before and after.
+    let end = s.scan.edits[(s.scan.n_edits as usize).wrapping_sub(1) & (MAX_EDITS - 1)].end as usize;
+    if end < first || end > n {
         return Err(Stat::Error);
     }
-    let size = verifier_size(new_region);
-    // SAFETY: size <= BUF_SIZE, the destination holds BUF_SIZE + 8 bytes.
-    if unsafe { bpf_skb_load_bytes(skb, (payload + first) as u32, s.out.0.as_mut_ptr() as *mut c_void, size as u32) } != 0 {
+    let new_mid = ((end - first) as i32 + delta) as usize;
+    if new_mid > BUF_SIZE - 8 {
         return Err(Stat::Error);
     }
+    if new_mid > 0 {
+        let size = verifier_size(new_mid);
+        // SAFETY: size <= BUF_SIZE, the destination holds BUF_SIZE + 8 bytes.
+        if unsafe { bpf_skb_load_bytes(skb, (payload + first) as u32, s.out.0.as_mut_ptr() as *mut c_void, size as u32) } != 0 {
+            return Err(Stat::Error);
+        }
+    }
+    // black_box: keep the mask, whose bound the verifier needs, from being folded away.
+    let pad = core::hint::black_box(new_mid);
     for i in 0..4 {
-        s.out.0[(size + i) & MASK] = 0;
+        s.out.0[(pad + i) & MASK] = 0;
     }
-    let d = diff(s, first, n - first, size)?;
+    let d = diff(s, first, end, n, new_mid, delta)?;
 
     let csum_off = (udp + core::mem::offset_of!(UdpHdr, check)) as u32;
     let mangled0 = if v6 { 0 } else { BPF_F_MARK_MANGLED_0 as u64 };
     let old_ulen = ((n + UdpHdr::LEN) as u16).to_be();
     let new_ulen = ((new_n + UdpHdr::LEN) as u16).to_be();
     // Payload bytes: full checksum only (a no-op on CHECKSUM_PARTIAL).
-    ctx.l4_csum_replace(csum_off as usize, 0, d as u64, mangled0).map_err(|_| Stat::Error)?;
+    if d != 0 {
+        ctx.l4_csum_replace(csum_off as usize, 0, d as u64, mangled0).map_err(|_| Stat::Error)?;
+    }
     // UDP length as counted in the pseudo-header.
     ctx.l4_csum_replace(csum_off as usize, old_ulen as u64, new_ulen as u64, BPF_F_PSEUDO_HDR as u64 | mangled0 | 2)
         .map_err(|_| Stat::Error)?;

@@ -151,6 +151,17 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         ("rewrite", "REGISTER JsSIP + Digest, 802.1Q".into(), Frame { vlan: Some(7), ..Frame::v4(5060) }.build(&jssip)),
         ("rewrite", format!("REGISTER growing ({} B)", grow.len()), Frame::v4(5060).build(grow.as_bytes())),
     ];
+    // Phases of the JsSIP rewrite: these programs stop early and leave the packet alone, so
+    // `repeat` measures them warm.
+    // A REGISTER already in rewritten form is rewritten to itself: `repeat` then times the
+    // whole path warm, and against its scan alone gives the write stage.
+    let rewritten = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/10-jssip-register-digest-map-1002.out.sip"))?;
+    let phases: Vec<(&'static str, &'static str, String, Vec<u8>)> = vec![
+        ("phase", "bench_copy", "JsSIP REGISTER: parse headers + copy payload".into(), Frame::v4(5060).build(&jssip)),
+        ("phase", "bench_scan", "JsSIP REGISTER: ... + SIP scan".into(), Frame::v4(5060).build(&jssip)),
+        ("phase", "bench_scan", "already-rewritten JsSIP REGISTER: ... + SIP scan".into(), Frame::v4(5060).build(&rewritten)),
+        ("phase", rewriter_user::PROGRAM, "already-rewritten JsSIP REGISTER: ... + rewrite (to itself)".into(), Frame::v4(5060).build(&rewritten)),
+    ];
     // The floor, timed like the rewrite cases too.
     pass_cases.push(("floor", "empty TC program (single runs)".into(), Frame::v4(5060).build(&jssip)));
 
@@ -166,6 +177,12 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         let (m, lo, hi) = median(samples);
         let how = if single { format!("median of {singles} single runs") } else { format!("median of {runs} runs x {repeat}") };
         rows.push(Row { group, name, bytes: frame.len(), median: m, min: lo, max: hi, how });
+    }
+    for (group, prog_name, name, frame) in phases {
+        let prog = program(&mut rw, prog_name)?;
+        let samples: Vec<f64> = (0..runs).map(|_| test_run(prog, &frame, repeat)).collect::<anyhow::Result<_>>()?;
+        let (m, lo, hi) = median(samples);
+        rows.push(Row { group, name, bytes: frame.len(), median: m, min: lo, max: hi, how: format!("median of {runs} runs x {repeat}") });
     }
     for (group, name, frame) in rewrite_cases {
         let prog = program(&mut rw, rewriter_user::PROGRAM)?;
