@@ -139,7 +139,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     cmd.args(["test", "--workspace", "--exclude", "rewriter-ebpf", "--no-fail-fast"]);
     cmd.args(extra);
     cmd.env("SIP_REWRITER_BIN", &bin);
-    let tests = cargo_like(&mut cmd);
+    let (tests, passed, failed) = run_counting(&mut cmd);
     // The README's first command, as a test: it fails if any REGISTER arrives unchanged.
     // Then the bench as a smoke test (it reports, it never judges timings).
     let demo = if extra.is_empty() {
@@ -152,8 +152,40 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         Ok(())
     };
     eprintln!("xtask: tests took {:.1} s", started.elapsed().as_secs_f64());
+    // One closing line for the whole run (cargo's last summary is a doc-test binary's).
+    println!("tests: {passed} passed, {failed} failed");
     tests?;
     demo
+}
+
+/// Runs `cmd`, echoing its stdout, and adds up cargo test's `N passed; M failed` summaries.
+fn run_counting(cmd: &mut Command) -> (anyhow::Result<()>, u64, u64) {
+    use std::io::BufRead as _;
+    let mut child = match cmd.stdout(std::process::Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return (Err(e).with_context(|| format!("spawning {cmd:?}")), 0, 0),
+    };
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let num = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok()))
+                        .unwrap_or(0)
+                };
+                passed += num(" passed");
+                failed += num(" failed");
+            }
+        }
+    }
+    let r = match child.wait() {
+        Ok(st) if st.success() => Ok(()),
+        Ok(st) => Err(anyhow::anyhow!("{cmd:?} failed: {st}")),
+        Err(e) => Err(e).with_context(|| format!("waiting for {cmd:?}")),
+    };
+    (r, passed, failed)
 }
 
 fn cargo() -> Command {
