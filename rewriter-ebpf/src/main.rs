@@ -283,6 +283,7 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
     }
     let delta = new_n as i32 - n as i32;
     let skb_len = ctx.len() as i32;
+    let saved = Saved::take(ctx, f)?;
     if delta > 0 {
         let mut mtu: u32 = 0;
         // SAFETY: valid skb and out-pointer; ifindex 0 = the skb's device.
@@ -299,18 +300,15 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
     // SAFETY: the callback has the signature bpf_loop expects; `wctx` outlives the call.
     unsafe { bpf_loop(MAX_EDITS as u32, write_cb as *mut c_void, &mut wctx as *mut WriteCtx as *mut c_void, 0) };
     let tail = n.wrapping_sub(s.write.from as usize);
-    if s.write.err != 0 || csum::store_msg(ctx, s.write.out as usize, &s.msg, s.write.from as usize, tail).is_err() {
-        // Put the original back: the packet must never leave half-rewritten.
-        let _ = csum::store_msg(ctx, payload, &s.msg, 0, n);
-        if delta > 0 {
-            let _ = csum::change_tail(ctx, skb_len as u32);
-        }
+    let written = s.write.err == 0
+        && csum::store_msg(ctx, s.write.out as usize, &s.msg, s.write.from as usize, tail).is_ok()
+        && (delta >= 0 || csum::change_tail(ctx, (skb_len + delta) as u32).is_ok())
+        && csum::fix_lengths_and_checksums(ctx, f.l3, f.udp, f.v6, payload, n, new_n, first & !1, s).is_ok();
+    if !written {
+        // The packet must never leave half-rewritten: put everything back.
+        saved.restore(ctx, f, payload, n, skb_len as u32, s);
         return Err(Stat::Error);
     }
-    if delta < 0 {
-        csum::change_tail(ctx, (skb_len + delta) as u32)?;
-    }
-    csum::fix_lengths_and_checksums(ctx, f.l3, f.udp, f.v6, payload, n, new_n, first & !1, s)?;
     count(Stat::Rewritten);
     let contacts = s.scan.n_contacts as u64;
     let total = add(Stat::Contacts, contacts);
@@ -319,6 +317,53 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
         info!(ctx, "rewrote REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} contacts so far", done, contacts, n, new_n, total);
     }
     Ok(())
+}
+
+/// The header bytes the rewrite changes, kept to undo a rewrite a helper failed in the middle of.
+struct Saved {
+    udp: [u8; UdpHdr::LEN],
+    /// IPv4: total length and header checksum; IPv6: payload length (twice).
+    ip_len: [u8; 2],
+    ip_check: [u8; 2],
+}
+
+impl Saved {
+    #[inline(always)]
+    fn take(ctx: &TcContext, f: &Frame) -> Result<Self, Stat> {
+        let udp = ctx.load(f.udp).map_err(|_| Stat::Error)?;
+        let (len_off, check_off) = Self::ip_offsets(f);
+        Ok(Self {
+            udp,
+            ip_len: ctx.load(len_off).map_err(|_| Stat::Error)?,
+            ip_check: ctx.load(check_off).map_err(|_| Stat::Error)?,
+        })
+    }
+
+    #[inline(always)]
+    fn ip_offsets(f: &Frame) -> (usize, usize) {
+        if f.v6 {
+            let l = f.l3 + core::mem::offset_of!(Ipv6Hdr, payload_len);
+            (l, l)
+        } else {
+            (f.l3 + core::mem::offset_of!(Ipv4Hdr, tot_len), f.l3 + core::mem::offset_of!(Ipv4Hdr, check))
+        }
+    }
+
+    /// Original length, payload and headers, best effort (a failing helper here leaves nothing
+    /// better to do). Invalidates packet pointers.
+    #[inline(always)]
+    fn restore(&self, ctx: &TcContext, f: &Frame, payload: usize, n: usize, skb_len: u32, s: &Scratch) {
+        if ctx.len() != skb_len {
+            let _ = csum::change_tail(ctx, skb_len);
+        }
+        let _ = csum::store_msg(ctx, payload, &s.msg, 0, n);
+        let _ = ctx.store(f.udp, &self.udp, 0);
+        let (len_off, check_off) = Self::ip_offsets(f);
+        let _ = ctx.store(len_off, &self.ip_len, 0);
+        if !f.v6 {
+            let _ = ctx.store(check_off, &self.ip_check, 0);
+        }
+    }
 }
 
 /// What the write callback needs from the caller's frame.

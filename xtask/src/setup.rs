@@ -92,6 +92,7 @@ fn bpf_linker(nightly: &Nightly) -> anyhow::Result<()> {
         .env("RUSTFLAGS", &rustflags)
         // The workspace's own settings must not leak into the install build.
         .env_remove("CARGO_TARGET_DIR")
+        .stdin(std::process::Stdio::null())
         .current_dir(env::temp_dir());
     run(&mut cmd).with_context(|| {
         format!(
