@@ -142,7 +142,9 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         ("pass", "UDP to another port (5061)".into(), Frame::v4(5061).build(&jssip)),
         ("pass", "SIP INVITE to 5060".into(), Frame::v4(5060).build(&invite)),
     ];
+    let case01 = read_case("01-jssip-register");
     let rewrite_cases: Vec<(&'static str, String, Vec<u8>)> = vec![
+        ("rewrite", format!("REGISTER shared corpus case 01, JsSIP ({} B)", case01.len()), Frame::v4(5060).build(&case01)),
         ("rewrite", format!("REGISTER sipp-style, template ({} B)", sipp.len()), Frame::v4(5060).build(&sipp)),
         ("rewrite", format!("REGISTER JsSIP + Digest, DN in map ({} B)", jssip.len()), Frame::v4(5060).build(&jssip)),
         ("rewrite", format!("REGISTER JsSIP + Digest, template ({} B)", jssip_tpl.len()), Frame::v4(5060).build(&jssip_tpl)),
