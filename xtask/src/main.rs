@@ -121,21 +121,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn build(release: bool) -> anyhow::Result<()> {
-    let attempt = || {
-        let mut cmd = cargo();
-        cmd.args(["build", "--package", "rewriter-user"]);
-        if release {
-            cmd.arg("--release");
-        }
-        cargo_like(&mut cmd)
-    };
-    // Seen here: the first eBPF build right after bpf-linker was installed fails in the nested
-    // nightly cargo's rustc probe ("failed to run `rustc` to learn about target-specific
-    // information"), and the same build succeeds when run again. Retry once, saying so.
-    attempt().or_else(|e| {
-        eprintln!("xtask: build failed ({e:#}); retrying once");
-        attempt()
-    })
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "rewriter-user"]);
+    if release {
+        cmd.arg("--release");
+    }
+    cargo_like(&mut cmd)
 }
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
