@@ -468,6 +468,7 @@ request_route {{
             }
             let _ = ip(&["netns", "del", &self.0]);
             let _ = std::fs::remove_file(&self.2);
+            let _ = std::fs::remove_file(self.2.with_extension("pid"));
         }
     }
     let mut cleanup = Cleanup(ns.clone(), None, cfg_path.clone());
@@ -482,7 +483,7 @@ request_route {{
             .arg(format!("--net=/run/netns/{ns}"))
             .arg(&bin)
             .args(["-f", cfg_path.to_str().unwrap(), "-DD", "-E", "-m", "64", "-M", "16", "-u", "root", "-g", "root", "-P"])
-            .arg(std::env::temp_dir().join(format!("sipr-bench-kamailio-{}.pid", std::process::id())))
+            .arg(cfg_path.with_extension("pid"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
