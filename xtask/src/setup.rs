@@ -21,6 +21,11 @@ pub fn ensure() -> anyhow::Result<()> {
     bpf_linker(&nightly)?;
     if is_root() {
         tool_present("ip", "apt-get install -y iproute2")?;
+        // sipp drives the end-to-end tests with a real SIP client.
+        if !tool_found("sipp") {
+            apt_install("sip-tester")?;
+        }
+        eprintln!("setup: sipp present");
     }
     eprintln!("setup: ready in {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -129,14 +134,38 @@ fn cache_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache").join("sip-rewriter"))
 }
 
-fn tool_present(tool: &str, fix: &str) -> anyhow::Result<()> {
-    let found = env::var_os("PATH")
+fn tool_found(tool: &str) -> bool {
+    env::var_os("PATH")
         .map(|p| env::split_paths(&p).chain(["/usr/sbin".into(), "/sbin".into()]).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
+        .unwrap_or(false)
+}
+
+fn tool_present(tool: &str, fix: &str) -> anyhow::Result<()> {
+    if !tool_found(tool) {
         bail!("`{tool}` is missing; fix with: {fix}");
     }
     Ok(())
+}
+
+/// `apt-get install -y PKG`, with an `apt-get update` first if the package is not known yet.
+fn apt_install(pkg: &str) -> anyhow::Result<()> {
+    eprintln!("setup: installing {pkg} (apt-get)");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", pkg])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if install() {
+        return Ok(());
+    }
+    let _ = Command::new("apt-get").args(["update", "-qq"]).stdin(std::process::Stdio::null()).status();
+    if install() {
+        return Ok(());
+    }
+    bail!("could not install {pkg}; fix with: apt-get update && apt-get install -y {pkg}")
 }
 
 pub fn is_root() -> bool {

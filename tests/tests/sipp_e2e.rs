@@ -1,0 +1,164 @@
+//! A real SIP client: sipp sends JsSIP-style REGISTERs (Digest Authorization, +sip.instance,
+//! reg-id, ;expires=) for 1 000 distinct DNs through the real `sip-rewriter attach` on a veth
+//! pair; a small registrar in "genesys" answers 200 OK and records what it received. Every
+//! received Contact is checked against the rule, and sipp must see no error. IPv4 and IPv6.
+//! Needs root and sipp (Debian `sip-tester`, installed by `cargo xtask setup`/.ci/run).
+
+use std::{
+    collections::HashMap,
+    net::UdpSocket,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{
+    cli::{Attach, PinRoot, ok},
+    net::{EDGE_V4, EDGE_V6, GENESYS_V4, GENESYS_V6, InNetns, Topology},
+};
+
+const DNS: u32 = 1_000;
+const FIRST_DN: u32 = 3000;
+
+/// DN number `i` sends `Contact: *` (remove all bindings) instead of a REGISTER with a contact.
+fn star(i: u32) -> bool {
+    i % 50 == 49
+}
+
+/// The CSV line sipp reads for DN number `i` (see tests/sipp/*.xml).
+fn csv_line(i: u32) -> String {
+    let dn = FIRST_DN + i;
+    let expires = if i % 10 == 9 { 0 } else { 600 };
+    format!("{dn};{:08x};{:012x};{:012x};{expires}", 0x8000_0000u32 + i, 0x3000_0000u64 + i as u64, i)
+}
+
+/// The Contact Genesys must receive for DN number `i`: mapped for the first half, the
+/// default template for the second, `*` untouched; only `expires` survives.
+fn expected(i: u32) -> String {
+    if star(i) {
+        return "*".into();
+    }
+    let dn = (FIRST_DN + i).to_string();
+    let expires = if i % 10 == 9 { "0" } else { "600" };
+    let uri = if i < DNS / 2 { format!("sip:{dn}@198.18.0.77:5070") } else { format!("sip:{dn}@192.168.210.54:5060") };
+    format!("<{uri}>;expires={expires}")
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n").find_map(|l| l.strip_prefix(name).map(str::trim))
+}
+
+/// Answers every REGISTER with 200 OK and records DN → Contact received.
+fn registrar(sock: UdpSocket, seen: Arc<Mutex<HashMap<String, String>>>, deadline: Instant) {
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !msg.starts_with("REGISTER ") {
+            continue;
+        }
+        let to = header(&msg, "To:").unwrap_or_default();
+        let dn = to.split("sip:").nth(1).and_then(|r| r.split('@').next()).unwrap_or_default().to_owned();
+        let contact = header(&msg, "Contact:").unwrap_or_default().to_owned();
+        let mut reply = String::from("SIP/2.0 200 OK\r\n");
+        for h in ["Via:", "From:", "Call-ID:", "CSeq:"] {
+            reply.push_str(&format!("{h} {}\r\n", header(&msg, h).unwrap_or_default()));
+        }
+        reply.push_str(&format!("To: {to};tag=genesys\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"));
+        let _ = sock.send_to(reply.as_bytes(), from);
+        seen.lock().unwrap().insert(dn, contact);
+    }
+}
+
+fn run(v6: bool) {
+    assert!(
+        Command::new("sipp").arg("-v").output().is_ok(),
+        "sipp is missing: `cargo xtask setup` installs it (apt-get install sip-tester)"
+    );
+    let topo = Topology::new(if v6 { "sipp6" } else { "sipp4" }).unwrap();
+    let root = PinRoot::new();
+    let dir = std::env::temp_dir().join(format!("{}-sipp", root.0.file_name().unwrap().to_string_lossy()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Half the DNs in the map, the rest served by the template.
+    let mut cfg = String::from("[contacts]\ndefault = \"sip:{dn}@192.168.210.54:5060\"\n[contacts.map]\n");
+    for i in 0..DNS / 2 {
+        let dn = FIRST_DN + i;
+        cfg.push_str(&format!("\"{dn}\" = \"sip:{dn}@198.18.0.77:5070\"\n"));
+    }
+    let cfg_path = dir.join("config.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let (mut csv, mut stars_csv) = (String::from("SEQUENTIAL\n"), String::from("SEQUENTIAL\n"));
+    for i in 0..DNS {
+        if star(i) {
+            stars_csv.push_str(&csv_line(i));
+            stars_csv.push('\n');
+        } else {
+            csv.push_str(&csv_line(i));
+            csv.push('\n');
+        }
+    }
+    let csv_path = dir.join("dns.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let stars_path = dir.join("stars.csv");
+    std::fs::write(&stars_path, stars_csv).unwrap();
+    let stars = (0..DNS).filter(|i| star(*i)).count() as u64;
+
+    let att = Attach::start(&topo.edge, &root, &topo.edge_if, &["--config", cfg_path.to_str().unwrap()]);
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let (genesys, edge, remote) =
+        if v6 { (GENESYS_V6, EDGE_V6, format!("[{GENESYS_V6}]:5060")) } else { (GENESYS_V4, EDGE_V4, format!("{GENESYS_V4}:5060")) };
+    let sock = {
+        let _ns = InNetns::enter(&topo.genesys).unwrap();
+        UdpSocket::bind((genesys, 5060)).unwrap()
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let reg = {
+        let seen = seen.clone();
+        std::thread::spawn(move || registrar(sock, seen, Instant::now() + Duration::from_secs(60)))
+    };
+    for (scenario, csv, calls) in [("uac-register.xml", &csv_path, DNS as u64 - stars), ("uac-unregister-all.xml", &stars_path, stars)] {
+        let scenario = format!("{}/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", topo.edge))
+            .args(["sipp", &remote, "-sf", &scenario, "-inf", csv.to_str().unwrap(), "-i", edge, "-p", "5070"])
+            .args(["-m", &calls.to_string(), "-r", "200", "-rp", "1000", "-l", "100", "-timeout", "50s", "-nostdin", "-trace_err"])
+            .args(["-error_file", dir.join("errors.log").to_str().unwrap()])
+            .current_dir(&dir)
+            .output()
+            .expect("running sipp");
+        let errors = std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default();
+        assert!(out.status.success(), "sipp {scenario} failed ({}):\n{}\n{errors}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    // Let the registrar finish, then compare.
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), DNS as usize, "Genesys must see every DN once");
+    let mut wrong = Vec::new();
+    for i in 0..DNS {
+        let dn = (FIRST_DN + i).to_string();
+        if seen.get(&dn).map(String::as_str) != Some(expected(i).as_str()) {
+            wrong.push(format!("{dn}: got {:?}, want {:?}", seen.get(&dn), expected(i)));
+        }
+    }
+    assert!(wrong.is_empty(), "{} wrong Contacts, e.g.:\n{}", wrong.len(), wrong[..wrong.len().min(5)].join("\n"));
+    let stats: serde_json::Value =
+        serde_json::from_str(ok(Some(&topo.edge), &root, &["stats", "--json"]).trim()).unwrap();
+    assert_eq!(stats["counters"]["rewritten"]["total"], DNS as u64 - stars, "{stats}");
+    assert_eq!(stats["counters"]["star"]["total"], stars, "{stats}");
+    assert_eq!(stats["counters"]["error"]["total"], 0, "{stats}");
+    println!("sipp e2e over {}: {DNS} REGISTERs sent by sipp, {} received, {} rewritten, {stars} Contact: *, 0 errors", if v6 { "IPv6" } else { "IPv4" }, seen.len(), DNS as u64 - stars);
+    let (code, log) = att.stop();
+    assert_eq!(code, 0, "{log}");
+    drop(reg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sipp_registers_over_ipv4() {
+    run(false);
+}
+
+#[test]
+fn sipp_registers_over_ipv6() {
+    run(true);
+}
