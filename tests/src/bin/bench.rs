@@ -44,6 +44,13 @@ struct Row {
     how: String,
 }
 
+impl Row {
+    /// A row measured once (CPU time over a run), not a distribution.
+    fn once(group: &'static str, name: String, bytes: usize, ns: f64, how: String) -> Self {
+        Row { group, name, bytes, median: ns, min: ns, max: ns, how }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -288,15 +295,7 @@ fn live_cost(rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyhow::Result<()>
         let info1 = rw.program_mut()?.info()?;
         let runs = info1.run_count() - info0.run_count();
         let ns = (info1.run_time() - info0.run_time()).as_nanos() as f64 / runs.max(1) as f64;
-        rows.push(Row {
-            group: "live",
-            name: format!("veth, JsSIP REGISTER at {rate}/s"),
-            bytes: jssip.len(),
-            median: ns,
-            min: ns,
-            max: ns,
-            how: "run_time_ns / run_cnt (kernel BPF stats)".into(),
-        });
+        rows.push(Row::once("live", format!("veth, JsSIP REGISTER at {rate}/s"), jssip.len(), ns, "run_time_ns / run_cnt (kernel BPF stats)".into()));
         notes.push(format!(
             "Live at {rate}/s: sent {count} in {sent_in:.2} s ({:.0}/s achieved), received {got}, lost {} (receiver socket buffer drops so far: {socket_drops}; the program never drops); program ran {runs} times.",
             count as f64 / sent_in,
@@ -406,15 +405,7 @@ fn relay_cost(opts: &Opts, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyh
     let (relayed, cpu) = relay.join().map_err(|_| anyhow::anyhow!("relay panicked"))??;
     let sunk = sink_thread.join().map_err(|_| anyhow::anyhow!("sink panicked"))?;
     let per = cpu as f64 / relayed.max(1) as f64;
-    rows.push(Row {
-        group: "userspace",
-        name: "tokio+memchr relay, same algorithm, JsSIP REGISTER".into(),
-        bytes: jssip.len(),
-        median: per,
-        min: per,
-        max: per,
-        how: format!("relay thread CPU ns / messages ({relayed} at {rate}/s)"),
-    });
+    rows.push(Row::once("userspace", "tokio+memchr relay, same algorithm, JsSIP REGISTER".into(), jssip.len(), per, format!("relay thread CPU ns / messages ({relayed} at {rate}/s)")));
     notes.push(format!("Userspace relay: {count} sent, {relayed} relayed, {sunk} received by the sink."));
     Ok(())
 }
@@ -535,15 +526,7 @@ request_route {{
         let got = sink_thread.join().map_err(|_| anyhow::anyhow!("sink panicked"))?;
         let cpu = tree_cpu_ns(pid) - cpu0;
         let per = cpu as f64 / got.max(1) as f64;
-        rows.push(Row {
-            group: "kamailio",
-            name: format!("Kamailio 5.6 textops rewrite + forward, {label}"),
-            bytes: jssip.len(),
-            median: per,
-            min: per,
-            max: per,
-            how: format!("CPU ns of all its processes / forwarded ({got} of {count} at {rate}/s)"),
-        });
+        rows.push(Row::once("kamailio", format!("Kamailio 5.6 textops rewrite + forward, {label}"), jssip.len(), per, format!("CPU ns of all its processes / forwarded ({got} of {count} at {rate}/s)")));
         notes.push(format!("Kamailio ({label}): {count} sent at {rate}/s, {got} forwarded."));
         if let Some(mut c) = cleanup.1.take() {
             let _ = Command::new("pkill").args(["-TERM", "-P", &c.id().to_string()]).status();
