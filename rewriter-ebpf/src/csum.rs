@@ -3,7 +3,9 @@
 //! Every function here may move or reallocate packet data, so each one invalidates packet
 //! pointers (`ctx.data()`): callers re-derive them rather than keep any across a call.
 //!
-//! Checksum model (kernel v6.18, net/core/utils.c `inet_proto_csum_replace*`):
+//! Checksum model (kernel v6.18, net/core/utils.c `inet_proto_csum_replace*`,
+//! <https://github.com/torvalds/linux/blob/v6.18/net/core/utils.c#L425-L486>, called from
+//! `bpf_l4_csum_replace`, <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L1974-L2026>):
 //! `bpf_l4_csum_replace` on a CHECKSUM_PARTIAL skb (locally generated, offloaded) only touches
 //! the field when `BPF_F_PSEUDO_HDR` is given, because the field then holds the pseudo-header
 //! sum and the device sums header and payload itself; on any other skb it updates the full
@@ -35,7 +37,8 @@ const CSUM_CHUNK: usize = 512;
 /// `len` (1..=BUF_SIZE) computed so that the verifier sees the bounds [1, BUF_SIZE] on the very
 /// register passed as a helper's size. Without the `black_box`, LLVM folds the expression back
 /// to `len`, whose lower bound the verifier lost in an earlier compare ("invalid zero-sized
-/// read", kernel/bpf/verifier.c `check_mem_size_reg`).
+/// read" for ARG_CONST_SIZE, `check_mem_size_reg`,
+/// <https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/verifier.c#L8185-L8228>).
 #[inline(always)]
 pub fn verifier_size(len: usize) -> usize {
     ((core::hint::black_box(len) - 1) & MASK) + 1
@@ -85,7 +88,11 @@ pub fn store_uri_raw(skb: *mut __sk_buff, off: usize, text: &[u8; URI_BUF], len:
     if r != 0 { Err(r) } else { Ok(off + len) }
 }
 
-/// Grows or shrinks the packet to `len` bytes (new bytes are zero). Invalidates packet pointers.
+/// Grows or shrinks the packet to `len` bytes (new bytes are zero; a CHECKSUM_PARTIAL skb keeps
+/// its csum_start/offset, a CHECKSUM_COMPLETE one becomes CHECKSUM_NONE; GSO state is reset,
+/// which is why GSO packets never get here):
+/// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L3763-L3856>.
+/// Invalidates packet pointers.
 #[inline(always)]
 pub fn change_tail(ctx: &TcContext, len: u32) -> Result<(), Stat> {
     // SAFETY: valid skb.

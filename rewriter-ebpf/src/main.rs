@@ -4,6 +4,11 @@
 //! It never drops a packet: every path returns [`TC_ACT_UNSPEC`], which hands the packet on to
 //! the next TCX program or, if there is none, lets it leave. Anything it does not fully
 //! understand leaves byte-identical and is counted in `STATS`.
+//!
+//! Both loops (scan, write) run under `bpf_loop` (v5.17, commit e6f2dd0f8067; inlined by the
+//! verifier since v6.0, commit 1ade23711971, when the callback and flags are constant), whose
+//! callback the verifier checks once instead of once per iteration:
+//! <https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/bpf_iter.c#L740-L774>.
 #![no_std]
 #![no_main]
 
@@ -112,6 +117,8 @@ fn try_sip_rewriter<const STAGE: u8>(ctx: &TcContext) -> Verdict {
     let cfg = CONFIG.get(0).ok_or(Stat::Error)?;
     let f = candidate(ctx, cfg)?;
     add(Stat::Seen, 1);
+    // A GSO skb is several datagrams' worth; bpf_skb_change_tail would drop its GSO state.
+    // `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
     // SAFETY: `ctx.skb.skb` is the program's valid `__sk_buff`.
     if unsafe { (*ctx.skb.skb).gso_size } != 0 {
         return Err(Stat::TooBig);
@@ -286,7 +293,9 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
     let saved = Saved::take(ctx, f)?;
     if delta > 0 {
         let mut mtu: u32 = 0;
-        // SAFETY: valid skb and out-pointer; ifindex 0 = the skb's device.
+        // ifindex 0 = the skb's (egress) device; compares skb->len + delta with MTU + L2 header:
+        // <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L6379-L6432>.
+        // SAFETY: valid skb and out-pointer.
         if unsafe { bpf_check_mtu(ctx.skb.skb as *mut c_void, 0, &mut mtu, delta, 0) } != 0 {
             return Err(Stat::TooBig);
         }
