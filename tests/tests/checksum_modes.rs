@@ -19,7 +19,7 @@ use std::{
 
 use integration_tests::{
     kernel::corpus_config,
-    net::{EDGE_V4, EDGE_V6, GENESYS_V4, GENESYS_V6, InNetns, Topology},
+    net::{EDGE_V4, EDGE_V6, GENESYS_V4, GENESYS_V6, InNetns, Topology, set_tx_csum},
     packet::udp_checksum,
 };
 use rewriter_common::{
@@ -55,34 +55,6 @@ fn messages() -> Vec<(Vec<u8>, Vec<u8>)> {
         assert!(ok, "no {what} among {deltas:?}");
     }
     out
-}
-
-/// `ethtool -K IF tx on|off` through the SIOCETHTOOL ioctl (include/uapi/linux/ethtool.h).
-fn set_tx_csum(iface: &str, on: bool) {
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    let mut val = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: on as u32 };
-    // SAFETY: plain socket(2); the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-    assert!(fd >= 0);
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    let _fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: zeroed ifreq is valid; the name fits (checked) and ifr_data points at `val`, which
-    // outlives the ioctl.
-    let r = unsafe {
-        let mut ifr: libc::ifreq = mem::zeroed();
-        assert!(iface.len() < ifr.ifr_name.len());
-        for (d, s) in ifr.ifr_name.iter_mut().zip(iface.bytes()) {
-            *d = s as libc::c_char;
-        }
-        ifr.ifr_ifru.ifru_data = &mut val as *mut EthtoolValue as *mut libc::c_char;
-        libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr)
-    };
-    assert_eq!(r, 0, "SIOCETHTOOL on {iface}: {}", std::io::Error::last_os_error());
 }
 
 /// `InCsumErrors` of Udp and Udp6 in the calling thread's namespace.

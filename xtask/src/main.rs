@@ -55,6 +55,12 @@ enum Cmd {
         #[arg(long)]
         no_kamailio: bool,
     },
+    /// Coverage-guided fuzzing of the SIP scan/rewrite (cargo fuzz, libFuzzer) for N seconds;
+    /// installs cargo-fuzz when missing.
+    FuzzParser {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Differential run: N generated packets through the kernel program and the userspace
     /// algorithm (needs root).
     Fuzz {
@@ -101,6 +107,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cmd.arg("--no-kamailio");
             }
             cargo_like(&mut cmd)
+        }
+        Cmd::FuzzParser { seconds } => {
+            let has = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+            if !has {
+                eprintln!("xtask: installing cargo-fuzz");
+                cargo_like(cargo().args(["install", "cargo-fuzz", "--locked"]).current_dir(std::env::temp_dir()))?;
+            }
+            cargo_like(
+                Command::new("cargo")
+                    .args(["+nightly", "fuzz", "run", "parser", "--", &format!("-max_total_time={seconds}")])
+                    .current_dir(workspace_root()?)
+                    .stdin(std::process::Stdio::null()),
+            )
         }
         Cmd::Fuzz { count, seed } => {
             setup::require_root("cargo xtask fuzz (it loads the eBPF program)")?;
