@@ -587,7 +587,9 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             s.goto(hit + 1, M_LINE)
         }
         M_SKIPPED => {
-            if !found {
+            // SIP lines end in CRLF (RFC 3261 7); a bare LF would let us disagree with the
+            // receiver about where the headers end, so such a message is left alone.
+            if !found || m.byte(hit.wrapping_sub(1)) != b'\r' {
                 return s.done(Outcome::Malformed);
             }
             header_line(s, m, len, hit + 1)

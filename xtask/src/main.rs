@@ -114,6 +114,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("xtask: installing cargo-fuzz");
                 cargo_like(cargo().args(["install", "cargo-fuzz", "--locked"]).current_dir(std::env::temp_dir()))?;
             }
+            // Seed the fuzzer with every corpus case (first byte: configuration selector).
+            let root = workspace_root()?;
+            let seeds = root.join("fuzz/corpus/parser");
+            std::fs::create_dir_all(&seeds).with_context(|| format!("creating {}", seeds.display()))?;
+            for dir in ["tests/corpus", "tests/shared-corpus"] {
+                for e in std::fs::read_dir(root.join(dir))?.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(stem) = name.strip_suffix(".in.sip") {
+                        let mut data = vec![0x05u8];
+                        data.extend(std::fs::read(e.path())?);
+                        std::fs::write(seeds.join(stem), data)?;
+                    }
+                }
+            }
             cargo_like(
                 Command::new("cargo")
                     .args(["+nightly", "fuzz", "run", "parser", "--", &format!("-max_total_time={seconds}")])
