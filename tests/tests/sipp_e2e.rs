@@ -14,7 +14,7 @@ use std::{
 
 use integration_tests::{
     cli::{Attach, PinRoot, ok},
-    net::{EDGE_V4, EDGE_V6, GENESYS_V4, GENESYS_V6, InNetns, Topology},
+    net::{EDGE_V4, EDGE_V6, GENESYS_V4, GENESYS_V6, InNetns, Topology, set_tx_csum},
 };
 
 const DNS: u32 = 1_000;
@@ -70,12 +70,18 @@ fn registrar(sock: UdpSocket, seen: Arc<Mutex<HashMap<String, String>>>, deadlin
     }
 }
 
-fn run(v6: bool) {
+fn run(v6: bool, offload: bool) {
     assert!(
         Command::new("sipp").arg("-v").output().is_ok(),
         "sipp is missing: `cargo xtask setup` installs it (apt-get install sip-tester)"
     );
     let topo = Topology::new(if v6 { "sipp6" } else { "sipp4" }).unwrap();
+    {
+        // TX checksum offload off: the stack writes full checksums before TC and the receiver
+        // verifies them (a wrong one would be dropped and sipp would time out).
+        let _ns = InNetns::enter(&topo.edge).unwrap();
+        set_tx_csum(&topo.edge_if, offload);
+    }
     let root = PinRoot::new();
     let dir = std::env::temp_dir().join(format!("{}-sipp", root.0.file_name().unwrap().to_string_lossy()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -146,7 +152,13 @@ fn run(v6: bool) {
     assert_eq!(stats["counters"]["rewritten"]["total"], DNS as u64 - stars, "{stats}");
     assert_eq!(stats["counters"]["star"]["total"], stars, "{stats}");
     assert_eq!(stats["counters"]["error"]["total"], 0, "{stats}");
-    println!("sipp e2e over {}: {DNS} REGISTERs sent by sipp, {} received, {} rewritten, {stars} Contact: *, 0 errors", if v6 { "IPv6" } else { "IPv4" }, seen.len(), DNS as u64 - stars);
+    println!(
+        "sipp e2e over {}, TX checksum offload {}: {DNS} REGISTERs sent by sipp, {} received, {} rewritten, {stars} Contact: *, 0 errors",
+        if v6 { "IPv6" } else { "IPv4" },
+        if offload { "on" } else { "off" },
+        seen.len(),
+        DNS as u64 - stars
+    );
     let (code, log) = att.stop();
     assert_eq!(code, 0, "{log}");
     drop(reg);
@@ -154,11 +166,21 @@ fn run(v6: bool) {
 }
 
 #[test]
-fn sipp_registers_over_ipv4() {
-    run(false);
+fn sipp_registers_over_ipv4_checksum_offload() {
+    run(false, true);
 }
 
 #[test]
-fn sipp_registers_over_ipv6() {
-    run(true);
+fn sipp_registers_over_ipv6_checksum_offload() {
+    run(true, true);
+}
+
+#[test]
+fn sipp_registers_over_ipv4_software_checksums() {
+    run(false, false);
+}
+
+#[test]
+fn sipp_registers_over_ipv6_software_checksums() {
+    run(true, false);
 }
