@@ -3,3 +3,4 @@ pub mod fuzz;
 pub mod kernel;
 pub mod net;
 pub mod packet;
+pub mod registrar;

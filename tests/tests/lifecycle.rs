@@ -6,16 +6,12 @@
 //! Contact is either the client's own (while detached) or a correct rewrite for the settings in
 //! force — the new ones from the first REGISTER sent after a change.
 
-use std::{
-    net::UdpSocket,
-    process::Command,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{net::UdpSocket, process::Command, time::Duration};
 
 use integration_tests::{
     cli::{Attach, PinRoot, ok, run},
     net::{EDGE_V4, GENESYS_V4, InNetns, Topology, set_tx_csum},
+    registrar::Registrar,
 };
 
 const DNS: u32 = 10;
@@ -35,41 +31,6 @@ fn original(i: u32) -> String {
         0x3000_0000u64 + i as u64,
         i
     )
-}
-
-#[derive(Clone, Debug)]
-struct Seen {
-    dn: u32,
-    contact: String,
-    call_id: String,
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n").find_map(|l| l.strip_prefix(name).map(str::trim))
-}
-
-fn registrar(sock: UdpSocket, seen: Arc<Mutex<Vec<Seen>>>, deadline: Instant) {
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !msg.starts_with("REGISTER ") {
-            continue;
-        }
-        let to = header(&msg, "To:").unwrap_or_default();
-        let dn = to.split("sip:").nth(1).and_then(|r| r.split('@').next()).and_then(|d| d.parse().ok()).unwrap_or(0);
-        let mut reply = String::from("SIP/2.0 200 OK\r\n");
-        for h in ["Via:", "From:", "Call-ID:", "CSeq:"] {
-            reply.push_str(&format!("{h} {}\r\n", header(&msg, h).unwrap_or_default()));
-        }
-        reply.push_str(&format!("To: {to};tag=genesys\r\nContent-Length: 0\r\n\r\n"));
-        let _ = sock.send_to(reply.as_bytes(), from);
-        seen.lock().unwrap().push(Seen {
-            dn,
-            contact: header(&msg, "Contact:").unwrap_or_default().to_owned(),
-            call_id: header(&msg, "Call-ID:").unwrap_or_default().to_owned(),
-        });
-    }
 }
 
 fn udp_in_csum_errors() -> u64 {
@@ -107,21 +68,16 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
     std::fs::write(dir.join("dns.csv"), csv).unwrap();
 
     let ns = Some(topo.edge.as_str());
-    let seen = Arc::new(Mutex::new(Vec::new()));
     let (sock, errs0) = {
         let _ns = InNetns::enter(&topo.genesys).unwrap();
         let s = UdpSocket::bind((GENESYS_V4, 5060)).unwrap();
         (s, udp_in_csum_errors())
     };
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     {
         let _ns = InNetns::enter(&topo.edge).unwrap();
         set_tx_csum(&topo.edge_if, false);
     }
-    let reg = {
-        let seen = seen.clone();
-        std::thread::spawn(move || registrar(sock, seen, Instant::now() + Duration::from_secs(40)))
-    };
+    let reg = Registrar::start(sock, Duration::from_secs(40));
     let attach_args = ["--config", cfg.to_str().unwrap(), "--max-contacts", "4"];
     let mut att = Some(Attach::start(&topo.edge, &root, &topo.edge_if, &attach_args));
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/sipp/uac-register.xml");
@@ -146,24 +102,24 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
         })
     }
     // Marks "everything sent from now on": waits for in-flight REGISTERs to land first.
-    let mark = |seen: &Arc<Mutex<Vec<Seen>>>| {
+    let mark = |reg: &Registrar| {
         std::thread::sleep(Duration::from_millis(300));
-        seen.lock().unwrap().len()
+        reg.count()
     };
     // Called right before a change: lets the current phase see traffic, then ends it here.
-    fn cut(rules: &mut [Rule], seen: &Arc<Mutex<Vec<Seen>>>) {
+    fn cut(rules: &mut [Rule], reg: &Registrar) {
         std::thread::sleep(Duration::from_millis(400));
         if let Some(r) = rules.last_mut() {
-            r.until = seen.lock().unwrap().len();
+            r.until = reg.count();
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    rules.push(Rule { from: mark(&seen), until: usize::MAX, what: "as configured", want: settings(Some("198.18.0.77"), Some("192.168.210.54:5060")) });
+    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "as configured", want: settings(Some("198.18.0.77"), Some("192.168.210.54:5060")) });
 
     // contact add takes effect on the next packet.
-    cut(&mut rules, &seen);
+    cut(&mut rules, &reg);
     ok(ns, &root, &["contact", "add", &FIRST_DN.to_string(), &format!("sip:{FIRST_DN}@198.18.0.88")]);
-    rules.push(Rule { from: mark(&seen), until: usize::MAX, what: "contact add", want: settings(Some("198.18.0.88"), Some("192.168.210.54:5060")) });
+    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "contact add", want: settings(Some("198.18.0.88"), Some("192.168.210.54:5060")) });
     // A full map (--max-contacts 4): a clear error, traffic unaffected.
     for dn in ["6001", "6002", "6003"] {
         ok(ns, &root, &["contact", "add", dn, "sip:x@198.18.0.5"]);
@@ -172,38 +128,38 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("full"), "{err}");
     // contact del: the template serves it from the next packet on.
-    cut(&mut rules, &seen);
+    cut(&mut rules, &reg);
     ok(ns, &root, &["contact", "del", &FIRST_DN.to_string()]);
-    rules.push(Rule { from: mark(&seen), until: usize::MAX, what: "contact del", want: settings(None, Some("192.168.210.54:5060")) });
+    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "contact del", want: settings(None, Some("192.168.210.54:5060")) });
     // SIGHUP: the file's new template applies; its unchanged map entry is not re-applied over
     // the `contact del` (README: only what the file changed is written).
-    cut(&mut rules, &seen);
+    cut(&mut rules, &reg);
     std::fs::write(&cfg, config("198.18.0.99")).unwrap();
     att.as_ref().unwrap().signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
-    rules.push(Rule { from: mark(&seen), until: usize::MAX, what: "SIGHUP", want: settings(None, Some("198.18.0.99")) });
+    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "SIGHUP", want: settings(None, Some("198.18.0.99")) });
     // Detach (SIGTERM): REGISTERs pass unchanged; re-attach: the file's settings again.
-    cut(&mut rules, &seen);
+    cut(&mut rules, &reg);
     let (code, log) = att.take().unwrap().stop();
     assert_eq!(code, 0, "{log}");
-    rules.push(Rule { from: mark(&seen), until: usize::MAX, what: "detached", want: settings(None, None) });
-    cut(&mut rules, &seen);
+    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "detached", want: settings(None, None) });
+    cut(&mut rules, &reg);
     att = Some(Attach::start(&topo.edge, &root, &topo.edge_if, &attach_args));
-    rules.push(Rule { from: mark(&seen), until: usize::MAX, what: "re-attached", want: settings(Some("198.18.0.77"), Some("198.18.0.99")) });
+    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "re-attached", want: settings(Some("198.18.0.77"), Some("198.18.0.99")) });
     // kill -9: the link dies with the process, REGISTERs pass unchanged; a new attach reuses
     // the pinned maps.
-    cut(&mut rules, &seen);
+    cut(&mut rules, &reg);
     att.as_ref().unwrap().signal("KILL");
     let _ = att.take().unwrap().stop();
-    rules.push(Rule { from: mark(&seen), until: usize::MAX, what: "killed", want: settings(None, None) });
-    cut(&mut rules, &seen);
+    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "killed", want: settings(None, None) });
+    cut(&mut rules, &reg);
     att = Some(Attach::start(&topo.edge, &root, &topo.edge_if, &attach_args));
-    rules.push(Rule { from: mark(&seen), until: usize::MAX, what: "re-attached after kill -9", want: settings(Some("198.18.0.77"), Some("198.18.0.99")) });
+    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "re-attached after kill -9", want: settings(Some("198.18.0.77"), Some("198.18.0.99")) });
 
     let out = sipp.wait_with_output().unwrap();
     assert!(out.status.success(), "sipp saw errors ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(Duration::from_millis(300));
-    let seen = seen.lock().unwrap().clone();
+    let seen = reg.received();
     let errs = {
         let _ns = InNetns::enter(&topo.genesys).unwrap();
         udp_in_csum_errors() - errs0
@@ -217,8 +173,9 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
             || [format!("<sip:{dn}@192.168.210.54:5060>;expires=600"), format!("<sip:{dn}@198.18.0.99>;expires=600")].contains(&c.to_owned())
             || (dn == FIRST_DN && ["198.18.0.77", "198.18.0.88"].iter().any(|ip| c == format!("<sip:{FIRST_DN}@{ip}>;expires=600")))
     };
+    let dn_of = |r: &integration_tests::registrar::Received| r.dn.parse::<u32>().unwrap_or(0);
     for (i, s) in seen.iter().enumerate() {
-        assert!(any_form(s.dn, &s.contact), "packet {i}: corrupted Contact {:?} for DN {}", s.contact, s.dn);
+        assert!(any_form(dn_of(s), &s.contact), "packet {i}: corrupted Contact {:?} for DN {}", s.contact, s.dn);
     }
     // And exactly the settings in force, between one change and the next.
     for (k, r) in rules.iter().enumerate() {
@@ -226,12 +183,11 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
         let until = r.until.min(seen.len());
         let window = &seen[r.from.min(until)..until];
         assert!(!window.is_empty(), "no traffic during {}", r.what);
-        if let Some((j, s)) = window.iter().enumerate().find(|(_, s)| !(r.want)(s.dn, &s.contact)) {
+        if let Some((j, s)) = window.iter().enumerate().find(|(_, s)| !(r.want)(dn_of(s), &s.contact)) {
             panic!("{}: packet {} for DN {} has Contact {:?}", r.what, r.from + j, s.dn, s.contact);
         }
     }
     println!("lifecycle: {} REGISTERs at {RATE}/s through 9 changes, {} received, 0 lost, 0 checksum errors", CALLS, calls.len());
     drop(att);
-    drop(reg);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,17 +4,12 @@
 //! received Contact is checked against the rule, and sipp must see no error. IPv4 and IPv6.
 //! Needs root and sipp (Debian `sip-tester`, installed by `cargo xtask setup`/.ci/run).
 
-use std::{
-    collections::HashMap,
-    net::UdpSocket,
-    process::Command,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, net::UdpSocket, process::Command, time::Duration};
 
 use integration_tests::{
     cli::{Attach, PinRoot, ok},
     net::{EDGE_V4, EDGE_V6, GENESYS_V4, GENESYS_V6, InNetns, Topology, set_tx_csum},
+    registrar::Registrar,
 };
 
 const DNS: u32 = 1_000;
@@ -42,32 +37,6 @@ fn expected(i: u32) -> String {
     let expires = if i % 10 == 9 { "0" } else { "600" };
     let uri = if i < DNS / 2 { format!("sip:{dn}@198.18.0.77:5070") } else { format!("sip:{dn}@192.168.210.54:5060") };
     format!("<{uri}>;expires={expires}")
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n").find_map(|l| l.strip_prefix(name).map(str::trim))
-}
-
-/// Answers every REGISTER with 200 OK and records DN → Contact received.
-fn registrar(sock: UdpSocket, seen: Arc<Mutex<HashMap<String, String>>>, deadline: Instant) {
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !msg.starts_with("REGISTER ") {
-            continue;
-        }
-        let to = header(&msg, "To:").unwrap_or_default();
-        let dn = to.split("sip:").nth(1).and_then(|r| r.split('@').next()).unwrap_or_default().to_owned();
-        let contact = header(&msg, "Contact:").unwrap_or_default().to_owned();
-        let mut reply = String::from("SIP/2.0 200 OK\r\n");
-        for h in ["Via:", "From:", "Call-ID:", "CSeq:"] {
-            reply.push_str(&format!("{h} {}\r\n", header(&msg, h).unwrap_or_default()));
-        }
-        reply.push_str(&format!("To: {to};tag=genesys\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"));
-        let _ = sock.send_to(reply.as_bytes(), from);
-        seen.lock().unwrap().insert(dn, contact);
-    }
 }
 
 fn run(v6: bool, offload: bool) {
@@ -110,18 +79,13 @@ fn run(v6: bool, offload: bool) {
     let stars = (0..DNS).filter(|i| star(*i)).count() as u64;
 
     let att = Attach::start(&topo.edge, &root, &topo.edge_if, &["--config", cfg_path.to_str().unwrap()]);
-    let seen = Arc::new(Mutex::new(HashMap::new()));
     let (genesys, edge, remote) =
         if v6 { (GENESYS_V6, EDGE_V6, format!("[{GENESYS_V6}]:5060")) } else { (GENESYS_V4, EDGE_V4, format!("{GENESYS_V4}:5060")) };
     let sock = {
         let _ns = InNetns::enter(&topo.genesys).unwrap();
         UdpSocket::bind((genesys, 5060)).unwrap()
     };
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let reg = {
-        let seen = seen.clone();
-        std::thread::spawn(move || registrar(sock, seen, Instant::now() + Duration::from_secs(60)))
-    };
+    let reg = Registrar::start(sock, Duration::from_secs(60));
     for (scenario, csv, calls) in [("uac-register.xml", &csv_path, DNS as u64 - stars), ("uac-unregister-all.xml", &stars_path, stars)] {
         let scenario = format!("{}/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new("nsenter")
@@ -137,7 +101,7 @@ fn run(v6: bool, offload: bool) {
     }
     // Let the registrar finish, then compare.
     std::thread::sleep(Duration::from_millis(300));
-    let seen = seen.lock().unwrap().clone();
+    let seen: HashMap<String, String> = reg.received().into_iter().map(|r| (r.dn, r.contact)).collect();
     assert_eq!(seen.len(), DNS as usize, "Genesys must see every DN once");
     let mut wrong = Vec::new();
     for i in 0..DNS {
@@ -161,7 +125,6 @@ fn run(v6: bool, offload: bool) {
     );
     let (code, log) = att.stop();
     assert_eq!(code, 0, "{log}");
-    drop(reg);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
