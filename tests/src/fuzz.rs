@@ -10,7 +10,7 @@ impl Rng {
         Self(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -19,11 +19,11 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.next_u64() % 100 < percent
     }
 
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
@@ -60,7 +60,8 @@ fn name(rng: &mut Rng, long: &str, compact: Option<&str>) -> String {
 }
 
 fn lws(rng: &mut Rng) -> &'static str {
-    *rng.pick(&["", "", "", " ", "  ", "\t", "\r\n ", "\r\n\t"])
+    const LWS: [&str; 8] = ["", "", "", " ", "  ", "\t", "\r\n ", "\r\n\t"];
+    LWS[rng.below(LWS.len())]
 }
 
 fn contact(rng: &mut Rng) -> String {
@@ -73,7 +74,7 @@ fn contact(rng: &mut Rng) -> String {
     };
     for _ in 0..rng.below(5) {
         c.push_str(lws(rng).trim_end_matches(['\r', '\n']));
-        c.push_str(*rng.pick(PARAMS));
+        c.push_str(PARAMS[rng.below(PARAMS.len())]);
     }
     c
 }
@@ -85,10 +86,10 @@ pub fn message(rng: &mut Rng) -> Vec<u8> {
     let method = if rng.chance(92) { "REGISTER" } else { *rng.pick(&["INVITE", "OPTIONS", "register", "REGISTERX"]) };
     let version = if rng.chance(97) { "SIP/2.0" } else { "SIP/3.0" };
     let mut headers: Vec<String> = vec![
-        format!("{}SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK{}", name(rng, "Via", Some("v")), rng.next() % 100000),
+        format!("{}SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK{}", name(rng, "Via", Some("v")), rng.next_u64() % 100000),
         format!("{}70", name(rng, "Max-Forwards", None)),
-        format!("{}\"{dn}\" <sip:{dn}@{host}>;tag={}", name(rng, "From", Some("f")), rng.next() % 9999),
-        format!("{}{}@198.18.0.1", name(rng, "Call-ID", Some("i")), rng.next()),
+        format!("{}\"{dn}\" <sip:{dn}@{host}>;tag={}", name(rng, "From", Some("f")), rng.next_u64() % 9999),
+        format!("{}{}@198.18.0.1", name(rng, "Call-ID", Some("i")), rng.next_u64()),
         format!("{}{} REGISTER", name(rng, "CSeq", None), rng.below(100)),
         format!("{}JsSIP 3.10.0", name(rng, "User-Agent", None)),
         format!("{}path,gruu,outbound", name(rng, "Supported", Some("k"))),
@@ -117,8 +118,8 @@ pub fn message(rng: &mut Rng) -> Vec<u8> {
         headers.push(format!(
             "{}Digest username=\"{dn}\", realm=\"asterisk\", nonce=\"{:x}\", uri=\"sip:{host}\", response=\"{:x}\", algorithm=MD5",
             name(rng, "Authorization", None),
-            rng.next(),
-            rng.next()
+            rng.next_u64(),
+            rng.next_u64()
         ));
     }
     headers.push(format!("{}600", name(rng, "Expires", None)));

@@ -71,7 +71,7 @@ impl Frame {
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let opt = &self.ipv4_options;
-                assert!(opt.len() % 4 == 0 && opt.len() <= 40);
+                assert!(opt.len().is_multiple_of(4) && opt.len() <= 40);
                 let ihl = (IPV4_LEN + opt.len()) / 4;
                 let total = (ihl * 4) as u16 + udp_len;
                 let start = f.len();

@@ -7,6 +7,7 @@
 //! - offload on: an AF_PACKET capture in genesys with PACKET_AUXDATA sees the packets marked
 //!   TP_STATUS_CSUMNOTREADY; their UDP checksum field must hold the folded pseudo-header sum for
 //!   the *new* length, and completing the sum must give a valid checksum.
+//!
 //! Both for growth and shrink, odd and even length changes, IPv4 and IPv6.
 
 use std::{

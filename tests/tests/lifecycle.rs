@@ -40,13 +40,16 @@ fn udp_in_csum_errors() -> u64 {
     lines[1].split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
+/// Whether a Contact is right for a DN under some settings.
+type Check = Box<dyn Fn(u32, &str) -> bool>;
+
 /// A phase: from packet index `from` until the next phase, every Contact must satisfy `want`.
 struct Rule {
     from: usize,
     /// Where the next change began (packets in between may show either setting).
     until: usize,
     what: &'static str,
-    want: Box<dyn Fn(u32, &str) -> bool>,
+    want: Check,
 }
 
 #[test]
@@ -94,7 +97,7 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
     // From each mark on (until the next), every Contact must follow the settings in force.
     let mut rules: Vec<Rule> = Vec::new();
     // DN 5000 → `first`, every other DN → the template on `host` (None: unchanged).
-    fn settings(first: Option<&'static str>, host: Option<&'static str>) -> Box<dyn Fn(u32, &str) -> bool> {
+    fn settings(first: Option<&'static str>, host: Option<&'static str>) -> Check {
         Box::new(move |dn, c| match (dn == FIRST_DN, first, host) {
             (_, _, None) => c == original(dn - FIRST_DN),
             (true, Some(ip), _) => c == format!("<sip:{FIRST_DN}@{ip}>;expires=600"),
