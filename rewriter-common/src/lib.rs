@@ -126,7 +126,8 @@ impl Default for Config {
 }
 
 /// Key of the DN → Contact map: the DN bytes as they appear in the To URI, zero-padded.
-#[repr(C)]
+/// 8-byte aligned so the kernel builds and copies it a word at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DnKey(pub [u8; MAX_DN_LEN]);
 
@@ -147,7 +148,8 @@ impl DnKey {
 }
 
 /// Value of the DN → Contact map: the Contact URI as the kernel splices it, `<` URI `>`.
-#[repr(C)]
+/// 8-byte aligned so the kernel copies it a word at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ContactUri {
     /// Bytes used in `text`, brackets included.
@@ -336,6 +338,7 @@ mod tests {
     fn config_has_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<Config>(), 5 * 2 + 6 + MAX_KEEP * 16 + 2 * URI_BUF);
         assert_eq!(core::mem::size_of::<ContactUri>(), 2 + 6 + URI_BUF);
+        assert_eq!(core::mem::size_of::<DnKey>(), MAX_DN_LEN);
         assert_eq!(core::mem::size_of::<sip::Scan>(), 18 * 4 + 8 + sip::MAX_EDITS * 8);
     }
 

@@ -313,19 +313,29 @@ impl Scan {
     /// bounds): cheaper in the kernel, where the state lives in a map value.
     #[inline(always)]
     pub fn reset(&mut self, len: usize) {
-        self.len = len as u32;
-        self.pos = 0;
-        self.mode = M_START;
-        self.outcome = Outcome::Malformed as u32;
-        self.dn_start = 0;
-        self.dn_len = 0;
-        self.n_edits = 0;
-        self.n_contacts = 0;
-        self.flags = 0;
-        self.body = 0;
-        self.search = SEARCH_NONE;
-        self.hit = NOT_FOUND;
-        self.removed = 0;
+        // Volatile stores: LLVM would merge plain ones into a `memset` call, which the BPF
+        // target compiles to a byte loop.
+        macro_rules! set {
+            ($($field:ident = $v:expr),* $(,)?) => {
+                // SAFETY: plain fields behind `&mut self`.
+                $(unsafe { core::ptr::write_volatile(&mut self.$field, $v) };)*
+            };
+        }
+        set!(
+            len = len as u32,
+            pos = 0,
+            mode = M_START,
+            outcome = Outcome::Malformed as u32,
+            dn_start = 0,
+            dn_len = 0,
+            n_edits = 0,
+            n_contacts = 0,
+            flags = 0,
+            body = 0,
+            search = SEARCH_NONE,
+            hit = NOT_FOUND,
+            removed = 0,
+        );
     }
 
     pub fn outcome(&self) -> Outcome {

@@ -256,7 +256,8 @@ fn load_payload(ctx: &TcContext, off: usize, n: usize, s: &mut Scratch) -> Verdi
         return Err(Stat::Error);
     }
     for i in 0..TAIL_PAD {
-        s.msg.0[(n + i) & MASK] = 0;
+        // SAFETY: masked index inside the buffer; volatile keeps it from becoming a `memset`.
+        unsafe { core::ptr::write_volatile(s.msg.0.as_mut_ptr().add((n + i) & MASK), 0) };
     }
     Ok(())
 }
@@ -265,14 +266,24 @@ fn load_payload(ctx: &TcContext, off: usize, n: usize, s: &mut Scratch) -> Verdi
 fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s: &mut Scratch) -> Verdict {
     let dn_start = s.scan.dn_start as usize;
     let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
-    for i in 0..MAX_DN_LEN {
-        s.key.0[i] = if i < dn_len { s.msg.byte(dn_start + i) } else { 0 };
+    // The key a word at a time, zero past the DN (volatile: no `memset`/byte loop).
+    let key = s.key.0.as_mut_ptr() as *mut u64;
+    for j in 0..MAX_DN_LEN / 8 {
+        let w = sip::low_bytes(s.msg.word_at(dn_start + 8 * j), dn_len.saturating_sub(8 * j).min(8));
+        // SAFETY: `DnKey` is 8-byte aligned and holds MAX_DN_LEN / 8 words.
+        unsafe { core::ptr::write_volatile(key.add(j), w) };
     }
     // SAFETY: the value is only read, and map values stay valid for the program run.
     let uri_len = match unsafe { CONTACTS.get(&s.key) } {
         Some(v) => {
-            // Snapshot: sizing and writing must see the same entry.
-            s.uri = *v;
+            // Snapshot: sizing and writing must see the same entry. Copied a word at a time
+            // (a plain struct copy becomes a byte-wise `memmove` on the BPF target).
+            let from = v as *const ContactUri as *const u64;
+            let to = &raw mut s.uri as *mut u64;
+            for j in 0..core::mem::size_of::<ContactUri>() / 8 {
+                // SAFETY: both are 8-byte aligned `ContactUri`s (map values are 8-aligned).
+                unsafe { core::ptr::write_volatile(to.add(j), core::ptr::read_volatile(from.add(j))) };
+            }
             s.write.mapped = 1;
             (s.uri.len as usize).min(URI_BUF)
         }
