@@ -284,33 +284,15 @@ pub struct Scan {
 }
 
 impl Scan {
-    pub const fn new(len: usize) -> Self {
-        Scan {
-            len: len as u32,
-            pos: 0,
-            mode: M_START,
-            outcome: Outcome::Malformed as u32,
-            dn_start: 0,
-            dn_len: 0,
-            n_edits: 0,
-            n_contacts: 0,
-            flags: 0,
-            body: 0,
-            search: SEARCH_NONE,
-            hit: NOT_FOUND,
-            ret: 0,
-            mark: 0,
-            mark2: 0,
-            tmp: 0,
-            removed: 0,
-            _pad: 0,
-            want: 0,
-            edits: [Edit { start: 0, end: 0, kind: 0, _pad: 0 }; MAX_EDITS],
-        }
+    pub fn new(len: usize) -> Self {
+        // SAFETY: `Scan` is `repr(C)` and made of integers only: all zeroes is a valid value.
+        let mut s: Scan = unsafe { core::mem::zeroed() };
+        s.reset(len);
+        s
     }
 
-    /// Same as `*self = Scan::new(len)` without rewriting the edit array (which `n_edits`
-    /// bounds): cheaper in the kernel, where the state lives in a map value.
+    /// Sets the state for a new message of `len` bytes. The edit array is not rewritten
+    /// (`n_edits` bounds it): cheaper in the kernel, where the state lives in a map value.
     #[inline(always)]
     pub fn reset(&mut self, len: usize) {
         // Volatile stores: LLVM would merge plain ones into a `memset` call, which the BPF
