@@ -224,8 +224,8 @@ fn run_counting(cmd: &mut Command) -> (anyhow::Result<()>, u64, u64) {
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root().unwrap_or_else(|_| ".".into()));
-    // rustc's target probe reads standard input (`rustc -`), and aya-build's nested cargo
-    // inherits ours: give it an empty one.
+    // Builds and tests read nothing from standard input (the nested cargo of aya-build would
+    // inherit it): give them an empty one.
     cmd.stdin(std::process::Stdio::null());
     cmd
 }
