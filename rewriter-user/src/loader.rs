@@ -171,6 +171,7 @@ impl Rewriter {
     /// already attached there.
     pub fn attach_egress(&mut self, iface: &str) -> anyhow::Result<Attachment> {
         netdev::ifindex(iface)?;
+        netdev::require_ethernet(iface)?;
         let tcx = netdev::has_tcx();
         if let Some(id) = netdev::attached_program(iface)? {
             bail!("sip-rewriter is already attached to {iface} egress (program id {id}); detach it first");

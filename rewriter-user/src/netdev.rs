@@ -38,3 +38,40 @@ pub fn attached_program(iface: &str) -> anyhow::Result<Option<u32>> {
         .with_context(|| format!("querying TCX egress programs on {iface}"))?;
     Ok(progs.iter().find(|p| p.name_as_str() == Some(crate::PROGRAM)).map(|p| p.id()))
 }
+
+/// The program parses an Ethernet header first: refuse interfaces whose frames start
+/// elsewhere (loopback, tun, WireGuard, …), where it would read IP bytes as a MAC header.
+pub fn require_ethernet(iface: &str) -> anyhow::Result<()> {
+    let family = hw_family(iface)?;
+    if family != libc::ARPHRD_ETHER {
+        bail!("interface {iface:?} is not an Ethernet interface (ARPHRD {family}); sip-rewriter attaches to Ethernet-type interfaces only");
+    }
+    Ok(())
+}
+
+/// `ARPHRD_*` type of `iface` (SIOCGIFHWADDR), in the calling thread's network namespace.
+fn hw_family(iface: &str) -> anyhow::Result<u16> {
+    // SAFETY: plain socket(2); the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket for SIOCGIFHWADDR");
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: a zeroed ifreq is valid; the name fits (checked) and is NUL-terminated by the
+    // zeroing; the kernel writes only inside the struct.
+    let family = unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        if iface.len() >= ifr.ifr_name.len() {
+            bail!("interface name {iface:?} is too long");
+        }
+        for (d, s) in ifr.ifr_name.iter_mut().zip(iface.bytes()) {
+            *d = s as libc::c_char;
+        }
+        if libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::SIOCGIFHWADDR, &mut ifr) != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("reading the type of interface {iface:?}"));
+        }
+        ifr.ifr_ifru.ifru_hwaddr.sa_family
+    };
+    Ok(family)
+}

@@ -136,6 +136,11 @@ fn bad_input_is_refused_with_exit_2_and_nothing_written() {
     assert!(err.contains("nosuch0") && err.contains("not found"), "{err}");
     let (code, _, err) = run(ns, &root, &["attach", "--iface", &topo.edge_if, "--port", "0"]);
     assert_eq!(code, 2, "{err}");
+    // Frames on loopback do not start with an Ethernet header: refused, nothing left behind.
+    let (code, _, err) = run(ns, &root, &["attach", "--iface", "lo"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not an Ethernet interface"), "{err}");
+    assert!(!root.0.join("lo").exists(), "no pins left for lo");
 
     let _att = Attach::start(&topo.edge, &root, &topo.edge_if, &[]);
     ok(ns, &root, &["contact", "add", "1002", MAPPED]);
