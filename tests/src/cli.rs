@@ -7,15 +7,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The binary under test: `$SIP_REWRITER_BIN`, else `target/debug/sip-rewriter` (built by
-/// `cargo xtask test` before the tests run).
+/// The binary under test: `$SIP_REWRITER_BIN` (set by `cargo xtask test`, which builds it
+/// first), else `target/debug/sip-rewriter`, built once per test process so that a plain
+/// `cargo test` never runs a stale binary.
 pub fn bin() -> PathBuf {
     if let Some(p) = std::env::var_os("SIP_REWRITER_BIN") {
         return p.into();
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sip-rewriter");
-    assert!(p.exists(), "{} missing: run the tests with `cargo xtask test`, which builds it", p.display());
-    p
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    BUILT.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "rewriter-user"])
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .status()
+            .expect("running cargo build -p rewriter-user");
+        assert!(status.success(), "cargo build -p rewriter-user failed");
+    });
+    root.join("target/debug/sip-rewriter")
 }
 
 /// A pin root on bpffs private to one test, removed on drop.
