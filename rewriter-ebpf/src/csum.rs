@@ -232,15 +232,16 @@ pub fn fix_lengths_and_checksums(
     let mangled0 = if v6 { 0 } else { BPF_F_MARK_MANGLED_0 as u64 };
     let old_ulen = ((n + UdpHdr::LEN) as u16).to_be();
     let new_ulen = ((new_n + UdpHdr::LEN) as u16).to_be();
-    // Payload bytes: full checksum only (a no-op on CHECKSUM_PARTIAL).
-    if d != 0 {
+    // Payload bytes and the UDP length field itself, in one difference: full checksum only (a
+    // no-op on CHECKSUM_PARTIAL, where the device sums header and payload). The field is
+    // 16-bit aligned, and the __wsum of its bytes is their little-endian load, which is the
+    // `to_be()` value read natively.
+    let d = fold(csum_add(d, csum_sub(new_ulen as u32, old_ulen as u32)));
+    if d != 0 && d != 0xffff {
         ctx.l4_csum_replace(csum_off as usize, 0, d as u64, mangled0).map_err(|_| Stat::Error)?;
     }
-    // UDP length as counted in the pseudo-header.
+    // UDP length as counted in the pseudo-header (both checksum modes).
     ctx.l4_csum_replace(csum_off as usize, old_ulen as u64, new_ulen as u64, BPF_F_PSEUDO_HDR as u64 | mangled0 | 2)
-        .map_err(|_| Stat::Error)?;
-    // UDP length as the header field itself (a no-op on CHECKSUM_PARTIAL).
-    ctx.l4_csum_replace(csum_off as usize, old_ulen as u64, new_ulen as u64, mangled0 | 2)
         .map_err(|_| Stat::Error)?;
     ctx.store(udp + core::mem::offset_of!(UdpHdr, len), &new_ulen, 0).map_err(|_| Stat::Error)?;
 
