@@ -332,6 +332,21 @@ fn is_uri_char(c: char) -> bool {
 }
 
 /// The first character of `s` not accepted by `ok`, with its 1-based position.
+/// The checks every text value gets, in this order: not empty, only characters `ok` accepts
+/// (`rule` names them in the message), at most `max` bytes.
+fn check_text(s: &str, ok: impl Fn(char) -> bool, rule: &'static str, max: usize) -> Result<(), Reason> {
+    if s.is_empty() {
+        return Err(Reason::Empty);
+    }
+    if let Some((ch, pos)) = first_bad_char(s, ok) {
+        return Err(Reason::Char { ch, pos, rule });
+    }
+    if s.len() > max {
+        return Err(Reason::TooLong { len: s.len(), max });
+    }
+    Ok(())
+}
+
 fn first_bad_char(s: &str, ok: impl Fn(char) -> bool) -> Option<(char, usize)> {
     s.chars().zip(1..).find(|&(c, _)| !ok(c))
 }
@@ -381,21 +396,8 @@ pub fn validate_uri(uri: &str) -> Result<(), ValidationError> {
             reason,
         })
     };
-    if uri.is_empty() {
-        return err(Reason::Empty);
-    }
-    if let Some((ch, pos)) = first_bad_char(uri, is_uri_char) {
-        return err(Reason::Char {
-            ch,
-            pos,
-            rule: URI_RULE,
-        });
-    }
-    if uri.len() > MAX_URI_LEN {
-        return err(Reason::TooLong {
-            len: uri.len(),
-            max: MAX_URI_LEN,
-        });
+    if let Err(reason) = check_text(uri, is_uri_char, URI_RULE, MAX_URI_LEN) {
+        return err(reason);
     }
     let scheme_len = ["sip:", "sips:"].iter().find_map(|s| {
         let head = uri.as_bytes().get(..s.len())?;
@@ -427,22 +429,9 @@ pub fn validate_interface(name: &str) -> Result<(), ValidationError> {
             reason,
         })
     };
-    if name.is_empty() {
-        return err(Reason::Empty);
-    }
     let ok = |c: char| !c.is_whitespace() && !c.is_control() && c != '/' && c != ':';
-    if let Some((ch, pos)) = first_bad_char(name, ok) {
-        return err(Reason::Char {
-            ch,
-            pos,
-            rule: IFNAME_RULE,
-        });
-    }
-    if name.len() > MAX_IFNAME_LEN {
-        return err(Reason::TooLong {
-            len: name.len(),
-            max: MAX_IFNAME_LEN,
-        });
+    if let Err(reason) = check_text(name, ok, IFNAME_RULE, MAX_IFNAME_LEN) {
+        return err(reason);
     }
     if name == "." || name == ".." {
         return err(Reason::DotName);
@@ -458,23 +447,7 @@ pub fn validate_keep_name(name: &str) -> Result<(), ValidationError> {
             reason,
         })
     };
-    if name.is_empty() {
-        return err(Reason::Empty);
-    }
-    if let Some((ch, pos)) = first_bad_char(name, is_token_char) {
-        return err(Reason::Char {
-            ch,
-            pos,
-            rule: TOKEN_RULE,
-        });
-    }
-    if name.len() > KEEP_NAME_LEN {
-        return err(Reason::TooLong {
-            len: name.len(),
-            max: KEEP_NAME_LEN,
-        });
-    }
-    Ok(())
+    check_text(name, is_token_char, TOKEN_RULE, KEEP_NAME_LEN).or_else(err)
 }
 
 // ---------------------------------------------------------------------------------------------
