@@ -7,6 +7,7 @@
 /// Default Genesys SIP port.
 pub const DEFAULT_PORT: u16 = 5060;
 
+pub mod restore;
 pub mod sip;
 
 /// Longest DN (RFC 3261 `user` of the To URI) the rewriter accepts.
@@ -208,6 +209,10 @@ pub struct Scratch {
     pub uri: ContactUri,
     /// Progress of the write stage (kernel `bpf_loop`).
     pub write: WriteState,
+    /// Restore-state key of the message (egress: to record; ingress: to look up).
+    pub reg_key: restore::RegKey,
+    /// Egress: the state being recorded; ingress: snapshot of the recorded state.
+    pub reg: restore::RegState,
     /// Room after the buffers, so that the verifier's worst case for a checksum chunk of
     /// `out` (masked offset + 512 bytes) stays inside the map value.
     pub _guard: [u8; 128],
@@ -228,6 +233,12 @@ pub struct WriteState {
     pub post_len: u32,
     /// Non-zero once a helper failed.
     pub err: u32,
+    /// Ingress selection: matching contacts kept so far, bytes they add and remove, and the
+    /// originals' total length.
+    pub kept: u32,
+    pub grow: u32,
+    pub shrink: u32,
+    pub orig_total: u32,
 }
 
 /// Per-CPU counters, one slot of the `STATS` array per variant.
@@ -262,11 +273,30 @@ pub enum Stat {
     Fragment,
     /// A helper failed; the packet was left as it came.
     Error,
+    /// Rewritten REGISTERs whose original Contact(s) were recorded for the restore.
+    Recorded,
+    /// Rewritten REGISTERs not recorded: no Call-ID or one over 64 bytes, more than 4 contacts,
+    /// an original URI over 128 bytes, or the state map refused the entry.
+    NotRecorded,
+    /// Ingress: UDP datagrams from the Genesys port (and address set): restore candidates.
+    Responses,
+    /// Ingress: responses whose Contact(s) got the client's original back.
+    Restored,
+    /// Ingress: contact elements restored.
+    RestoredContacts,
+    /// Ingress: 2xx to REGISTER with no recorded state for its Call-ID and DN.
+    NoState,
+    /// Ingress: recorded state, but no contact equals the URI the egress wrote.
+    NoMatch,
+    /// Ingress: anything but a 2xx response to REGISTER (requests, 1xx, 4xx, 200 to OPTIONS).
+    RespOther,
+    /// Ingress XDP: the driver left no tailroom to grow the frame (use `--ingress tc`).
+    NoTailroom,
 }
 
 impl Stat {
     /// Number of counters (size of the `STATS` map).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 23;
     /// Every counter, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Seen,
@@ -283,6 +313,15 @@ impl Stat {
         Stat::TooBig,
         Stat::Fragment,
         Stat::Error,
+        Stat::Recorded,
+        Stat::NotRecorded,
+        Stat::Responses,
+        Stat::Restored,
+        Stat::RestoredContacts,
+        Stat::NoState,
+        Stat::NoMatch,
+        Stat::RespOther,
+        Stat::NoTailroom,
     ];
 
     /// Stable name used in CLI output, JSON and metrics.
@@ -302,6 +341,15 @@ impl Stat {
             Stat::TooBig => "too_big",
             Stat::Fragment => "fragment",
             Stat::Error => "error",
+            Stat::Recorded => "recorded",
+            Stat::NotRecorded => "not_recorded",
+            Stat::Responses => "responses",
+            Stat::Restored => "restored",
+            Stat::RestoredContacts => "restored_contacts",
+            Stat::NoState => "no_state",
+            Stat::NoMatch => "no_match",
+            Stat::RespOther => "resp_other",
+            Stat::NoTailroom => "no_tailroom",
         }
     }
 
@@ -322,12 +370,14 @@ impl Stat {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all four): `repr(C)`, `Copy`, integers and byte arrays only, no implicit padding
+    // SAFETY (all six): `repr(C)`, `Copy`, integers and byte arrays only, no implicit padding
     // (checked by the size tests below), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::DnKey {}
     unsafe impl aya::Pod for super::ContactUri {}
     unsafe impl aya::Pod for super::AddrKey {}
+    unsafe impl aya::Pod for super::restore::RegKey {}
+    unsafe impl aya::Pod for super::restore::RegState {}
 }
 
 #[cfg(test)]
@@ -339,7 +389,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<Config>(), 5 * 2 + 6 + MAX_KEEP * 16 + 2 * URI_BUF);
         assert_eq!(core::mem::size_of::<ContactUri>(), 2 + 6 + URI_BUF);
         assert_eq!(core::mem::size_of::<DnKey>(), MAX_DN_LEN);
-        assert_eq!(core::mem::size_of::<sip::Scan>(), 18 * 4 + 8 + sip::MAX_EDITS * 8);
+        assert_eq!(core::mem::size_of::<sip::Scan>(), 20 * 4 + 8 + sip::MAX_EDITS * 8);
+        assert_eq!(core::mem::size_of::<restore::RegKey>(), restore::MAX_CALLID_LEN + MAX_DN_LEN);
+        assert_eq!(core::mem::size_of::<restore::RegState>(), 8 + (1 + restore::MAX_ORIGINALS) * core::mem::size_of::<ContactUri>());
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl Msg {
         let lo = self.aligned_word(i);
         let hi = self.aligned_word(i + 8);
         let sh = ((i & 7) * 8) as u32;
-        if sh == 0 { lo } else { (lo >> sh) | (hi << (64 - sh)) }
+        // Branch-free (a branch here forks every verifier state that loads a word): for
+        // sh == 0 the second term is `(hi << 1) << 63`, which is 0 (bit 0 of `hi << 1` is 0).
+        (lo >> sh) | ((hi << 1) << (63 - sh))
     }
 
     /// First index in `from..to` holding `c`, a word at a time.
@@ -119,13 +121,13 @@ impl Msg {
 /// Words covering the longest message (plus one for an unaligned start).
 const MAX_WORDS: usize = MAX_SIP_LEN / 8 + 2;
 
-const LO: u64 = 0x0101_0101_0101_0101;
+pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
 const HI7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 
 /// High bit set in exactly the bytes of `v` that are zero (no false positives, unlike the
 /// shorter `(v - LO) & !v & HI` form, because the first word of a search is partly masked).
 #[inline(always)]
-const fn zero_bytes(v: u64) -> u64 {
+pub(crate) const fn zero_bytes(v: u64) -> u64 {
     !(((v & HI7).wrapping_add(HI7)) | v | HI7)
 }
 
@@ -153,7 +155,10 @@ pub struct Edit {
     pub end: u16,
     /// [`EDIT_URI`] or [`EDIT_DELETE`].
     pub kind: u16,
-    pub _pad: u16,
+    /// Requests: end of the URI itself (`end` grows when the deletion of the parameters after
+    /// it is merged into this edit). Responses: end of the contact's header parameters (the
+    /// element without trailing white space).
+    pub pend: u16,
 }
 
 /// The span becomes `<NEW-URI>`.
@@ -211,12 +216,19 @@ const M_PARAM_VALUE: u32 = 15;
 const M_PARAM_QUOTED: u32 = 16;
 const M_QUOTE_HIT: u32 = 17;
 const M_DONE: u32 = 18;
+const M_CALLID: u32 = 19;
+const M_CALLID_END: u32 = 20;
+const M_CSEQ: u32 = 21;
+const M_CSEQ_NUM: u32 = 22;
 
 const SEEN_TO: u32 = 1;
 /// The To URI is a bare addr-spec (its user part ends at `;`, `?`, `,`).
 const TO_ADDR_SPEC: u32 = 2;
 /// The parameter being parsed is in the keep list.
 const KEEP_PARAM: u32 = 4;
+const SEEN_CALLID: u32 = 16;
+/// A response's CSeq method is REGISTER.
+const CSEQ_REGISTER: u32 = 32;
 
 const SEARCH_NONE: u32 = 0;
 const SEARCH_ONE: u32 = 1;
@@ -244,6 +256,7 @@ const SET_GT: u64 = set(b">\r");
 const SET_ADDR_END: u64 = set(b";, \t\r");
 const SET_PARAM_NAME: u64 = set(b"=;, \t\r");
 const SET_PARAM_VALUE: u64 = set(b";, \t\r");
+const SET_TOKEN_END: u64 = set(b" \t\r");
 
 /// Scan state; lives in a map value in the kernel, so it is plain `repr(C)` integers.
 #[repr(C)]
@@ -277,6 +290,9 @@ pub struct Scan {
     pub tmp: u32,
     /// Bytes covered by all edits together.
     pub removed: u32,
+    /// The Call-ID value (`callid_len` 0: none seen).
+    pub callid_start: u32,
+    pub callid_len: u32,
     pub _pad: u32,
     /// Delimiters of the pending search (see [`set`]).
     pub want: u64,
@@ -317,7 +333,14 @@ impl Scan {
             search = SEARCH_NONE,
             hit = NOT_FOUND,
             removed = 0,
+            callid_start = 0,
+            callid_len = 0,
         );
+    }
+
+    /// The Call-ID value's span, if one was seen.
+    pub fn call_id(&self) -> Option<(usize, usize)> {
+        (self.callid_len > 0).then_some((self.callid_start as usize, self.callid_len as usize))
     }
 
     pub fn outcome(&self) -> Outcome {
@@ -381,6 +404,15 @@ impl Scan {
         true
     }
 
+    /// In a response, the contact element whose URI is the last edit ends at `at`.
+    #[inline(always)]
+    fn end_element<const RESP: bool>(&mut self, at: usize) {
+        let n = self.n_edits as usize;
+        if RESP && n > 0 {
+            self.edits[(n - 1) & (MAX_EDITS - 1)].pend = at as u16;
+        }
+    }
+
     /// Appends an edit, merging a deletion into an edit that ends where it starts.
     #[inline(always)]
     fn push(&mut self, start: usize, end: usize, kind: u16) -> bool {
@@ -396,7 +428,7 @@ impl Scan {
         if n >= MAX_EDITS {
             return false;
         }
-        self.edits[n & (MAX_EDITS - 1)] = Edit { start: start as u16, end: end as u16, kind, _pad: 0 };
+        self.edits[n & (MAX_EDITS - 1)] = Edit { start: start as u16, end: end as u16, kind, pend: end as u16 };
         self.n_edits = n as u32 + 1;
         self.removed += (end - start) as u32;
         if kind == EDIT_URI {
@@ -534,8 +566,13 @@ fn keep_param(m: &Msg, s: usize, n: usize, cfg: &Config) -> bool {
 
 /// One scan step. Returns `true` while there is more to do; afterwards `s.outcome` tells the
 /// result and, for [`Outcome::Rewrite`], `s.edits()` the spans.
+///
+/// `RESP`: the message is a response to restore (ingress): the scan checks the status line
+/// (2xx) and the CSeq method (REGISTER), records every contact URI as a candidate edit with
+/// the end of its parameters, and deletes no parameter. A constant, so that each program's
+/// copy holds only its own modes (the verifier checks every mode of the copy it gets).
 #[inline(always)]
-pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
+pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
     let len = (s.len as usize).min(MAX_SIP_LEN);
     if s.search != SEARCH_NONE {
         let from = s.pos as usize;
@@ -560,7 +597,18 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
     let found = hit32 != NOT_FOUND;
     match s.mode {
         M_START => {
-            if len < 20 || m.word_at(0) != word(b"REGISTER") || m.byte(8) != b' ' {
+            if RESP {
+                // `SIP/2.0 2xx ` (RFC 3261 7.2): only successful final responses.
+                if len < 20
+                    || m.word_at(0) != word(b"SIP/2.0 ")
+                    || m.byte(8) != b'2'
+                    || !m.byte(9).is_ascii_digit()
+                    || !m.byte(10).is_ascii_digit()
+                    || m.byte(11) != b' '
+                {
+                    return s.done(Outcome::NotRegister);
+                }
+            } else if len < 20 || m.word_at(0) != word(b"REGISTER") || m.byte(8) != b' ' {
                 return s.done(Outcome::NotRegister);
             }
             s.pos = 9;
@@ -573,7 +621,11 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             if !found {
                 return s.done(Outcome::Malformed);
             }
-            if hit < 19 || m.byte(hit - 1) != b'\r' || m.word_at(hit - 9) != word(b" SIP/2.0") {
+            // `REGISTER x SIP/2.0` or `SIP/2.0 2xx ` (the reason phrase may be empty), then CR.
+            if hit < if RESP { 13 } else { 19 } || m.byte(hit - 1) != b'\r' {
+                return s.done(Outcome::NotRegister);
+            }
+            if !RESP && m.word_at(hit - 9) != word(b" SIP/2.0") {
                 return s.done(Outcome::NotRegister);
             }
             s.goto(hit + 1, M_LINE)
@@ -584,9 +636,9 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             if !found || m.byte(hit.wrapping_sub(1)) != b'\r' {
                 return s.done(Outcome::Malformed);
             }
-            header_line(s, m, len, hit + 1)
+            header_line::<RESP>(s, m, len, hit + 1)
         }
-        M_LINE => header_line(s, m, len, pos),
+        M_LINE => header_line::<RESP>(s, m, len, pos),
         M_TO => {
             let p = skip_lws(s, m, pos);
             if let Some(user) = sip_scheme(m, p) {
@@ -667,28 +719,28 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             if !found || m.byte(hit) != b'>' {
                 return s.done(Outcome::Malformed);
             }
-            uri_span(s, m, s.mark as usize, hit + 1)
+            uri_span::<RESP>(s, m, s.mark as usize, hit + 1)
         }
         M_ELEM_ADDR => {
             if !found {
                 return s.done(Outcome::Malformed);
             }
-            uri_span(s, m, s.mark as usize, hit)
+            uri_span::<RESP>(s, m, s.mark as usize, hit)
         }
-        M_PARAMS => params(s, m, pos),
+        M_PARAMS => params::<RESP>(s, m, pos),
         M_PARAM_NAME => {
             let name = s.mark2 as usize;
             if !found || hit == name {
                 return s.done(Outcome::Malformed);
             }
-            if keep_param(m, name, hit - name, cfg) {
+            if RESP || keep_param(m, name, hit - name, cfg) {
                 s.flags |= KEEP_PARAM;
             } else {
                 s.flags &= !KEEP_PARAM;
             }
             let eq = skip_lws(s, m, hit);
             if m.byte(eq) != b'=' {
-                return param_end(s, m, hit);
+                return param_end::<RESP>(s, m, hit);
             }
             let v = skip_lws(s, m, eq + 1);
             if m.byte(v) == b'"' {
@@ -702,9 +754,9 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             if !found || hit == s.mark2 as usize {
                 return s.done(Outcome::Malformed);
             }
-            param_end(s, m, hit)
+            param_end::<RESP>(s, m, hit)
         }
-        M_PARAM_QUOTED => param_end(s, m, pos),
+        M_PARAM_QUOTED => param_end::<RESP>(s, m, pos),
         M_QUOTE_HIT => {
             if !found {
                 return s.done(Outcome::Malformed);
@@ -715,13 +767,43 @@ pub fn step(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
                 _ => s.done(Outcome::Malformed),
             }
         }
+        M_CALLID => {
+            let p = skip_lws(s, m, pos);
+            s.callid_start = p as u32;
+            s.find(p, SET_TOKEN_END, M_CALLID_END)
+        }
+        M_CALLID_END => {
+            let start = s.callid_start as usize;
+            if !found || hit == start || s.flags & SEEN_CALLID != 0 {
+                return s.done(Outcome::Malformed);
+            }
+            s.flags |= SEEN_CALLID;
+            s.callid_len = (hit - start) as u32;
+            s.skip_line(hit)
+        }
+        M_CSEQ => {
+            let p = skip_lws(s, m, pos);
+            s.find(p, SET_TOKEN_END, M_CSEQ_NUM)
+        }
+        M_CSEQ_NUM => {
+            if !found {
+                return s.done(Outcome::Malformed);
+            }
+            let method = skip_lws(s, m, hit);
+            let after = m.byte(method + 8);
+            if m.word_at(method) != word(b"REGISTER") || !(after == b'\r' || is_wsp(after)) {
+                return s.done(Outcome::NotRegister);
+            }
+            s.flags |= CSEQ_REGISTER;
+            s.skip_line(method)
+        }
         _ => false,
     }
 }
 
 /// At the start of a header line: the end of headers, a To or Contact header, or a line to skip.
 #[inline(always)]
-fn header_line(s: &mut Scan, m: &Msg, len: usize, pos: usize) -> bool {
+fn header_line<const RESP: bool>(s: &mut Scan, m: &Msg, len: usize, pos: usize) -> bool {
     if pos + 2 > len {
         return s.done(Outcome::Malformed);
     }
@@ -732,21 +814,31 @@ fn header_line(s: &mut Scan, m: &Msg, len: usize, pos: usize) -> bool {
             return s.done(Outcome::Malformed);
         }
         s.body = pos as u32 + 2;
-        return finish(s);
+        return finish::<RESP>(s);
     }
-    // Header name length if it is one we parse (long or compact form).
-    let (name_len, is_to) = if low_bytes(w, 2) == word(b"to\0\0\0\0\0\0") {
-        (2, true)
+    // Header name length if it is one we parse (long or compact form), and the mode that
+    // parses its value.
+    let (name_len, then) = if low_bytes(w, 2) == word(b"to\0\0\0\0\0\0") {
+        (2, M_TO)
     } else if c0 == b't' {
-        (1, true)
+        (1, M_TO)
     } else if low_bytes(w, 7) == word(b"contact\0") {
-        (7, false)
+        (7, M_ELEM)
     } else if c0 == b'm' {
-        (1, false)
+        (1, M_ELEM)
+    } else if low_bytes(w, 7) == word(b"call-id\0") {
+        (7, M_CALLID)
+    } else if c0 == b'i' {
+        (1, M_CALLID)
+    } else if low_bytes(w, 4) == word(b"cseq\0\0\0\0") && RESP {
+        (4, M_CSEQ)
     } else {
-        (0, false)
+        (0, M_LINE)
     };
     if name_len > 0 {
+        // Through memory, so the verifier checks what follows once, not once per header kind.
+        let name_len = s.launder(name_len);
+        let then = s.launder(then as usize) as u32;
         // The name must be followed by optional SP/HT and the colon.
         let mut p = pos + name_len;
         let mut k = 0;
@@ -755,13 +847,10 @@ fn header_line(s: &mut Scan, m: &Msg, len: usize, pos: usize) -> bool {
             k += 1;
         }
         if m.byte(p) == b':' {
-            if !is_to {
-                return s.goto(p + 1, M_ELEM);
-            }
-            if s.flags & SEEN_TO != 0 {
+            if then == M_TO && s.flags & SEEN_TO != 0 {
                 return s.done(Outcome::Malformed);
             }
-            return s.goto(p + 1, M_TO);
+            return s.goto(p + 1, then);
         }
     }
     // Any other header (or a continuation line of one): skip to the next line.
@@ -786,17 +875,17 @@ fn to_name_addr(s: &mut Scan, m: &Msg, lt: usize) -> bool {
 }
 
 #[inline(always)]
-fn uri_span(s: &mut Scan, m: &Msg, start: usize, end: usize) -> bool {
+fn uri_span<const RESP: bool>(s: &mut Scan, m: &Msg, start: usize, end: usize) -> bool {
     if !s.push(start, end, EDIT_URI) {
         return s.done(Outcome::TooComplex);
     }
-    params(s, m, end)
+    params::<RESP>(s, m, end)
 }
 
 /// After a contact's URI or one of its parameters: the next parameter, the next contact or the
 /// end of the header. Runs in the step that found the previous item (one step per parameter).
 #[inline(always)]
-fn params(s: &mut Scan, m: &Msg, pos: usize) -> bool {
+fn params<const RESP: bool>(s: &mut Scan, m: &Msg, pos: usize) -> bool {
     let p = skip_lws(s, m, pos);
     match m.byte(p) {
         b';' => {
@@ -806,8 +895,14 @@ fn params(s: &mut Scan, m: &Msg, pos: usize) -> bool {
             s.mark2 = name as u32;
             s.find(name, SET_PARAM_NAME, M_PARAM_NAME)
         }
-        b',' => s.goto(p + 1, M_ELEM),
-        b'\r' if m.byte(p + 1) == b'\n' => s.goto(p + 2, M_LINE),
+        b',' => {
+            s.end_element::<RESP>(pos);
+            s.goto(p + 1, M_ELEM)
+        }
+        b'\r' if m.byte(p + 1) == b'\n' => {
+            s.end_element::<RESP>(pos);
+            s.goto(p + 2, M_LINE)
+        }
         _ => s.done(Outcome::Malformed),
     }
 }
@@ -815,17 +910,19 @@ fn params(s: &mut Scan, m: &Msg, pos: usize) -> bool {
 /// A contact parameter ends at `end` (it began at `s.mark`, white space before its `;`
 /// included): dropped unless kept.
 #[inline(always)]
-fn param_end(s: &mut Scan, m: &Msg, end: usize) -> bool {
+fn param_end<const RESP: bool>(s: &mut Scan, m: &Msg, end: usize) -> bool {
     if s.flags & KEEP_PARAM == 0 && !s.push(s.mark as usize, end, EDIT_DELETE) {
         return s.done(Outcome::TooComplex);
     }
     let end = s.launder(end);
-    params(s, m, end)
+    params::<RESP>(s, m, end)
 }
 
 #[inline(always)]
-fn finish(s: &mut Scan) -> bool {
-    if s.flags & SEEN_TO == 0 {
+fn finish<const RESP: bool>(s: &mut Scan) -> bool {
+    if RESP && (s.flags & CSEQ_REGISTER == 0 || s.flags & SEEN_CALLID == 0) {
+        s.done(Outcome::NotRegister)
+    } else if s.flags & SEEN_TO == 0 {
         s.done(Outcome::DnMissing)
     } else if s.n_contacts == 0 {
         s.done(Outcome::NoContact)
@@ -836,13 +933,22 @@ fn finish(s: &mut Scan) -> bool {
 
 /// Runs the scan to completion (userspace driver; the kernel uses `bpf_loop`).
 pub fn scan(m: &Msg, len: usize, cfg: &Config) -> Scan {
+    run::<false>(m, len, cfg)
+}
+
+/// [`scan`] for a response to restore (see [`step`]).
+pub fn scan_response(m: &Msg, len: usize, cfg: &Config) -> Scan {
+    run::<true>(m, len, cfg)
+}
+
+fn run<const RESP: bool>(m: &Msg, len: usize, cfg: &Config) -> Scan {
     let mut s = Scan::new(len);
     if len > MAX_SIP_LEN {
         s.done(Outcome::TooComplex);
         return s;
     }
     let mut k = 0;
-    while k < MAX_STEPS && step(&mut s, m, cfg) {
+    while k < MAX_STEPS && step::<RESP>(&mut s, m, cfg) {
         k += 1;
     }
     if s.mode != M_DONE {

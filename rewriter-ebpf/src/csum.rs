@@ -15,8 +15,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, __sk_buff},
-    helpers::generated::{bpf_csum_diff, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_store_bytes},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::generated::{bpf_csum_diff, bpf_skb_change_tail},
     programs::TcContext,
 };
 use network_types::{
@@ -27,6 +27,8 @@ use rewriter_common::{
     Scratch, Stat, URI_BUF,
     sip::{BUF_SIZE, MAX_EDITS, Msg},
 };
+
+use crate::pkt::{Pkt, Raw};
 
 const MASK: usize = BUF_SIZE - 1;
 /// Bytes summed per `bpf_csum_diff` call: the helper refused more than 512 bytes per call
@@ -47,13 +49,7 @@ pub fn verifier_size(len: usize) -> usize {
 /// Writes `len` bytes of `msg` starting at `from` to packet offset `off`; returns the offset
 /// after them. Invalidates packet pointers.
 #[inline(always)]
-pub fn store_msg(ctx: &TcContext, off: usize, msg: &Msg, from: usize, len: usize) -> Result<usize, i64> {
-    store_msg_raw(ctx.skb.skb, off, msg, from, len)
-}
-
-/// [`store_msg`] on a raw skb pointer (for `bpf_loop` callbacks). Invalidates packet pointers.
-#[inline(always)]
-pub fn store_msg_raw(skb: *mut __sk_buff, off: usize, msg: &Msg, from: usize, len: usize) -> Result<usize, i64> {
+pub fn store_msg<R: Raw>(r: R, off: usize, msg: &Msg, from: usize, len: usize) -> Result<usize, i64> {
     if len == 0 {
         return Ok(off);
     }
@@ -63,29 +59,20 @@ pub fn store_msg_raw(skb: *mut __sk_buff, off: usize, msg: &Msg, from: usize, le
     let size = verifier_size(len);
     // SAFETY: `from & MASK` + size <= 2 * BUF_SIZE, inside the scratch map value; the helper
     // checks the packet side.
-    let r = unsafe {
-        bpf_skb_store_bytes(
-            skb,
-            off as u32,
-            msg.0.as_ptr().add(from & MASK) as *const c_void,
-            size as u32,
-            0,
-        )
-    };
-    if r != 0 { Err(r) } else { Ok(off + size) }
+    let e = r.store(off as u32, unsafe { msg.0.as_ptr().add(from & MASK) } as *const c_void, size as u32);
+    if e != 0 { Err(e) } else { Ok(off + size) }
 }
 
-/// Writes the first `len` bytes of a bracketed URI buffer to packet offset `off` (raw skb
-/// pointer, for `bpf_loop` callbacks).
+/// Writes the first `len` bytes of a bracketed URI buffer to packet offset `off`.
 /// Invalidates packet pointers.
 #[inline(always)]
-pub fn store_uri_raw(skb: *mut __sk_buff, off: usize, text: &[u8; URI_BUF], len: usize) -> Result<usize, i64> {
+pub fn store_uri<R: Raw>(r: R, off: usize, text: &[u8; URI_BUF], len: usize) -> Result<usize, i64> {
     if len == 0 || len > URI_BUF {
         return Err(-1);
     }
-    // SAFETY: size <= URI_BUF, the length of `text`.
-    let r = unsafe { bpf_skb_store_bytes(skb, off as u32, text.as_ptr() as *const c_void, len as u32, 0) };
-    if r != 0 { Err(r) } else { Ok(off + len) }
+    // `len` <= URI_BUF, the length of `text`.
+    let e = r.store(off as u32, text.as_ptr() as *const c_void, len as u32);
+    if e != 0 { Err(e) } else { Ok(off + len) }
 }
 
 /// Grows or shrinks the packet to `len` bytes (new bytes are zero; a CHECKSUM_PARTIAL skb keeps
@@ -188,6 +175,83 @@ fn diff(s: &Scratch, first: usize, end: usize, n: usize, new_mid: usize, delta: 
     Ok(fold(d))
 }
 
+/// Checksum difference of the whole payload change (`n` -> `new_n` bytes, first changed byte
+/// at `first`, even): reads the new middle back from the packet into `s.out`, then [`diff`].
+#[inline(always)]
+pub fn payload_diff<R: Raw>(r: R, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<u32, Stat> {
+    let delta = new_n as i32 - n as i32;
+    // The middle: from the first changed byte to the end of the last edit, before and after.
+    let end = s.scan.edits[(s.scan.n_edits as usize).wrapping_sub(1) & (MAX_EDITS - 1)].end as usize;
+    if end < first || end > n {
+        return Err(Stat::Error);
+    }
+    let new_mid = ((end - first) as i32 + delta) as usize;
+    if new_mid > BUF_SIZE - 8 {
+        return Err(Stat::Error);
+    }
+    if new_mid > 0 {
+        let size = verifier_size(new_mid);
+        // size <= BUF_SIZE, and the destination holds BUF_SIZE + 8 bytes.
+        if r.load((payload + first) as u32, s.out.0.as_mut_ptr() as *mut c_void, size as u32) != 0 {
+            return Err(Stat::Error);
+        }
+    }
+    // black_box: keep the mask, whose bound the verifier needs, from being folded away.
+    let pad = core::hint::black_box(new_mid);
+    for i in 0..4 {
+        s.out.0[(pad + i) & MASK] = 0;
+    }
+    diff(s, first, end, n, new_mid, delta)
+}
+
+/// XDP form of [`fix_lengths_and_checksums`]: no checksum helpers exist for `xdp_md`, and a
+/// frame on the wire carries a full checksum, so the fields are updated by RFC 1624 eqn. 3,
+/// `HC' = ~(~HC + m' - m)`, in the same byte order as `bpf_csum_diff`'s sums. An IPv4 UDP
+/// checksum of 0 (none) stays 0; a computed 0 is sent as 0xffff (RFC 768).
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "the frame layout, spelled out")]
+pub fn fix_xdp<P: Pkt>(
+    p: &P,
+    l3: usize,
+    udp: usize,
+    v6: bool,
+    payload: usize,
+    n: usize,
+    new_n: usize,
+    first: usize,
+    s: &mut Scratch,
+) -> Result<(), Stat> {
+    let d = payload_diff(p.raw(), payload, n, new_n, first, s)?;
+    let old_ulen = ((n + UdpHdr::LEN) as u16).to_be();
+    let new_ulen = ((new_n + UdpHdr::LEN) as u16).to_be();
+    let len_d = csum_sub(new_ulen as u32, old_ulen as u32);
+    let csum_off = udp + core::mem::offset_of!(UdpHdr, check);
+    let old: u16 = p.load(csum_off)?;
+    if old != 0 || v6 {
+        // Payload, the UDP length field and the pseudo-header's copy of it.
+        let total = csum_add(csum_add(d, len_d), len_d);
+        let mut new = !fold(csum_add(!old as u32 & 0xffff, total)) as u16;
+        if new == 0 {
+            new = 0xffff;
+        }
+        p.store(csum_off, &new)?;
+    }
+    p.store(udp + core::mem::offset_of!(UdpHdr, len), &new_ulen)?;
+    if v6 {
+        p.store(l3 + core::mem::offset_of!(Ipv6Hdr, payload_len), &new_ulen)?;
+    } else {
+        let tot_off = l3 + core::mem::offset_of!(Ipv4Hdr, tot_len);
+        let check_off = l3 + core::mem::offset_of!(Ipv4Hdr, check);
+        let old_tot: u16 = p.load(tot_off)?;
+        let new_tot = ((u16::from_be(old_tot) as i32 + new_n as i32 - n as i32) as u16).to_be();
+        let check: u16 = p.load(check_off)?;
+        let new_check = !fold(csum_add(!check as u32 & 0xffff, csum_sub(new_tot as u32, old_tot as u32))) as u16;
+        p.store(tot_off, &new_tot)?;
+        p.store(check_off, &new_check)?;
+    }
+    Ok(())
+}
+
 /// After the payload changed from `n` to `new_n` bytes (first changed byte at `first`, even):
 /// UDP checksum, UDP length, IP length (and IPv4 header checksum). Invalidates packet pointers.
 #[inline(always)]
@@ -203,30 +267,7 @@ pub fn fix_lengths_and_checksums(
     first: usize,
     s: &mut Scratch,
 ) -> Result<(), Stat> {
-    let skb = ctx.skb.skb as *mut c_void;
-    let delta = new_n as i32 - n as i32;
-    // The middle: from the first changed byte to the end of the last edit, before and after.
-    let end = s.scan.edits[(s.scan.n_edits as usize).wrapping_sub(1) & (MAX_EDITS - 1)].end as usize;
-    if end < first || end > n {
-        return Err(Stat::Error);
-    }
-    let new_mid = ((end - first) as i32 + delta) as usize;
-    if new_mid > BUF_SIZE - 8 {
-        return Err(Stat::Error);
-    }
-    if new_mid > 0 {
-        let size = verifier_size(new_mid);
-        // SAFETY: size <= BUF_SIZE, the destination holds BUF_SIZE + 8 bytes.
-        if unsafe { bpf_skb_load_bytes(skb, (payload + first) as u32, s.out.0.as_mut_ptr() as *mut c_void, size as u32) } != 0 {
-            return Err(Stat::Error);
-        }
-    }
-    // black_box: keep the mask, whose bound the verifier needs, from being folded away.
-    let pad = core::hint::black_box(new_mid);
-    for i in 0..4 {
-        s.out.0[(pad + i) & MASK] = 0;
-    }
-    let d = diff(s, first, end, n, new_mid, delta)?;
+    let d = payload_diff(ctx.skb.skb, payload, n, new_n, first, s)?;
 
     let csum_off = (udp + core::mem::offset_of!(UdpHdr, check)) as u32;
     let mangled0 = if v6 { 0 } else { BPF_F_MARK_MANGLED_0 as u64 };

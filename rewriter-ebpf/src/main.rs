@@ -13,6 +13,8 @@
 #![no_main]
 
 mod csum;
+mod ingress;
+mod pkt;
 
 use core::ffi::c_void;
 
@@ -20,9 +22,10 @@ use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::generated::{bpf_check_mtu, bpf_loop},
     macros::{classifier, map},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
+use pkt::{Fix, Frame, Pkt, Raw};
 use aya_log_ebpf::{info, warn};
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -33,6 +36,7 @@ use network_types::{
 use rewriter_common::{
     AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, Config, ContactUri, DnKey, MAX_CONTACTS, MAX_DN_LEN,
     MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
+    restore::{MAX_ORIGINALS, MAX_REGISTRATIONS, RegKey, RegState},
     sip::{self, BUF_SIZE, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, TAIL_PAD},
 };
 
@@ -53,6 +57,13 @@ static CONTACTS: HashMap<DnKey, ContactUri> =
 /// Genesys destination addresses (IPv4-mapped for IPv4); used when `CFG_ADDR_FILTER` is set.
 #[map]
 static GENESYS: HashMap<AddrKey, u8> = HashMap::with_max_entries(MAX_GENESYS_ADDRS, 0);
+
+/// (Call-ID, DN) -> the URI the egress wrote and the client's original URIs, for the ingress
+/// restore. LRU: a client that stops registering ages out; always preallocated (the kernel
+/// refuses `BPF_F_NO_PREALLOC` for LRU maps:
+/// <https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/hashtab.c#L430-L433>).
+#[map]
+static REGS: LruHashMap<RegKey, RegState> = LruHashMap::with_max_entries(MAX_REGISTRATIONS, 0);
 
 /// Per-CPU scratch: the payload copy and the scan state (too big for the 512-byte stack).
 #[map]
@@ -105,17 +116,10 @@ const STAGE_ALL: u8 = 3;
 /// for "not a candidate" and is not counted a second time (see [`count`]).
 type Verdict = Result<(), Stat>;
 
-/// Where the headers of a candidate datagram are.
-struct Frame {
-    l3: usize,
-    udp: usize,
-    v6: bool,
-}
-
 #[inline(always)]
 fn try_sip_rewriter<const STAGE: u8>(ctx: &TcContext) -> Verdict {
     let cfg = CONFIG.get(0).ok_or(Stat::Error)?;
-    let f = candidate(ctx, cfg)?;
+    let f = candidate(ctx, cfg, false)?;
     add(Stat::Seen, 1);
     // A GSO skb is several datagrams' worth; bpf_skb_change_tail would drop its GSO state.
     // `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
@@ -148,9 +152,7 @@ fn try_sip_rewriter<const STAGE: u8>(ctx: &TcContext) -> Verdict {
         return Ok(());
     }
     scratch.scan.reset(n);
-    let mut sctx = StepCtx { scratch: &raw mut *scratch, cfg };
-    // SAFETY: the callback has the signature bpf_loop expects; `sctx` outlives the call.
-    unsafe { bpf_loop(MAX_STEPS, step_cb as *mut c_void, &mut sctx as *mut StepCtx as *mut c_void, 0) };
+    run_scan::<false>(scratch, cfg);
     let outcome = scratch.scan.outcome();
     if outcome != Outcome::NotRegister {
         count(Stat::Register);
@@ -164,28 +166,62 @@ fn try_sip_rewriter<const STAGE: u8>(ctx: &TcContext) -> Verdict {
     rewrite(ctx, cfg, &f, payload, n, scratch)
 }
 
-/// What the scan callback needs, passed on the caller's stack (no map lookups per step).
+/// Runs the scan (state already reset) to the end, one step per `bpf_loop` iteration;
+/// `RESP`: of a response (ingress restore), see `sip::step`.
+#[inline(always)]
+fn run_scan<const RESP: bool>(scratch: &mut Scratch, cfg: &Config) {
+    run_loop(MAX_STEPS, step_cb::<RESP>, scratch, cfg, ());
+}
+
+/// What every `bpf_loop` callback gets, on the caller's stack: the scratch, the configuration
+/// and the raw packet context.
 #[repr(C)]
-struct StepCtx {
+pub(crate) struct LoopCtx<R> {
     scratch: *mut Scratch,
     cfg: *const Config,
+    raw: R,
+}
+
+/// A `bpf_loop` callback: `index`, and a `LoopCtx` as `ctx`; returns 0 to go on, 1 to stop.
+pub(crate) type Callback = extern "C" fn(u64, *mut c_void) -> i64;
+
+/// Calls `cb` up to `n` times with a [`LoopCtx`]. The scratch goes through the context rather
+/// than being looked up again by the callback: the compiler then sees that the loop may change
+/// it and reloads what the callback wrote (a fresh map lookup in the callback would alias the
+/// caller's `&mut` behind the compiler's back).
+#[inline(always)]
+pub(crate) fn run_loop<R: Copy>(n: u32, cb: Callback, scratch: &mut Scratch, cfg: &Config, raw: R) {
+    let mut c = LoopCtx { scratch: &raw mut *scratch, cfg, raw };
+    // SAFETY: the callback has the signature bpf_loop expects; `c` outlives the call.
+    unsafe { bpf_loop(n, cb as *mut c_void, &mut c as *mut LoopCtx<R> as *mut c_void, 0) };
+}
+
+/// Unpacks a callback's `ctx`.
+///
+/// # Safety
+/// `ctx` must be the live `LoopCtx<R>` of [`run_loop`]; its pointers are map values valid for
+/// the whole program run, and the caller uses no reference to them while `bpf_loop` runs.
+#[inline(always)]
+pub(crate) unsafe fn loop_ctx<'a, R: Copy>(ctx: *mut c_void) -> (&'a mut Scratch, &'a Config, R) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let c = &*(ctx as *const LoopCtx<R>);
+        (&mut *c.scratch, &*c.cfg, c.raw)
+    }
 }
 
 /// One scan step per `bpf_loop` iteration; the verifier checks this body once.
 #[inline(never)]
-extern "C" fn step_cb(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the caller's live `StepCtx`; both pointers are map values valid for the
-    // whole program run, and the caller holds no reference to them across `bpf_loop`.
-    let (scratch, cfg) = unsafe {
-        let c = &*(ctx as *const StepCtx);
-        (&mut *c.scratch, &*c.cfg)
-    };
-    if sip::step(&mut scratch.scan, &scratch.msg, cfg) { 0 } else { 1 }
+extern "C" fn step_cb<const RESP: bool>(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: called by `run_loop` only.
+    let (scratch, cfg, ()) = unsafe { loop_ctx::<()>(ctx) };
+    if sip::step::<RESP>(&mut scratch.scan, &scratch.msg, cfg) { 0 } else { 1 }
 }
 
-/// UDP to the Genesys port (and address set) over Ethernet (+802.1Q) and IPv4/IPv6.
+/// UDP to (egress) or from (`ingress`) the Genesys port and address set, over Ethernet
+/// (+802.1Q) and IPv4/IPv6.
 #[inline(always)]
-fn candidate(ctx: &TcContext, cfg: &Config) -> Result<Frame, Stat> {
+fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat> {
     let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(Stat::Seen)?;
     // SAFETY: bounds checked by `ptr_at`.
     let mut ether_type = unsafe { (*eth).ether_type };
@@ -200,7 +236,9 @@ fn candidate(ctx: &TcContext, cfg: &Config) -> Result<Frame, Stat> {
     let (f, dst, fragment) = if ether_type == EtherType::Ipv4 as u16 {
         let ip: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let (ihl, proto, frags, dst) = unsafe { ((*ip).ihl() as usize, (*ip).proto, (*ip).frags, (*ip).dst_addr) };
+        let (ihl, proto, frags, dst) = unsafe {
+            ((*ip).ihl() as usize, (*ip).proto, (*ip).frags, if ingress { (*ip).src_addr } else { (*ip).dst_addr })
+        };
         if proto != IpProto::Udp as u8 || ihl < Ipv4Hdr::LEN {
             return Err(Stat::Seen);
         }
@@ -211,10 +249,10 @@ fn candidate(ctx: &TcContext, cfg: &Config) -> Result<Frame, Stat> {
     } else if ether_type == EtherType::Ipv6 as u16 {
         let ip: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let (next, dst) = unsafe { ((*ip).next_hdr, (*ip).dst_addr) };
+        let (next, dst) = unsafe { ((*ip).next_hdr, if ingress { (*ip).src_addr } else { (*ip).dst_addr }) };
         if next == IpProto::Ipv6Frag as u8 {
             // The UDP port is only in the first fragment; it cannot be rewritten anyway.
-            return Err(Stat::Fragment);
+            return Err(if ingress { Stat::Seen } else { Stat::Fragment });
         }
         if next != IpProto::Udp as u8 {
             return Err(Stat::Seen);
@@ -225,7 +263,9 @@ fn candidate(ctx: &TcContext, cfg: &Config) -> Result<Frame, Stat> {
     };
     let udp: *const UdpHdr = ptr_at(ctx, f.udp).ok_or(Stat::Seen)?;
     // SAFETY: bounds checked by `ptr_at`.
-    if unsafe { (*udp).dst_port() } != port {
+    // SAFETY: as above.
+    let udp_port = unsafe { if ingress { (*udp).src_port() } else { (*udp).dst_port() } };
+    if udp_port != port {
         return Err(Stat::Seen);
     }
     // SAFETY: plain lookup; the value is not used.
@@ -233,7 +273,7 @@ fn candidate(ctx: &TcContext, cfg: &Config) -> Result<Frame, Stat> {
         return Err(Stat::Seen);
     }
     if fragment {
-        add(Stat::Seen, 1);
+        add(if ingress { Stat::Responses } else { Stat::Seen }, 1);
         return Err(Stat::Fragment);
     }
     Ok(f)
@@ -241,18 +281,10 @@ fn candidate(ctx: &TcContext, cfg: &Config) -> Result<Frame, Stat> {
 
 /// Copies the `n`-byte payload (1..=MAX_SIP_LEN) into the scratch buffer and zeroes the pad.
 #[inline(always)]
-fn load_payload(ctx: &TcContext, off: usize, n: usize, s: &mut Scratch) -> Verdict {
+fn load_payload<P: Pkt>(ctx: &P, off: usize, n: usize, s: &mut Scratch) -> Verdict {
     let size = csum::verifier_size(n);
-    // SAFETY: the destination holds BUF_SIZE + 8 bytes >= size.
-    let r = unsafe {
-        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
-            ctx.skb.skb as *const c_void,
-            off as u32,
-            s.msg.0.as_mut_ptr() as *mut c_void,
-            size as u32,
-        )
-    };
-    if r != 0 {
+    // The destination holds BUF_SIZE + 8 bytes >= size.
+    if ctx.raw().load(off as u32, s.msg.0.as_mut_ptr() as *mut c_void, size as u32) != 0 {
         return Err(Stat::Error);
     }
     for i in 0..TAIL_PAD {
@@ -300,8 +332,6 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
         return Err(Stat::TooBig);
     }
     let delta = new_n as i32 - n as i32;
-    let skb_len = ctx.len() as i32;
-    let saved = Saved::take(ctx, f)?;
     if delta > 0 {
         let mut mtu: u32 = 0;
         // ifindex 0 = the skb's (egress) device; compares skb->len + delta with MTU + L2 header:
@@ -310,31 +340,101 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
         if unsafe { bpf_check_mtu(ctx.skb.skb as *mut c_void, 0, &mut mtu, delta, 0) } != 0 {
             return Err(Stat::TooBig);
         }
-        csum::change_tail(ctx, (skb_len + delta) as u32)?;
     }
-    let first = s.scan.edits[0].start as usize;
-    s.write.out = (payload + first) as u32;
-    s.write.from = first as u32;
-    s.write.err = 0;
-    let mut wctx = WriteCtx { skb: ctx.skb.skb };
-    // SAFETY: the callback has the signature bpf_loop expects; `wctx` outlives the call.
-    unsafe { bpf_loop(MAX_EDITS as u32, write_cb as *mut c_void, &mut wctx as *mut WriteCtx as *mut c_void, 0) };
-    let tail = n.wrapping_sub(s.write.from as usize);
-    let written = s.write.err == 0
-        && csum::store_msg(ctx, s.write.out as usize, &s.msg, s.write.from as usize, tail).is_ok()
-        && (delta >= 0 || csum::change_tail(ctx, (skb_len + delta) as u32).is_ok())
-        && csum::fix_lengths_and_checksums(ctx, f.l3, f.udp, f.v6, payload, n, new_n, first & !1, s).is_ok();
-    if !written {
-        // The packet must never leave half-rewritten: put everything back.
-        saved.restore(ctx, f, payload, n, skb_len as u32, s);
-        return Err(Stat::Error);
-    }
+    splice::<_, false>(ctx, cfg, f, payload, n, new_n, s)?;
     count(Stat::Rewritten);
     let contacts = s.scan.n_contacts as u64;
     let total = add(Stat::Contacts, contacts);
     let done = read(Stat::Rewritten);
     if done.is_power_of_two() || done % 65536 == 0 {
         info!(ctx, "rewrote REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} contacts so far", done, contacts, n, new_n, total);
+    }
+    record(s, cfg, uri_len);
+    Ok(())
+}
+
+/// Records what the egress just wrote for the ingress restore (see `rewriter_common::restore`).
+/// The copies run in a `bpf_loop` callback, whose body the verifier checks on its own (the
+/// word copies' branches would otherwise multiply the states of this function's remainder).
+#[inline(always)]
+fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) {
+    if s.scan.n_contacts as usize > MAX_ORIGINALS {
+        count(Stat::NotRecorded);
+        return;
+    }
+    s.write.from = uri_len as u32;
+    s.write.err = 0;
+    // SAFETY: a plain field of the map value (volatile: no merged `memset`).
+    unsafe { core::ptr::write_volatile(&mut s.reg.n, 0) };
+    run_loop(MAX_EDITS as u32 + 1, record_cb, s, cfg, ());
+    if s.write.err != 0 || s.reg.n != s.scan.n_contacts || REGS.insert(&s.reg_key, &s.reg, 0).is_err() {
+        count(Stat::NotRecorded);
+        return;
+    }
+    count(Stat::Recorded);
+}
+
+/// Iteration 0: the key and the URI written (`s.out` holds the rewritten middle from the
+/// first edit's even-rounded start; `s.write.from` its length); iteration k > 0: the original
+/// of edit k - 1 if it is a URI edit. Sets `s.write.err` if something does not fit.
+#[inline(never)]
+extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: called by `run_loop` only.
+    let (s, _, ()) = unsafe { loop_ctx::<()>(ctx) };
+    if index == 0 {
+        let first = s.scan.edits[0].start as usize;
+        if !s.reg_key.fill(&s.msg, &s.scan) || !s.reg.written.fill(&s.out, first & 1, s.write.from as usize, false) {
+            s.write.err = 1;
+            return 1;
+        }
+        return 0;
+    }
+    let k = index as usize - 1;
+    if k >= s.scan.n_edits as usize {
+        return 1;
+    }
+    let e = s.scan.edits[k & (MAX_EDITS - 1)];
+    if e.kind == EDIT_URI && !s.reg.record(&s.msg, &e) {
+        s.write.err = 1;
+        return 1;
+    }
+    0
+}
+
+/// Writes the new payload over the old one: resize, the edits (`RESTORE`: the ingress
+/// restore's, else the egress rewrite's) one per `bpf_loop` iteration, the tail, then lengths
+/// and checksums. If any helper fails, puts everything back and fails with `Stat::Error`
+/// (`Stat::NoTailroom` if an XDP frame could not grow). Invalidates packet pointers.
+#[inline(always)]
+fn splice<P: Pkt + Fix, const RESTORE: bool>(
+    ctx: &P,
+    cfg: &Config,
+    f: &Frame,
+    payload: usize,
+    n: usize,
+    new_n: usize,
+    s: &mut Scratch,
+) -> Verdict {
+    let delta = new_n as i32 - n as i32;
+    let pkt_len = ctx.len() as i32;
+    let saved = Saved::take(ctx, f)?;
+    if delta > 0 {
+        ctx.resize((pkt_len + delta) as u32)?;
+    }
+    let first = s.scan.edits[0].start as usize;
+    s.write.out = (payload + first) as u32;
+    s.write.from = first as u32;
+    s.write.err = 0;
+    run_loop(MAX_EDITS as u32, write_cb::<P::R, RESTORE>, s, cfg, ctx.raw());
+    let tail = n.wrapping_sub(s.write.from as usize);
+    let written = s.write.err == 0
+        && csum::store_msg(ctx.raw(), s.write.out as usize, &s.msg, s.write.from as usize, tail).is_ok()
+        && (delta >= 0 || ctx.resize((pkt_len + delta) as u32).is_ok())
+        && ctx.fix(f, payload, n, new_n, first & !1, s).is_ok();
+    if !written {
+        // The packet must never leave half-rewritten: put everything back.
+        saved.restore(ctx, f, payload, n, pkt_len as u32, s);
+        return Err(Stat::Error);
     }
     Ok(())
 }
@@ -349,14 +449,9 @@ struct Saved {
 
 impl Saved {
     #[inline(always)]
-    fn take(ctx: &TcContext, f: &Frame) -> Result<Self, Stat> {
-        let udp = ctx.load(f.udp).map_err(|_| Stat::Error)?;
+    fn take<P: Pkt>(ctx: &P, f: &Frame) -> Result<Self, Stat> {
         let (len_off, check_off) = Self::ip_offsets(f);
-        Ok(Self {
-            udp,
-            ip_len: ctx.load(len_off).map_err(|_| Stat::Error)?,
-            ip_check: ctx.load(check_off).map_err(|_| Stat::Error)?,
-        })
+        Ok(Self { udp: ctx.load(f.udp)?, ip_len: ctx.load(len_off)?, ip_check: ctx.load(check_off)? })
     }
 
     #[inline(always)]
@@ -372,43 +467,38 @@ impl Saved {
     /// Original length, payload and headers, best effort (a failing helper here leaves nothing
     /// better to do). Invalidates packet pointers.
     #[inline(always)]
-    fn restore(&self, ctx: &TcContext, f: &Frame, payload: usize, n: usize, skb_len: u32, s: &Scratch) {
-        if ctx.len() != skb_len {
-            let _ = csum::change_tail(ctx, skb_len);
+    fn restore<P: Pkt>(&self, ctx: &P, f: &Frame, payload: usize, n: usize, len: u32, s: &Scratch) {
+        if ctx.len() != len {
+            let _ = ctx.resize(len);
         }
-        let _ = csum::store_msg(ctx, payload, &s.msg, 0, n);
-        let _ = ctx.store(f.udp, &self.udp, 0);
+        let _ = csum::store_msg(ctx.raw(), payload, &s.msg, 0, n);
+        let _ = ctx.store(f.udp, &self.udp);
         let (len_off, check_off) = Self::ip_offsets(f);
-        let _ = ctx.store(len_off, &self.ip_len, 0);
+        let _ = ctx.store(len_off, &self.ip_len);
         if !f.v6 {
-            let _ = ctx.store(check_off, &self.ip_check, 0);
+            let _ = ctx.store(check_off, &self.ip_check);
         }
     }
 }
 
-/// What the write callback needs from the caller's frame.
-#[repr(C)]
-struct WriteCtx {
-    skb: *mut aya_ebpf::bindings::__sk_buff,
-}
-
 /// Write stage, one edit per `bpf_loop` iteration: the original bytes since the previous edit,
-/// then the new URI for a `EDIT_URI` span (nothing for a deletion). Progress lives in
-/// `Scratch::write`, so the verifier checks this body once. Invalidates packet pointers.
+/// then the edit's new text. Progress lives in `Scratch::write`, so the verifier checks this
+/// body once. Invalidates packet pointers.
 #[inline(never)]
-extern "C" fn write_cb(index: u64, ctx: *mut c_void) -> i64 {
-    let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CONFIG.get(0)) else {
-        return 1;
-    };
-    // SAFETY: per-CPU scratch as in `try_sip_rewriter`; `ctx` is the caller's `WriteCtx`.
-    let (s, skb) = unsafe { (&mut *scratch, (*(ctx as *const WriteCtx)).skb) };
+extern "C" fn write_cb<R: Raw, const RESTORE: bool>(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: called by `run_loop` only.
+    let (s, cfg, raw) = unsafe { loop_ctx::<R>(ctx) };
     let k = index as usize;
     if k >= s.scan.n_edits as usize {
         return 1;
     }
     let e = s.scan.edits[k & (MAX_EDITS - 1)];
     let from = s.write.from as usize;
-    let r = write_edit(skb, s, cfg, e.start as usize, from, e.kind);
+    let r = if RESTORE {
+        ingress::restore_edit(raw, s, &e, from)
+    } else {
+        write_edit(raw, s, cfg, e.start as usize, from, e.kind)
+    };
     match r {
         Ok(out) => {
             s.write.out = out as u32;
@@ -423,31 +513,24 @@ extern "C" fn write_cb(index: u64, ctx: *mut c_void) -> i64 {
 }
 
 #[inline(always)]
-fn write_edit(
-    skb: *mut aya_ebpf::bindings::__sk_buff,
-    s: &Scratch,
-    cfg: &Config,
-    start: usize,
-    from: usize,
-    kind: u16,
-) -> Result<usize, i64> {
-    let out = csum::store_msg_raw(skb, s.write.out as usize, &s.msg, from, start.wrapping_sub(from))?;
+fn write_edit<R: Raw>(r: R, s: &Scratch, cfg: &Config, start: usize, from: usize, kind: u16) -> Result<usize, i64> {
+    let out = csum::store_msg(r, s.write.out as usize, &s.msg, from, start.wrapping_sub(from))?;
     if kind != EDIT_URI {
         return Ok(out);
     }
     if s.write.mapped != 0 {
-        csum::store_uri_raw(skb, out, &s.uri.text, s.uri.len as usize)
+        csum::store_uri(r, out, &s.uri.text, s.uri.len as usize)
     } else {
         let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
-        let o = csum::store_uri_raw(skb, out, &cfg.tpl_pre, s.write.pre_len as usize)?;
-        let o = csum::store_msg_raw(skb, o, &s.msg, s.scan.dn_start as usize, dn_len)?;
-        csum::store_uri_raw(skb, o, &cfg.tpl_post, s.write.post_len as usize)
+        let o = csum::store_uri(r, out, &cfg.tpl_pre, s.write.pre_len as usize)?;
+        let o = csum::store_msg(r, o, &s.msg, s.scan.dn_start as usize, dn_len)?;
+        csum::store_uri(r, o, &cfg.tpl_post, s.write.post_len as usize)
     }
 }
 
 /// Bounds-checked pointer to a `T` at `offset` in the linear packet data.
 #[inline(always)]
-fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
+fn ptr_at<P: Pkt, T>(ctx: &P, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {

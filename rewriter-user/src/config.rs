@@ -9,6 +9,7 @@
 //!
 //! ```toml
 //! interface = "eth0"                        # optional
+//! ingress = "xdp"                           # optional: xdp (default), tc or off
 //! [genesys]                                 # optional table
 //! port = 5060                               # optional, default 5060, 1..=65535
 //! addresses = ["10.0.0.5", "2001:db8::5"]   # optional; empty or absent = any destination
@@ -221,6 +222,12 @@ pub enum ValidationError {
         reason: Reason,
     },
     /// A UDP port.
+    /// An `ingress` value other than xdp, tc, off.
+    #[error("invalid ingress hook {value:?}: use \"xdp\", \"tc\" or \"off\"")]
+    Ingress {
+        /// The value as written.
+        value: String,
+    },
     #[error("invalid port {port}: use a port in 1..=65535")]
     Port {
         /// The port as given (from a file it may be outside the `u16` range).
@@ -648,6 +655,7 @@ impl FromStr for Template {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     interface: Option<Spanned<String>>,
+    ingress: Option<Spanned<String>>,
     genesys: Option<FileGenesys>,
     contacts: Option<FileContacts>,
 }
@@ -672,6 +680,8 @@ struct FileContacts {
 pub struct Settings {
     /// Interface to attach to.
     pub interface: Option<String>,
+    /// Where the restore of Genesys' 2xx to REGISTER runs.
+    pub ingress: crate::Ingress,
     /// UDP destination port of the Genesys SIP server.
     pub port: u16,
     /// Genesys SIP server addresses; empty = any destination.
@@ -690,6 +700,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             interface: None,
+            ingress: crate::Ingress::default(),
             port: DEFAULT_PORT,
             genesys: Vec::new(),
             template: None,
@@ -719,6 +730,13 @@ impl Settings {
         if let Some(iface) = file.interface {
             validate_interface(iface.get_ref()).map_err(|e| invalid(iface.span().start, e))?;
             settings.interface = Some(iface.into_inner());
+        }
+
+        if let Some(ingress) = file.ingress {
+            settings.ingress = ingress
+                .get_ref()
+                .parse()
+                .map_err(|_| invalid(ingress.span().start, ValidationError::Ingress { value: ingress.get_ref().clone() }))?;
         }
 
         if let Some(genesys) = file.genesys {
@@ -1044,6 +1062,7 @@ keep_params = ["expires", "q"]            # optional
         let s = parse(EXAMPLE).expect("example parses");
         let expected = Settings {
             interface: Some("eth0".to_string()),
+            ingress: crate::Ingress::Xdp,
             port: 5060,
             genesys: vec![
                 IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
@@ -1063,6 +1082,7 @@ keep_params = ["expires", "q"]            # optional
     fn defaults_when_tables_absent() {
         let expected = Settings {
             interface: None,
+            ingress: crate::Ingress::Xdp,
             port: 5060,
             genesys: vec![],
             template: None,
@@ -1187,6 +1207,16 @@ keep_params = ["expires", "q"]            # optional
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn ingress_hook_parsed_and_validated() {
+        assert_eq!(parse("ingress = \"tc\"\n").unwrap().ingress, crate::Ingress::Tc);
+        assert_eq!(parse("ingress = \"off\"\n").unwrap().ingress, crate::Ingress::Off);
+        assert_eq!(parse("ingress = \"xdp\"\n").unwrap().ingress, crate::Ingress::Xdp);
+        let e = parse_err("\ningress = \"XDP\"\n");
+        let text = e.to_string();
+        assert!(text.contains("line 2") && text.contains("\"XDP\""), "{text}");
     }
 
     #[test]

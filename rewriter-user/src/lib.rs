@@ -8,10 +8,14 @@ pub mod netdev;
 pub mod pins;
 pub mod stats;
 
-pub use loader::{Attachment, Rewriter};
+pub use loader::{Attachment, Ingress, Rewriter};
 
 /// The eBPF object built by `build.rs` (aya-build) from `rewriter-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rewriter"));
 
-/// Name of the TC classifier inside [`EBPF_OBJECT`].
+/// Name of the TC egress classifier inside [`EBPF_OBJECT`].
 pub const PROGRAM: &str = "sip_rewriter";
+/// The ingress restore as an XDP program.
+pub const PROGRAM_XDP: &str = "sip_restore_xdp";
+/// The ingress restore as a TC ingress classifier.
+pub const PROGRAM_TC_INGRESS: &str = "sip_restore_tc";

@@ -5,16 +5,21 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{
-        SchedClassifier, TcAttachType,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::FdLink,
         tc::{self, SchedClassifierLinkId},
+        xdp::XdpLinkId,
     },
 };
 use std::{net::IpAddr, path::PathBuf};
 
-use rewriter_common::{AddrKey, Config, ContactUri, DnKey, MAX_CONTACTS};
+use rewriter_common::{
+    AddrKey, Config, ContactUri, DnKey, MAX_CONTACTS,
+    restore::{MAX_REGISTRATIONS, RegKey, RegState},
+};
 
 use crate::{
-    EBPF_OBJECT, PROGRAM, netdev,
+    EBPF_OBJECT, PROGRAM, PROGRAM_TC_INGRESS, PROGRAM_XDP, netdev,
     pins::{MAPS, PinDir},
     stats::Counters,
 };
@@ -33,24 +38,67 @@ pub struct Attachment {
     pub iface: String,
     pub tcx: bool,
     link: SchedClassifierLinkId,
+    /// The ingress restore, if attached ([`Rewriter::attach_ingress`]).
+    ingress: Option<IngressLink>,
+}
+
+#[derive(Debug)]
+enum IngressLink {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
+}
+
+/// Where the ingress restore (Genesys' 2xx to REGISTER gets the client's Contact back) runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Ingress {
+    /// XDP, native where the driver supports it, generic otherwise.
+    #[default]
+    Xdp,
+    /// TC ingress (for drivers whose XDP frames have no tailroom to grow).
+    Tc,
+    /// No restore.
+    Off,
+}
+
+impl std::str::FromStr for Ingress {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "xdp" => Ok(Self::Xdp),
+            "tc" => Ok(Self::Tc),
+            "off" => Ok(Self::Off),
+            other => bail!("invalid ingress hook {other:?}: expected xdp, tc or off"),
+        }
+    }
+}
+
+impl std::fmt::Display for Ingress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Xdp => "xdp",
+            Self::Tc => "tc",
+            Self::Off => "off",
+        })
+    }
 }
 
 impl Rewriter {
     /// Loads the embedded object into the kernel (verifier included) with `config`.
     pub fn load(config: &Config) -> anyhow::Result<Self> {
-        Self::load_with(config, None, MAX_CONTACTS)
+        Self::load_with(config, None, MAX_CONTACTS, MAX_REGISTRATIONS)
     }
 
     /// Like [`Self::load`] with room for `max_contacts` DN entries (the map is not preallocated:
     /// memory grows with the entries actually stored).
     pub fn load_sized(config: &Config, max_contacts: u32) -> anyhow::Result<Self> {
-        Self::load_with(config, None, max_contacts)
+        Self::load_with(config, None, max_contacts, MAX_REGISTRATIONS)
     }
 
     /// Like [`Self::load`], with the maps pinned in `pins` (reused if already pinned there,
     /// e.g. after the previous attach process was killed) and the program pinned too.
-    pub fn load_pinned(config: &Config, pins: &PinDir, max_contacts: u32) -> anyhow::Result<Self> {
-        let mut this = Self::load_with(config, Some(pins), max_contacts)?;
+    pub fn load_pinned(config: &Config, pins: &PinDir, max_contacts: u32, max_registrations: u32) -> anyhow::Result<Self> {
+        let mut this = Self::load_with(config, Some(pins), max_contacts, max_registrations)?;
         let p = pins.prog_path();
         let _ = std::fs::remove_file(&p);
         this.program_mut()?
@@ -59,9 +107,10 @@ impl Rewriter {
         Ok(this)
     }
 
-    fn load_with(config: &Config, pins: Option<&PinDir>, max_contacts: u32) -> anyhow::Result<Self> {
+    fn load_with(config: &Config, pins: Option<&PinDir>, max_contacts: u32, max_registrations: u32) -> anyhow::Result<Self> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("CONTACTS", max_contacts);
+        loader.map_max_entries("REGS", max_registrations);
         let paths: Vec<(&str, PathBuf)> = pins
             .map(|d| MAPS.iter().map(|m| (*m, d.map_path(m))).collect())
             .unwrap_or_default();
@@ -97,6 +146,46 @@ impl Rewriter {
             .ebpf
             .program_mut(PROGRAM)
             .with_context(|| format!("program {PROGRAM} missing from the object"))?
+            .try_into()?;
+        Ok(prog)
+    }
+
+    /// Loads the ingress restore program for `which` (verifier included); a no-op for `Off`
+    /// or if already loaded.
+    pub fn load_ingress(&mut self, which: Ingress) -> anyhow::Result<()> {
+        match which {
+            Ingress::Off => Ok(()),
+            Ingress::Xdp => {
+                let p = self.xdp_mut()?;
+                if p.fd().is_err() {
+                    p.load().context("verifier rejected the XDP restore program")?;
+                }
+                Ok(())
+            }
+            Ingress::Tc => {
+                let p = self.tc_ingress_mut()?;
+                if p.fd().is_err() {
+                    p.load().context("verifier rejected the TC ingress restore program")?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn xdp_mut(&mut self) -> anyhow::Result<&mut Xdp> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_XDP)
+            .with_context(|| format!("program {PROGRAM_XDP} missing from the object"))?
+            .try_into()?;
+        Ok(prog)
+    }
+
+    pub fn tc_ingress_mut(&mut self) -> anyhow::Result<&mut SchedClassifier> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROGRAM_TC_INGRESS)
+            .with_context(|| format!("program {PROGRAM_TC_INGRESS} missing from the object"))?
             .try_into()?;
         Ok(prog)
     }
@@ -147,6 +236,21 @@ impl Rewriter {
         Ok(())
     }
 
+    /// The restore state map (Call-ID, DN) -> recorded URIs.
+    pub fn registrations(&mut self) -> anyhow::Result<HashMap<&mut MapData, RegKey, RegState>> {
+        Ok(HashMap::try_from(self.ebpf.map_mut("REGS").context("map REGS missing from the object")?)?)
+    }
+
+    /// Empties the restore state map.
+    pub fn clear_registrations(&mut self) -> anyhow::Result<()> {
+        let mut map = self.registrations()?;
+        let keys: Vec<RegKey> = map.keys().collect::<Result<_, _>>().context("reading map REGS")?;
+        for k in keys {
+            let _ = map.remove(&k);
+        }
+        Ok(())
+    }
+
     /// Sum over CPUs of every counter.
     pub fn counters(&self) -> anyhow::Result<Counters> {
         let map: PerCpuArray<&MapData, u64> =
@@ -184,25 +288,75 @@ impl Rewriter {
             .program_mut()?
             .attach(iface, TcAttachType::Egress)
             .with_context(|| format!("attaching to {iface} egress"))?;
-        Ok(Attachment { iface: iface.to_owned(), tcx, link })
+        Ok(Attachment { iface: iface.to_owned(), tcx, link, ingress: None })
+    }
+
+    /// Attaches the ingress restore to the interface of `att`. XDP tries native (driver) mode
+    /// first, then generic; returns a description of the hook used, for the log.
+    pub fn attach_ingress(&mut self, att: &mut Attachment, which: Ingress) -> anyhow::Result<String> {
+        self.load_ingress(which)?;
+        let iface = att.iface.clone();
+        match which {
+            Ingress::Off => Ok("off".into()),
+            Ingress::Xdp => {
+                let prog = self.xdp_mut()?;
+                let (link, mode) = match prog.attach(&iface, XdpMode::Driver) {
+                    Ok(l) => (l, "native"),
+                    Err(native) => {
+                        log::debug!("XDP native mode on {iface}: {native}");
+                        let l = prog
+                            .attach(&iface, XdpMode::Skb)
+                            .with_context(|| format!("attaching XDP (native, then generic) to {iface}"))?;
+                        (l, "generic")
+                    }
+                };
+                att.ingress = Some(IngressLink::Xdp(link));
+                Ok(format!("xdp ({mode})"))
+            }
+            Ingress::Tc => {
+                let tcx = att.tcx;
+                let link = self
+                    .tc_ingress_mut()?
+                    .attach(&iface, TcAttachType::Ingress)
+                    .with_context(|| format!("attaching to {iface} ingress"))?;
+                att.ingress = Some(IngressLink::Tc(link));
+                Ok(if tcx { "tc (tcx)".into() } else { "tc (clsact)".into() })
+            }
+        }
     }
 
     /// Turns the attachment into a pinned link at `path`: the program stays attached after this
     /// process exits, until the pin is removed (`sip-rewriter detach`).
-    pub fn persist(&mut self, attachment: Attachment, path: &std::path::Path) -> anyhow::Result<()> {
+    /// The ingress link, if any, is pinned at `ingress_path` the same way.
+    pub fn persist(&mut self, attachment: Attachment, path: &std::path::Path, ingress_path: &std::path::Path) -> anyhow::Result<()> {
         let link = self.program_mut()?.take_link(attachment.link)?;
-        let fd: aya::programs::links::FdLink = link
-            .try_into()
-            .context("--persist needs a TCX attachment (kernel >= 6.6)")?;
+        let fd: FdLink = link.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?;
         fd.pin(path).with_context(|| format!("pinning the link at {}", path.display()))?;
+        let fd: Option<FdLink> = match attachment.ingress {
+            None => None,
+            Some(IngressLink::Xdp(id)) => Some(
+                self.xdp_mut()?.take_link(id)?.try_into().context("--persist needs an XDP bpf_link (kernel >= 5.9)")?,
+            ),
+            Some(IngressLink::Tc(id)) => {
+                Some(self.tc_ingress_mut()?.take_link(id)?.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?)
+            }
+        };
+        if let Some(fd) = fd {
+            fd.pin(ingress_path).with_context(|| format!("pinning the link at {}", ingress_path.display()))?;
+        }
         Ok(())
     }
 
-    /// Detaches a link made by [`Self::attach_egress`].
+    /// Detaches the links made by [`Self::attach_egress`] and [`Self::attach_ingress`].
     pub fn detach(&mut self, attachment: Attachment) -> anyhow::Result<()> {
-        self.program_mut()?
-            .detach(attachment.link)
-            .with_context(|| format!("detaching from {}", attachment.iface))
+        let ingress = match attachment.ingress {
+            None => Ok(()),
+            Some(IngressLink::Xdp(id)) => self.xdp_mut()?.detach(id).map_err(anyhow::Error::from),
+            Some(IngressLink::Tc(id)) => self.tc_ingress_mut()?.detach(id).map_err(anyhow::Error::from),
+        };
+        let egress = self.program_mut()?.detach(attachment.link);
+        ingress.with_context(|| format!("detaching the restore from {} ingress", attachment.iface))?;
+        egress.with_context(|| format!("detaching from {}", attachment.iface))
     }
 
     /// The underlying object, for tests and tools that need other maps.

@@ -1,6 +1,6 @@
 //! Where a running rewriter lives in bpffs: `/sys/fs/bpf/sip-rewriter/<iface>/` holds its maps
-//! (`CONFIG`, `STATS`, `CONTACTS`, `GENESYS`), its program (`prog`) and, for a persisted
-//! attachment, its TCX link (`link`). Short CLI calls find the running program through these.
+//! (`CONFIG`, `STATS`, `CONTACTS`, `GENESYS`, `REGS`), its program (`prog`) and, for a persisted
+//! attachment, its TCX link (`link`) and ingress restore link (`link-ingress`). Short CLI calls find the running program through these.
 
 use std::{
     env, fs,
@@ -18,7 +18,7 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sip-rewriter";
 /// Overrides [`DEFAULT_ROOT`] (tests use private roots; the path must be on a bpffs).
 pub const ROOT_ENV: &str = "SIP_REWRITER_PIN_ROOT";
 /// Maps pinned per attachment.
-pub const MAPS: [&str; 4] = ["CONFIG", "STATS", "CONTACTS", "GENESYS"];
+pub const MAPS: [&str; 5] = ["CONFIG", "STATS", "CONTACTS", "GENESYS", "REGS"];
 /// `statfs` magic of bpffs (include/uapi/linux/magic.h, BPF_FS_MAGIC).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -93,6 +93,11 @@ impl PinDir {
         self.path.join("link")
     }
 
+    /// The persisted ingress restore's link (XDP or TC ingress).
+    pub fn ingress_link_path(&self) -> PathBuf {
+        self.path.join("link-ingress")
+    }
+
     fn map(&self, name: &str) -> anyhow::Result<MapData> {
         let p = self.map_path(name);
         MapData::from_pin(&p).with_context(|| format!("opening pinned map {}", p.display()))
@@ -123,7 +128,7 @@ impl PinDir {
 
     /// Removes every pin and the directory. Missing pins are fine.
     pub fn remove(&self) -> anyhow::Result<()> {
-        for name in MAPS.iter().copied().chain(["prog", "link"]) {
+        for name in MAPS.iter().copied().chain(["prog", "link", "link-ingress"]) {
             let p = self.path.join(name);
             match fs::remove_file(&p) {
                 Ok(()) => {}

@@ -2,10 +2,12 @@
 
 use aya::programs::{TestRun, TestRunOptions};
 use rewriter_common::Config;
-use rewriter_user::Rewriter;
+use rewriter_user::{Ingress, Rewriter};
 
 /// TC_ACT_UNSPEC as the kernel reports it: "next program / let it go".
 pub const PASS: u32 = -1i32 as u32;
+/// XDP_PASS (include/uapi/linux/bpf.h).
+pub const XDP_PASS: u32 = 2;
 
 /// `struct __sk_buff` offsets the tests set (include/uapi/linux/bpf.h, v6.18).
 const SKB_IFINDEX: usize = 40;
@@ -62,4 +64,29 @@ pub fn run_with(rw: &mut Rewriter, frame: &[u8], repeat: u32, skb: Option<SkbCtx
 
 pub fn run(rw: &mut Rewriter, frame: &[u8]) -> Vec<u8> {
     run_with(rw, frame, 1, None)
+}
+
+/// Runs `frame` through an ingress restore program (`Xdp` or `Tc`, loaded on first use) once;
+/// returns the output frame. Asserts the verdict is "pass".
+pub fn run_ingress(rw: &mut Rewriter, which: Ingress, frame: &[u8]) -> Vec<u8> {
+    run_ingress_with(rw, which, frame, 1).0
+}
+
+/// Like [`run_ingress`], `repeat` times; also returns the kernel's mean duration in ns.
+pub fn run_ingress_with(rw: &mut Rewriter, which: Ingress, frame: &[u8], repeat: u32) -> (Vec<u8>, u64) {
+    rw.load_ingress(which).expect("loading the ingress program");
+    let mut out = vec![0u8; frame.len() + 1024];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat;
+    let (res, pass) = match which {
+        Ingress::Xdp => (rw.xdp_mut().unwrap().test_run(opts), XDP_PASS),
+        Ingress::Tc => (rw.tc_ingress_mut().unwrap().test_run(opts), PASS),
+        Ingress::Off => panic!("no ingress program to run"),
+    };
+    let res = res.expect("BPF_PROG_TEST_RUN");
+    assert_eq!(res.return_value, pass, "the program must never drop");
+    out.truncate(res.data_size_out as usize);
+    (out, res.duration.as_nanos() as u64)
 }

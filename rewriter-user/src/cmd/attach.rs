@@ -22,10 +22,12 @@ use tokio::{
 
 use super::usage;
 
-/// Attach the rewriter to an interface's egress.
+/// Attach the rewriter to an interface's egress (and the restore to its ingress).
 ///
 /// REGISTERs leaving through the interface towards the Genesys port get their Contact
-/// rewritten: DN (To user) → the Contact from the DN map, else the default template. Settings
+/// rewritten: DN (To user) → the Contact from the DN map, else the default template. Genesys'
+/// 2xx responses to them coming back through the interface get the client's own Contact back
+/// (--ingress), so that WebRTC clients such as JsSIP accept them. Settings
 /// come from --config (TOML) and the options below, which override the file. The maps are
 /// pinned under /sys/fs/bpf/sip-rewriter/<iface>/ so that `contact`, `default`, `stats` and
 /// `status` can reach the running program. SIGHUP re-reads --config and applies the difference
@@ -53,6 +55,14 @@ pub struct Args {
     /// [default: expires,q].
     #[arg(long, value_name = "LIST")]
     keep_params: Option<String>,
+    /// Where the restore of Genesys' 2xx to REGISTER runs: xdp (native where the driver
+    /// supports it, else generic), tc (TC ingress) or off [default: xdp].
+    #[arg(long, value_name = "HOOK")]
+    ingress: Option<rewriter_user::Ingress>,
+    /// Capacity of the restore state map (one entry per registered client and Call-ID; the
+    /// least recently used entry makes room; ~0.9 KiB each, reserved at attach).
+    #[arg(long, default_value_t = rewriter_common::restore::MAX_REGISTRATIONS, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    max_registrations: u32,
     /// Leave the program attached and exit (the link is pinned); undo with `detach`.
     #[arg(long)]
     persist: bool,
@@ -76,6 +86,9 @@ impl Args {
         };
         if let Some(i) = &self.iface {
             s.interface = Some(i.clone());
+        }
+        if let Some(i) = self.ingress {
+            s.ingress = i;
         }
         if let Some(p) = self.port {
             validate_port(p)?;
@@ -115,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     pins::ensure_root()?;
     std::fs::create_dir_all(&pins.path).with_context(|| format!("creating {}", pins.path.display()))?;
     let reused = pins.map_path("CONTACTS").exists();
-    let mut rw = match Rewriter::load_pinned(&settings.kernel_config(), &pins, args.max_contacts) {
+    let mut rw = match Rewriter::load_pinned(&settings.kernel_config(), &pins, args.max_contacts, args.max_registrations) {
         Ok(rw) => rw,
         Err(e) => {
             if !reused {
@@ -132,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut applied = Applied::default();
     let result = apply(&mut rw, &settings, &mut applied).and_then(|()| rw.attach_egress(&iface));
-    let attachment = match result {
+    let mut attachment = match result {
         Ok(a) => a,
         Err(e) => {
             drop(rw);
@@ -140,15 +153,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    let hook = match rw.attach_ingress(&mut attachment, settings.ingress) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = rw.detach(attachment);
+            drop(rw);
+            let _ = pins.remove();
+            return Err(e);
+        }
+    };
     log::info!(
-        "attached to {iface} egress ({}), Genesys port {}, {} DN entries from config, pins in {}",
+        "attached to {iface} egress ({}), restore on ingress: {hook}, Genesys port {}, {} DN entries from config, pins in {}",
         if attachment.tcx { "tcx" } else { "clsact" },
         settings.port,
         settings.contacts.len(),
         pins.path.display()
     );
     if args.persist {
-        rw.persist(attachment, &pins.link_path())?;
+        rw.persist(attachment, &pins.link_path(), &pins.ingress_link_path())?;
         println!("sip-rewriter stays attached to {iface}; remove it with: sip-rewriter detach --iface {iface}");
         return Ok(());
     }

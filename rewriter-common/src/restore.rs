@@ -1,0 +1,356 @@
+//! Restore: give the client its own Contact back in Genesys' 2xx response to a REGISTER.
+//!
+//! The egress rewrite records, per (Call-ID, DN), the URI it wrote and the client's original
+//! URI(s) ([`RegState`]). On ingress a response is scanned by the same step machine
+//! ([`sip::scan_response`]); every contact whose URI equals the written one byte for byte
+//! gets the original back, its header parameters untouched. If the REGISTER carried several
+//! contacts (all rewritten to the one URI, so Genesys lists one binding), the matching element
+//! becomes one element per original, each with the same parameters:
+//! `<o1>;expires=600, <o2>;expires=600`.
+//!
+//! The helpers here work on [`Msg`] with masked indices and word copies, so the kernel programs
+//! and userspace run the same code.
+
+use crate::{
+    ContactUri, DnKey, MAX_DN_LEN, Stat, URI_BUF,
+    sip::{self, EDIT_URI, Edit, MAX_EDITS, MAX_SIP_LEN, Msg, Outcome, Scan, low_bytes},
+};
+
+/// Most contacts of one REGISTER whose originals are recorded; a REGISTER with more is
+/// rewritten but not recorded.
+pub const MAX_ORIGINALS: usize = 4;
+/// Longest Call-ID recorded.
+pub const MAX_CALLID_LEN: usize = 64;
+/// Default capacity of the restore-state LRU map (one entry per registered client).
+pub const MAX_REGISTRATIONS: u32 = 16_384;
+/// Words of a [`ContactUri`] text.
+const URI_WORDS: usize = URI_BUF / 8;
+
+/// Key of the restore-state map: the Call-ID and the DN, each zero-padded.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegKey {
+    pub call_id: [u8; MAX_CALLID_LEN],
+    pub dn: DnKey,
+}
+
+/// Value of the restore-state map: what the egress wrote and what it replaced.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegState {
+    /// Originals in use (1..=MAX_ORIGINALS).
+    pub n: u32,
+    pub _pad: u32,
+    /// The bracketed URI the egress wrote.
+    pub written: ContactUri,
+    /// The client's URIs, bracketed, in the REGISTER's order.
+    pub orig: [ContactUri; MAX_ORIGINALS],
+}
+
+/// Writes `n` bytes of `m` from `from` as 8-byte words to `dst` (zero past `n`, `n <= 8 * W`).
+/// Volatile word stores: plain ones become a byte loop or a `memset` call on the BPF target.
+#[inline(always)]
+fn copy_words<const W: usize>(m: &Msg, from: usize, n: usize, dst: *mut u64) {
+    let mut j = 0;
+    while j < W {
+        let w = low_bytes(m.word_at(from + 8 * j), n.saturating_sub(8 * j).min(8));
+        // SAFETY: callers pass a pointer to at least W aligned, writable words.
+        unsafe { core::ptr::write_volatile(dst.add(j), w) };
+        j += 1;
+    }
+}
+
+impl RegKey {
+    /// Fills the key from a scan's Call-ID and DN; `false` if the Call-ID is missing or longer
+    /// than [`MAX_CALLID_LEN`] (such a registration is not recorded).
+    #[inline(always)]
+    pub fn fill(&mut self, m: &Msg, s: &Scan) -> bool {
+        let (start, len) = (s.callid_start as usize, s.callid_len as usize);
+        if len == 0 || len > MAX_CALLID_LEN {
+            return false;
+        }
+        let dn_len = (s.dn_len as usize).min(MAX_DN_LEN);
+        copy_words::<{ MAX_CALLID_LEN / 8 }>(m, start, len, self.call_id.as_mut_ptr() as *mut u64);
+        copy_words::<{ MAX_DN_LEN / 8 }>(m, s.dn_start as usize, dn_len, self.dn.0.as_mut_ptr() as *mut u64);
+        true
+    }
+}
+
+impl ContactUri {
+    /// Sets the text to `n` bytes of `m` from `from`, wrapped in `<`..`>` when `bracket`.
+    /// `false` (and nothing usable) if the result would not fit.
+    #[inline(always)]
+    pub fn fill(&mut self, m: &Msg, from: usize, n: usize, bracket: bool) -> bool {
+        let total = n + if bracket { 2 } else { 0 };
+        if n == 0 || total > URI_BUF || (bracket && from == 0) {
+            return false;
+        }
+        // Bracketed: copy from one byte early and overwrite that byte with `<`.
+        let src = if bracket { from - 1 } else { from };
+        copy_words::<URI_WORDS>(m, src, total, self.text.as_mut_ptr() as *mut u64);
+        if bracket {
+            self.text[0] = b'<';
+            if let Some(b) = self.text.get_mut(total - 1) {
+                *b = b'>';
+            }
+        }
+        // SAFETY: a plain field (volatile: see `copy_words`).
+        unsafe { core::ptr::write_volatile(&mut self.len, total as u16) };
+        true
+    }
+
+    /// Whether the URI span of edit `e` in `m` is this (bracketed) URI: a `<...>` span byte
+    /// for byte, a bare addr-spec against the URI without its brackets.
+    ///
+    /// Branch-free over the words (each branch would fork the verifier's states): the text is
+    /// zero-padded and a URI holds no NUL, `<` or `>` (RFC 3261 25.1), so its non-zero bytes
+    /// are the ones to compare, and for a bare span its `<`/`>` bytes are the ones to skip.
+    #[inline(always)]
+    pub fn matches(&self, m: &Msg, e: &Edit) -> bool {
+        let (start, end) = (e.start as usize, e.end as usize);
+        let len = (self.len as usize).min(URI_BUF);
+        let bare = (m.byte(start) != b'<') as usize;
+        if start == 0 || len < 3 || end.wrapping_sub(start) + 2 * bare != len {
+            return false;
+        }
+        // A bare span is compared from one byte early, against the bracketed text.
+        let src = start - bare;
+        let skip_brackets = 0u64.wrapping_sub(bare as u64);
+        let text = self.text.as_ptr() as *const u64;
+        let mut diff = 0u64;
+        let mut j = 0;
+        while j < URI_WORDS {
+            // SAFETY: `text` is 8-aligned (offset 8 in an 8-aligned struct) and j < URI_WORDS.
+            let t = unsafe { core::ptr::read(text.add(j)) };
+            let brackets = bytes_of(sip::zero_bytes(t ^ (sip::LO * b'<' as u64)) | sip::zero_bytes(t ^ (sip::LO * b'>' as u64)));
+            let mask = bytes_of(!sip::zero_bytes(t) & (sip::LO << 7)) & !(brackets & skip_brackets);
+            diff |= (m.word_at(src + 8 * j) ^ t) & mask;
+            j += 1;
+        }
+        diff == 0
+    }
+}
+
+/// Widens the high bit of each byte of `h` to the whole byte.
+#[inline(always)]
+const fn bytes_of(h: u64) -> u64 {
+    (h >> 7) * 0xff
+}
+
+impl RegState {
+    /// Records the original URI of egress edit `e` (an `EDIT_URI` edit) as original number
+    /// `self.n`; `false` if there is no room or it is too long.
+    #[inline(always)]
+    pub fn record(&mut self, m: &Msg, e: &Edit) -> bool {
+        let k = self.n as usize;
+        if k >= MAX_ORIGINALS || e.kind != EDIT_URI {
+            return false;
+        }
+        // `pend`: the URI's own end (deleted parameters may be merged into the edit).
+        let (start, end) = (e.start as usize, e.pend as usize);
+        let bare = m.byte(start) != b'<';
+        let ok = self.orig[k & (MAX_ORIGINALS - 1)].fill(m, start, end.wrapping_sub(start), bare);
+        if ok {
+            self.n = k as u32 + 1;
+        }
+        ok
+    }
+
+    /// Total length of the originals.
+    #[inline(always)]
+    pub fn orig_total(&self) -> usize {
+        let mut t = 0;
+        let mut k = 0;
+        while k < MAX_ORIGINALS {
+            if k < self.n as usize {
+                t += (self.orig[k].len as usize).min(URI_BUF);
+            }
+            k += 1;
+        }
+        t
+    }
+
+    /// Bytes the restore writes in place of matching edit `e` (a `pend` set by the response
+    /// scan): the originals, each but the last followed by the element's parameters and `, `.
+    #[inline(always)]
+    pub fn replacement_len(&self, e: &Edit, orig_total: usize) -> usize {
+        let params = (e.pend as usize).wrapping_sub(e.end as usize) & 0xffff;
+        orig_total + (self.n as usize).saturating_sub(1) * (params + 2)
+    }
+}
+
+/// Keeps the edits of a response scan whose URI is `st.written`, in order; returns the new
+/// length of the message (`s.len` if none match). Userspace form of the kernel's `bpf_loop`.
+pub fn select(s: &mut Scan, m: &Msg, st: &RegState) -> usize {
+    let total = st.orig_total();
+    let mut kept = 0;
+    let mut len = s.len as usize;
+    for k in 0..(s.n_edits as usize).min(MAX_EDITS) {
+        let e = s.edits[k];
+        if st.written.matches(m, &e) {
+            s.edits[kept] = e;
+            kept += 1;
+            len = len + st.replacement_len(&e, total) - (e.end - e.start) as usize;
+        }
+    }
+    s.n_edits = kept as u32;
+    s.n_contacts = kept as u32;
+    len
+}
+
+/// Applies a selected restore to `input`, writing into `out`; the new length, or `None` if
+/// `out` is too small.
+pub fn apply(input: &[u8], s: &Scan, st: &RegState, out: &mut [u8]) -> Option<usize> {
+    let mut o = 0;
+    let mut put = |bytes: &[u8], o: &mut usize| -> Option<()> {
+        out.get_mut(*o..*o + bytes.len())?.copy_from_slice(bytes);
+        *o += bytes.len();
+        Some(())
+    };
+    let mut from = 0;
+    for e in s.edits() {
+        put(input.get(from..e.start as usize)?, &mut o)?;
+        let n = (st.n as usize).min(MAX_ORIGINALS);
+        for (k, orig) in st.orig[..n].iter().enumerate() {
+            put(orig.bracketed(), &mut o)?;
+            if k + 1 < n {
+                put(input.get(e.end as usize..e.pend as usize)?, &mut o)?;
+                put(b", ", &mut o)?;
+            }
+        }
+        from = e.end as usize;
+    }
+    put(input.get(from..s.len as usize)?, &mut o)?;
+    Some(o)
+}
+
+/// What the egress records for a rewritten REGISTER (`s` its scan, `written` the bracketed
+/// URI it wrote): `None` if not recordable (no or too long Call-ID, too many or too long
+/// contacts).
+pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegState)> {
+    let mut m = Msg::zeroed();
+    if !m.load(input) || written.len() > URI_BUF || s.n_contacts as usize > MAX_ORIGINALS {
+        return None;
+    }
+    let mut key = RegKey { call_id: [0; MAX_CALLID_LEN], dn: DnKey([0; MAX_DN_LEN]) };
+    if !key.fill(&m, s) {
+        return None;
+    }
+    let empty = ContactUri { len: 0, _pad: [0; 6], text: [0; URI_BUF] };
+    let mut st = RegState { n: 0, _pad: 0, written: empty, orig: [empty; MAX_ORIGINALS] };
+    st.written.text[..written.len()].copy_from_slice(written);
+    st.written.len = written.len() as u16;
+    for e in s.edits().iter().filter(|e| e.kind == EDIT_URI) {
+        if !st.record(&m, e) {
+            return None;
+        }
+    }
+    Some((key, st))
+}
+
+/// What the restore did with one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// `len` bytes written to the output, `contacts` elements restored.
+    Restored { len: usize, contacts: u32 },
+    /// Left as it came, counted under this counter.
+    Pass(Stat),
+}
+
+/// The counter for a response scan outcome that leaves the packet alone.
+pub const fn stat_for_response(o: Outcome) -> Stat {
+    match o {
+        Outcome::Rewrite => Stat::Restored,
+        Outcome::NotRegister => Stat::RespOther,
+        Outcome::Malformed => Stat::Malformed,
+        // Nothing was recorded for a REGISTER without a usable DN.
+        Outcome::DnMissing | Outcome::DnInvalid => Stat::NoState,
+        Outcome::Star | Outcome::NoContact => Stat::NoMatch,
+        Outcome::TooComplex => Stat::TooBig,
+    }
+}
+
+/// The whole userspace restore, same algorithm as the ingress programs: scan the response,
+/// look up the state, select matching contacts, apply.
+pub fn restore(
+    input: &[u8],
+    cfg: &crate::Config,
+    lookup: impl Fn(&RegKey) -> Option<RegState>,
+    out: &mut [u8],
+) -> Decision {
+    if input.len() < 20 || !input.starts_with(b"SIP/2.0 ") {
+        return Decision::Pass(Stat::RespOther);
+    }
+    let mut m = Msg::zeroed();
+    if !m.load(input) {
+        return Decision::Pass(Stat::TooBig);
+    }
+    let mut s = sip::scan_response(&m, input.len(), cfg);
+    if s.outcome() != Outcome::Rewrite {
+        return Decision::Pass(stat_for_response(s.outcome()));
+    }
+    let mut key = RegKey { call_id: [0; MAX_CALLID_LEN], dn: DnKey([0; MAX_DN_LEN]) };
+    if !key.fill(&m, &s) {
+        return Decision::Pass(Stat::NoState);
+    }
+    let Some(st) = lookup(&key) else {
+        return Decision::Pass(Stat::NoState);
+    };
+    let new_len = select(&mut s, &m, &st);
+    if s.n_edits == 0 {
+        return Decision::Pass(Stat::NoMatch);
+    }
+    if new_len > MAX_SIP_LEN {
+        return Decision::Pass(Stat::TooBig);
+    }
+    match apply(input, &s, &st, out) {
+        Some(len) => Decision::Restored { len, contacts: s.n_edits },
+        None => Decision::Pass(Stat::TooBig),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::{format, vec};
+
+    use super::*;
+    use crate::Config;
+
+    const REQ: &[u8] = b"REGISTER sip:198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.1:5070;branch=z9hG4bK1\r\nTo: <sip:1002@198.18.0.2>\r\nFrom: <sip:1002@198.18.0.2>;tag=a\r\nCall-ID: abc123\r\nCSeq: 2 REGISTER\r\nContact: <sip:x1@h.invalid;transport=ws>;expires=600\r\nContent-Length: 0\r\n\r\n";
+
+    fn resp(contact: &str) -> std::string::String {
+        format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.1:5070;branch=z9hG4bK1\r\nTo: <sip:1002@198.18.0.2>;tag=g\r\nFrom: <sip:1002@198.18.0.2>;tag=a\r\nCall-ID: abc123\r\nCSeq: 2 REGISTER\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    fn state() -> (RegKey, RegState) {
+        let cfg = Config::default();
+        let mut m = Msg::zeroed();
+        assert!(m.load(REQ));
+        let s = sip::scan(&m, REQ.len(), &cfg);
+        assert_eq!(s.outcome(), Outcome::Rewrite);
+        record(REQ, &s, b"<sip:1002@198.18.0.77>").expect("recordable")
+    }
+
+    fn run(input: &str) -> std::string::String {
+        let (k, st) = state();
+        let mut out = vec![0u8; 2048];
+        match restore(input.as_bytes(), &Config::default(), |key| (*key == k).then_some(st), &mut out) {
+            Decision::Restored { len, .. } => std::string::String::from_utf8(out[..len].to_vec()).unwrap(),
+            Decision::Pass(why) => format!("pass {}", why.name()),
+        }
+    }
+
+    #[test]
+    fn restores_bracketed_and_bare_forms_and_leaves_others() {
+        assert_eq!(run(&resp("<sip:1002@198.18.0.77>;expires=600")), resp("<sip:x1@h.invalid;transport=ws>;expires=600"));
+        assert_eq!(run(&resp("sip:1002@198.18.0.77;expires=60")), resp("<sip:x1@h.invalid;transport=ws>;expires=60"));
+        assert_eq!(run(&resp("<sip:1002@198.18.0.78>;expires=600")), "pass no_match");
+        assert_eq!(run(&resp("<sip:1002@198.18.0.7>;expires=600")), "pass no_match");
+        assert_eq!(run(&resp("*")), "pass no_match");
+        assert_eq!(run(&resp("<sip:1002@198.18.0.77>").replace("abc123", "abc124")), "pass no_state");
+        assert_eq!(run(&resp("<sip:1002@198.18.0.77>").replace("2 REGISTER", "2 OPTIONS")), "pass resp_other");
+        assert_eq!(run(&resp("<sip:1002@198.18.0.77>").replace("200 OK", "401 Unauthorized")), "pass resp_other");
+    }
+}

@@ -1,0 +1,177 @@
+//! Ingress restore: Genesys' 2xx response to a REGISTER gets the client's own Contact URI(s)
+//! back (see `rewriter_common::restore`), so that a WebRTC client such as JsSIP, which ignores
+//! a 200 OK listing no Contact of its own, sees itself registered.
+//!
+//! Two hooks run the same code: XDP (`sip_restore_xdp`, the earliest point a frame can be
+//! edited) and TC ingress (`sip_restore_tc`, for drivers without XDP tailroom). Both fail open
+//! like the egress program: the verdict is always "pass", anything not understood leaves
+//! byte-identical and is counted.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use aya_log_ebpf::info;
+use network_types::udp::UdpHdr;
+use rewriter_common::{
+    Scratch, Stat, URI_BUF,
+    restore::{MAX_ORIGINALS, stat_for_response},
+    sip::{Edit, MAX_EDITS, MAX_SIP_LEN, Outcome},
+};
+
+use crate::{
+    CONFIG, REGS, SCRATCH, Verdict, add, candidate, count, csum, load_payload, read, run_loop, run_scan, splice,
+    pkt::{Fix, Pkt, Raw},
+};
+
+/// XDP ingress entry point.
+#[xdp]
+pub fn sip_restore_xdp(ctx: XdpContext) -> u32 {
+    finish(&ctx, try_restore(&ctx));
+    XDP_PASS
+}
+
+/// TC ingress entry point (fallback where XDP cannot grow frames).
+#[classifier]
+pub fn sip_restore_tc(ctx: TcContext) -> i32 {
+    // A GSO skb is several datagrams' worth; resizing would drop its GSO state.
+    // `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
+    // SAFETY: `ctx.skb.skb` is the program's valid `__sk_buff`.
+    let r = if unsafe { (*ctx.skb.skb).gso_size } != 0 { Err(Stat::TooBig) } else { try_restore(&ctx) };
+    finish(&ctx, r);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn finish<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, r: Verdict) {
+    if let Err(stat) = r {
+        count(stat);
+        if stat as u32 == Stat::NoTailroom as u32 {
+            let n = read(Stat::NoTailroom);
+            if n.is_power_of_two() {
+                aya_log_ebpf::warn!(ctx, "XDP: no tailroom to grow a 2xx to REGISTER (#{} on this CPU); attach with --ingress tc", n);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn try_restore<P: Pkt + Fix + aya_ebpf::EbpfContext>(ctx: &P) -> Verdict {
+    let cfg = CONFIG.get(0).ok_or(Stat::Error)?;
+    let f = candidate(ctx, cfg, true)?;
+    add(Stat::Responses, 1);
+    let udp_len = u16::from_be(ctx.load::<u16>(f.udp + core::mem::offset_of!(UdpHdr, len))?) as usize;
+    let payload = f.udp + UdpHdr::LEN;
+    if udp_len < UdpHdr::LEN || payload + (udp_len - UdpHdr::LEN) != ctx.len() as usize {
+        return Err(Stat::Malformed);
+    }
+    let n = udp_len - UdpHdr::LEN;
+    // Cheap rejection of requests before copying the payload.
+    let start: [u8; 8] = ctx.load(payload).map_err(|_| Stat::RespOther)?;
+    if n < 20 || start != *b"SIP/2.0 " {
+        return Err(Stat::RespOther);
+    }
+    if n > MAX_SIP_LEN {
+        return Err(Stat::TooBig);
+    }
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Stat::Error)?;
+    // SAFETY: per-CPU map value, used by this program run only (no preemption within a run).
+    let s = unsafe { &mut *scratch };
+    load_payload(ctx, payload, n, s)?;
+    s.scan.reset(n);
+    run_scan::<true>(s, cfg);
+    let outcome = s.scan.outcome();
+    if outcome != Outcome::Rewrite {
+        return Err(stat_for_response(outcome));
+    }
+    if !s.reg_key.fill(&s.msg, &s.scan) {
+        return Err(Stat::NoState);
+    }
+    // SAFETY: the value is only read (then copied), and map values stay valid for the run.
+    let st = unsafe { REGS.get(&s.reg_key) }.ok_or(Stat::NoState)?;
+    // Snapshot: the egress may update the entry on another CPU while this runs; sizing and
+    // writing must see one version. Word copies (a struct copy is a byte loop on BPF).
+    let from = st as *const _ as *const u64;
+    let to = &raw mut s.reg as *mut u64;
+    for j in 0..core::mem::size_of_val(st) / 8 {
+        // SAFETY: both are 8-aligned `RegState`s (map values are 8-aligned).
+        unsafe { core::ptr::write_volatile(to.add(j), core::ptr::read_volatile(from.add(j))) };
+    }
+    if s.reg.n == 0 || s.reg.n as usize > MAX_ORIGINALS {
+        return Err(Stat::NoState);
+    }
+    s.write.kept = 0;
+    s.write.grow = 0;
+    s.write.shrink = 0;
+    s.write.orig_total = s.reg.orig_total() as u32;
+    run_loop(MAX_EDITS as u32, select_cb, s, cfg, ());
+    let kept = s.write.kept;
+    if kept == 0 {
+        return Err(Stat::NoMatch);
+    }
+    s.scan.n_edits = kept;
+    let new_n = (n + s.write.grow as usize).wrapping_sub(s.write.shrink as usize);
+    if new_n > MAX_SIP_LEN || new_n == 0 {
+        return Err(Stat::TooBig);
+    }
+    // No MTU check: the frame is being received; the local stack takes any length.
+    splice::<P, true>(ctx, cfg, &f, payload, n, new_n, s)?;
+    count(Stat::Restored);
+    let total = add(Stat::RestoredContacts, kept as u64);
+    let done = read(Stat::Restored);
+    if done.is_power_of_two() || done % 65536 == 0 {
+        info!(ctx, "restored 2xx to REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} so far", done, kept, n, new_n, total);
+    }
+    Ok(())
+}
+
+/// Keeps response edit `index` if its URI is the one the egress wrote (one edit per
+/// `bpf_loop` iteration); sums what the kept ones add and remove.
+#[inline(never)]
+extern "C" fn select_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: called by `run_loop` only.
+    let (s, _, ()) = unsafe { crate::loop_ctx::<()>(ctx) };
+    let k = index as usize;
+    if k >= s.scan.n_edits as usize {
+        return 1;
+    }
+    let e = s.scan.edits[k & (MAX_EDITS - 1)];
+    if s.reg.written.matches(&s.msg, &e) {
+        let kept = s.write.kept as usize;
+        s.scan.edits[kept & (MAX_EDITS - 1)] = e;
+        s.write.kept = kept as u32 + 1;
+        s.write.grow += s.reg.replacement_len(&e, s.write.orig_total as usize) as u32;
+        s.write.shrink += (e.end as u32).wrapping_sub(e.start as u32);
+    }
+    0
+}
+
+/// Writes one restored element: the original bytes since the previous edit, then the
+/// originals, each but the last followed by the element's parameters and `, `. Returns the
+/// packet offset after it. Invalidates packet pointers.
+#[inline(always)]
+pub fn restore_edit<R: Raw>(r: R, s: &Scratch, e: &Edit, from: usize) -> Result<usize, i64> {
+    let start = e.start as usize;
+    let mut out = csum::store_msg(r, s.write.out as usize, &s.msg, from, start.wrapping_sub(from))?;
+    let n = s.reg.n as usize;
+    let sep = *b", ";
+    for i in 0..MAX_ORIGINALS {
+        if i >= n {
+            break;
+        }
+        let o = &s.reg.orig[i];
+        out = csum::store_uri(r, out, &o.text, (o.len as usize).min(URI_BUF))?;
+        if i + 1 < n {
+            let end = e.end as usize;
+            out = csum::store_msg(r, out, &s.msg, end, (e.pend as usize).wrapping_sub(end))?;
+            if r.store(out as u32, sep.as_ptr() as *const c_void, 2) != 0 {
+                return Err(-1);
+            }
+            out += 2;
+        }
+    }
+    Ok(out)
+}

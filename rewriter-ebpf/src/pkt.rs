@@ -1,0 +1,184 @@
+//! The two packet kinds the programs edit, behind one interface: TC's `__sk_buff` and XDP's
+//! `xdp_md`. The SIP logic, the write stage and the checksum arithmetic are shared; only the
+//! helpers that read, write and resize differ.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{__sk_buff, xdp_md},
+    helpers::generated::{
+        bpf_skb_load_bytes, bpf_skb_store_bytes, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
+    programs::{TcContext, XdpContext},
+};
+use rewriter_common::Stat;
+
+/// A raw context pointer that `bpf_loop` callbacks can carry.
+pub trait Raw: Copy {
+    /// Writes `len` bytes from `src` at packet offset `off`; 0 or a negative error.
+    /// Invalidates packet pointers.
+    fn store(self, off: u32, src: *const c_void, len: u32) -> i64;
+    /// Reads `len` bytes at packet offset `off` into `dst`; 0 or a negative error.
+    fn load(self, off: u32, dst: *mut c_void, len: u32) -> i64;
+}
+
+impl Raw for *mut __sk_buff {
+    #[inline(always)]
+    fn store(self, off: u32, src: *const c_void, len: u32) -> i64 {
+        // SAFETY: a valid skb; the caller vouches for `src..src + len`.
+        unsafe { bpf_skb_store_bytes(self, off, src, len, 0) }
+    }
+
+    #[inline(always)]
+    fn load(self, off: u32, dst: *mut c_void, len: u32) -> i64 {
+        // SAFETY: as above for `dst`.
+        unsafe { bpf_skb_load_bytes(self as *const c_void, off, dst, len) }
+    }
+}
+
+/// `bpf_xdp_load_bytes`/`bpf_xdp_store_bytes`: v5.18, commit 3f364222d032
+/// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4099-L4135>.
+impl Raw for *mut xdp_md {
+    #[inline(always)]
+    fn store(self, off: u32, src: *const c_void, len: u32) -> i64 {
+        // SAFETY: a valid xdp_md; the caller vouches for `src..src + len` (read only).
+        unsafe { bpf_xdp_store_bytes(self, off, src as *mut c_void, len) }
+    }
+
+    #[inline(always)]
+    fn load(self, off: u32, dst: *mut c_void, len: u32) -> i64 {
+        // SAFETY: as above for `dst`.
+        unsafe { bpf_xdp_load_bytes(self, off, dst, len) }
+    }
+}
+
+/// A program context.
+pub trait Pkt {
+    type R: Raw;
+    fn raw(&self) -> Self::R;
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Packet length from the Ethernet header on.
+    fn len(&self) -> u32;
+    /// Grows (zero bytes) or shrinks the packet to `len`. Invalidates packet pointers.
+    fn resize(&self, len: u32) -> Result<(), Stat>;
+
+    /// A copy of the `T` at packet offset `off`.
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Result<T, Stat> {
+        let mut v = core::mem::MaybeUninit::<T>::uninit();
+        if self.raw().load(off as u32, v.as_mut_ptr() as *mut c_void, core::mem::size_of::<T>() as u32) != 0 {
+            return Err(Stat::Error);
+        }
+        // SAFETY: the helper filled all of it; callers use plain-integer `T`s.
+        Ok(unsafe { v.assume_init() })
+    }
+
+    /// Writes `v` at packet offset `off`. Invalidates packet pointers.
+    #[inline(always)]
+    fn store<T: Copy>(&self, off: usize, v: &T) -> Result<(), Stat> {
+        match self.raw().store(off as u32, v as *const T as *const c_void, core::mem::size_of::<T>() as u32) {
+            0 => Ok(()),
+            _ => Err(Stat::Error),
+        }
+    }
+}
+
+impl Pkt for TcContext {
+    type R = *mut __sk_buff;
+
+    #[inline(always)]
+    fn raw(&self) -> Self::R {
+        self.skb.skb
+    }
+
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        TcContext::len(self)
+    }
+
+    #[inline(always)]
+    fn resize(&self, len: u32) -> Result<(), Stat> {
+        crate::csum::change_tail(self, len)
+    }
+}
+
+impl Pkt for XdpContext {
+    type R = *mut xdp_md;
+
+    #[inline(always)]
+    fn raw(&self) -> Self::R {
+        self.ctx
+    }
+
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+
+    /// Linear frames only: the program is not frags-aware, so the kernel never hands it a
+    /// multi-buffer frame.
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        // black_box: LLVM would otherwise fold `x - (end - data)` into arithmetic on the
+        // `pkt_end` pointer, which the verifier prohibits.
+        core::hint::black_box((XdpContext::data_end(self) - XdpContext::data(self)) as u32)
+    }
+
+    /// `bpf_xdp_adjust_tail` grows only into the tailroom the driver reserved (`frame_sz`) and
+    /// zeroes the new bytes:
+    /// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4167-L4196>.
+    #[inline(always)]
+    fn resize(&self, len: u32) -> Result<(), Stat> {
+        let delta = len as i32 - Pkt::len(self) as i32;
+        // SAFETY: a valid xdp_md.
+        match unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } {
+            0 => Ok(()),
+            _ if delta > 0 => Err(Stat::NoTailroom),
+            _ => Err(Stat::Error),
+        }
+    }
+}
+
+/// Where the headers of a candidate datagram are.
+pub struct Frame {
+    pub l3: usize,
+    pub udp: usize,
+    pub v6: bool,
+}
+
+/// Lengths and checksums after a payload change, per context kind.
+pub trait Fix {
+    /// See [`crate::csum::fix_lengths_and_checksums`]. Invalidates packet pointers.
+    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut rewriter_common::Scratch)
+    -> Result<(), Stat>;
+}
+
+impl Fix for TcContext {
+    #[inline(always)]
+    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut rewriter_common::Scratch) -> Result<(), Stat> {
+        crate::csum::fix_lengths_and_checksums(self, f.l3, f.udp, f.v6, payload, n, new_n, first, s)
+    }
+}
+
+impl Fix for XdpContext {
+    #[inline(always)]
+    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut rewriter_common::Scratch) -> Result<(), Stat> {
+        crate::csum::fix_xdp(self, f.l3, f.udp, f.v6, payload, n, new_n, first, s)
+    }
+}

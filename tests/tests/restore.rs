@@ -1,0 +1,164 @@
+//! Ingress restore through the real kernel programs (BPF_PROG_TEST_RUN, XDP and TC ingress):
+//! each case of `tests/corpus-restore/` sends its REGISTER through the egress program (which
+//! rewrites and records it), then Genesys' response through the ingress program; the response
+//! must come out exactly as the case's `.out.sip`, with valid lengths and checksums (checked by
+//! the tests' own checker). The same cases run through the userspace form of the algorithm.
+
+use std::{fs, net::IpAddr, path::Path};
+
+use integration_tests::{
+    kernel::{corpus_config, corpus_rewriter, run, run_ingress},
+    packet::{Frame, check},
+};
+use rewriter_common::{
+    ContactUri, Stat,
+    restore::{self, Decision},
+    sip::{self, MAX_SIP_LEN},
+};
+use rewriter_user::{Ingress, Rewriter};
+
+struct Case {
+    name: String,
+    req: Vec<u8>,
+    resp: Vec<u8>,
+    out: Vec<u8>,
+}
+
+fn cases() -> Vec<Case> {
+    let dir = std::env::var_os("RESTORE_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus-restore"));
+    let mut names: Vec<_> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    names.sort();
+    let read = |p: &Path, ext: &str| fs::read(p.to_string_lossy().replace(".req.sip", ext)).unwrap();
+    let out: Vec<Case> = names
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".req.sip"))
+        .map(|p| Case {
+            name: p.file_name().unwrap().to_string_lossy().replace(".req.sip", ""),
+            req: fs::read(p).unwrap(),
+            resp: read(p, ".resp.sip"),
+            out: read(p, ".out.sip"),
+        })
+        .collect();
+    assert!(out.len() >= 20 || std::env::var_os("RESTORE_CORPUS").is_some(), "restore corpus went missing: {} cases", out.len());
+    assert!(out.iter().any(|c| c.resp != c.out), "need restore cases");
+    out
+}
+
+/// The request's frame (edge -> Genesys) and the response's (Genesys -> edge).
+fn frames(v6: bool) -> (Frame, Frame) {
+    let req = if v6 { Frame::v6(5060) } else { Frame::v4(5060) };
+    let (a, b): (IpAddr, IpAddr) = (req.src, req.dst);
+    let resp = Frame { src: b, dst: a, sport: 5060, dport: 5070, ..req.clone() };
+    (Frame { sport: 5070, ..req }, resp)
+}
+
+fn run_all(which: Ingress, v6: bool, vlan: bool) {
+    let mut rw = corpus_rewriter();
+    let (mut req_f, mut resp_f) = frames(v6);
+    if vlan {
+        req_f.vlan = Some(210);
+        resp_f.vlan = Some(210);
+    }
+    let mut failures = Vec::new();
+    for c in cases() {
+        rw.clear_registrations().unwrap();
+        let _ = run(&mut rw, &req_f.build(&c.req));
+        let frame = resp_f.build(&c.resp);
+        let before = rw.counters().unwrap();
+        let out = run_ingress(&mut rw, which, &frame);
+        let after = rw.counters().unwrap();
+        let restored = after.get(Stat::Restored) - before.get(Stat::Restored);
+        match check(&out) {
+            Err(e) => failures.push(format!("{}: invalid frame out: {e}", c.name)),
+            Ok(got) if got.payload != c.out => failures.push(format!(
+                "{}: payload differs\n--- got\n{}\n--- expected\n{}",
+                c.name,
+                String::from_utf8_lossy(&got.payload),
+                String::from_utf8_lossy(&c.out)
+            )),
+            Ok(_) => {}
+        }
+        if c.resp == c.out && out != frame {
+            failures.push(format!("{}: pass case not byte-identical", c.name));
+        }
+        if restored != u64::from(c.resp != c.out) {
+            failures.push(format!("{}: restored counter moved by {restored}", c.name));
+        }
+    }
+    assert!(failures.is_empty(), "{which} v6={v6}: {} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn xdp_restores_corpus_over_ipv4() {
+    run_all(Ingress::Xdp, false, false);
+}
+
+#[test]
+fn xdp_restores_corpus_over_ipv6() {
+    run_all(Ingress::Xdp, true, false);
+}
+
+#[test]
+fn tc_restores_corpus_over_ipv4() {
+    run_all(Ingress::Tc, false, false);
+}
+
+#[test]
+fn tc_restores_corpus_over_ipv6_and_vlan() {
+    run_all(Ingress::Tc, true, true);
+}
+
+/// The userspace form (record from the egress scan, restore from the response scan) agrees
+/// with every case too: the kernel and userspace share the algorithm, the cases check both.
+#[test]
+fn userspace_restore_matches_corpus() {
+    let cfg = corpus_config();
+    let mapped = ContactUri::new(b"sip:1002@192.168.210.54:5060").unwrap();
+    let mut failures = Vec::new();
+    for c in cases() {
+        let mut m = sip::Msg::zeroed();
+        let state = m.load(&c.req).then(|| sip::scan(&m, c.req.len(), &cfg)).and_then(|s| {
+            (s.outcome() == sip::Outcome::Rewrite).then_some(())?;
+            let dn = &c.req[s.dn_start as usize..(s.dn_start + s.dn_len) as usize];
+            let written = if dn == b"1002" {
+                mapped.bracketed().to_vec()
+            } else {
+                let (pre, post) = cfg.template().unwrap();
+                [pre, dn, post].concat()
+            };
+            restore::record(&c.req, &s, &written)
+        });
+        let mut out = vec![0u8; MAX_SIP_LEN];
+        let got = match restore::restore(&c.resp, &cfg, |k| state.filter(|(sk, _)| sk == k).map(|(_, st)| st), &mut out) {
+            Decision::Restored { len, .. } => out[..len].to_vec(),
+            Decision::Pass(_) => c.resp.clone(),
+        };
+        if got != c.out {
+            failures.push(format!(
+                "{}:\n--- got\n{}\n--- expected\n{}",
+                c.name,
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&c.out)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Ingress programs are loaded next to the egress one; their verifier cost is printed.
+#[test]
+fn ingress_programs_load() {
+    let mut rw = Rewriter::load(&corpus_config()).unwrap();
+    for which in [Ingress::Xdp, Ingress::Tc] {
+        rw.load_ingress(which).unwrap();
+        let info = match which {
+            Ingress::Xdp => rw.xdp_mut().unwrap().info().unwrap(),
+            _ => rw.tc_ingress_mut().unwrap().info().unwrap(),
+        };
+        let n = info.verified_instruction_count().unwrap();
+        println!("verifier: {which} restore processed {n} instructions");
+        assert!(n < 1_000_000, "{which}: verifier processed {n} instructions");
+    }
+}
