@@ -12,7 +12,7 @@
 //! and userspace run the same code.
 
 use crate::{
-    ContactUri, DnKey, MAX_DN_LEN, Stat, URI_BUF,
+    ContactUri, DnKey, MAX_DN_LEN, MAX_URI_LEN, Stat, URI_BUF,
     sip::{self, EDIT_URI, Edit, MAX_EDITS, MAX_SIP_LEN, Msg, Outcome, Scan, low_bytes},
 };
 
@@ -149,7 +149,12 @@ impl RegState {
         // `pend`: the URI's own end (deleted parameters may be merged into the edit).
         let (start, end) = (e.start as usize, e.pend as usize);
         let bare = m.byte(start) != b'<';
-        let ok = self.orig[k & (MAX_ORIGINALS - 1)].fill(m, start, end.wrapping_sub(start), bare);
+        let n = end.wrapping_sub(start);
+        // The same limit as for the URIs the rewrite writes: MAX_URI_LEN without brackets.
+        if n > MAX_URI_LEN + if bare { 0 } else { 2 } {
+            return false;
+        }
+        let ok = self.orig[k & (MAX_ORIGINALS - 1)].fill(m, start, n, bare);
         if ok {
             self.n = k as u32 + 1;
         }

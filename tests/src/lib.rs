@@ -4,3 +4,4 @@ pub mod kernel;
 pub mod net;
 pub mod packet;
 pub mod registrar;
+pub mod sipp;

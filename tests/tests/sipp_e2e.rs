@@ -22,9 +22,7 @@ fn star(i: u32) -> bool {
 
 /// The CSV line sipp reads for DN number `i` (see tests/sipp/*.xml).
 fn csv_line(i: u32) -> String {
-    let dn = FIRST_DN + i;
-    let expires = if i % 10 == 9 { 0 } else { 600 };
-    format!("{dn};{:08x};{:012x};{:012x};{expires}", 0x8000_0000u32 + i, 0x3000_0000u64 + i as u64, i)
+    integration_tests::sipp::csv_line(FIRST_DN + i, i, if i % 10 == 9 { 0 } else { 600 })
 }
 
 /// The Contact Genesys must receive for DN number `i`: mapped for the first half, the
