@@ -31,6 +31,12 @@ pub const CFG_KEEP_ALL: u16 = 1 << 0;
 pub const CFG_HAS_DEFAULT: u16 = 1 << 1;
 /// `Config::flags`: only destinations in the `GENESYS` address set are candidates.
 pub const CFG_ADDR_FILTER: u16 = 1 << 2;
+/// `Config::flags`: the XDP restore runs in front of the TC ingress one, which then handles
+/// only the frames XDP handed over (marked with [`XDP_HANDOFF`] in the XDP metadata).
+pub const CFG_TC_AFTER_XDP: u16 = 1 << 3;
+/// XDP metadata word marking a frame the XDP restore could not grow (no tailroom) for the TC
+/// ingress restore to take over.
+pub const XDP_HANDOFF: u32 = 0x5349_5052;
 
 /// Runtime configuration, one entry in the `CONFIG` array map.
 #[repr(C)]
@@ -290,7 +296,8 @@ pub enum Stat {
     NoMatch,
     /// Ingress: anything but a 2xx response to REGISTER (requests, 1xx, 4xx, 200 to OPTIONS).
     RespOther,
-    /// Ingress XDP: the driver left no tailroom to grow the frame (use `--ingress tc`).
+    /// Ingress XDP: frames the driver left no tailroom to grow; handed to the TC ingress
+    /// restore through XDP metadata (lost where the driver has no metadata support).
     NoTailroom,
 }
 

@@ -11,13 +11,14 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    helpers::generated::bpf_xdp_adjust_meta,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::info;
 use network_types::udp::UdpHdr;
 use rewriter_common::{
-    Scratch, Stat, URI_BUF,
+    CFG_TC_AFTER_XDP, Scratch, Stat, URI_BUF, XDP_HANDOFF,
     restore::{MAX_ORIGINALS, stat_for_response},
     sip::{Edit, MAX_EDITS, MAX_SIP_LEN, Outcome},
 };
@@ -27,22 +28,65 @@ use crate::{
     pkt::{Fix, Pkt, Raw},
 };
 
-/// XDP ingress entry point.
+/// XDP ingress entry point. A frame that needs to grow where the driver left no tailroom is
+/// handed to the TC ingress restore (attached behind it) through the XDP metadata.
 #[xdp]
 pub fn sip_restore_xdp(ctx: XdpContext) -> u32 {
-    finish(&ctx, try_restore(&ctx));
+    let r = try_restore(&ctx, true);
+    if r == Err(Stat::NoTailroom) {
+        hand_off(&ctx);
+    }
+    finish(&ctx, r);
     XDP_PASS
 }
 
-/// TC ingress entry point (fallback where XDP cannot grow frames).
+/// TC ingress entry point: the restore on its own (`--ingress tc`), or behind XDP for the
+/// frames XDP handed over (`CFG_TC_AFTER_XDP`).
 #[classifier]
 pub fn sip_restore_tc(ctx: TcContext) -> i32 {
+    let after_xdp = CONFIG.get(0).is_some_and(|c| c.flags & CFG_TC_AFTER_XDP != 0);
+    if after_xdp && !handed_off(&ctx) {
+        return TC_ACT_UNSPEC;
+    }
     // A GSO skb is several datagrams' worth; resizing would drop its GSO state.
     // `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
     // SAFETY: `ctx.skb.skb` is the program's valid `__sk_buff`.
-    let r = if unsafe { (*ctx.skb.skb).gso_size } != 0 { Err(Stat::TooBig) } else { try_restore(&ctx) };
+    let r = if unsafe { (*ctx.skb.skb).gso_size } != 0 { Err(Stat::TooBig) } else { try_restore(&ctx, !after_xdp) };
     finish(&ctx, r);
     TC_ACT_UNSPEC
+}
+
+/// Marks the frame for the TC restore: 4 bytes of XDP metadata holding [`XDP_HANDOFF`]. The
+/// kernel hands XDP metadata on to the skb (`skb_metadata_set`, generic XDP and drivers that
+/// support metadata), where TC reads it at `__sk_buff.data_meta`:
+/// <https://github.com/torvalds/linux/blob/v6.18/net/core/dev.c#L5353-L5356>. Where the driver
+/// has no metadata support the adjustment fails and the frame stays unrestored (counted as
+/// `no_tailroom`).
+#[inline(always)]
+fn hand_off(ctx: &XdpContext) {
+    // SAFETY: a valid xdp_md; -4 asks for 4 bytes of metadata in front of the data.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -4) } != 0 {
+        return;
+    }
+    let (meta, data) = (ctx.metadata(), ctx.data());
+    if meta + 4 > data {
+        return;
+    }
+    // SAFETY: bounds checked against `data` just above (the verifier checks the same).
+    unsafe { core::ptr::write_unaligned(meta as *mut u32, XDP_HANDOFF) };
+}
+
+/// Whether the XDP restore handed this skb over (see [`hand_off`]).
+#[inline(always)]
+fn handed_off(ctx: &TcContext) -> bool {
+    // SAFETY: `ctx.skb.skb` is the program's valid `__sk_buff`; `data_meta` since v4.15
+    // (commit de8f3a83b0a0).
+    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    if meta + 4 > data {
+        return false;
+    }
+    // SAFETY: bounds checked against `data` just above.
+    unsafe { core::ptr::read_unaligned(meta as *const u32) == XDP_HANDOFF }
 }
 
 #[inline(always)]
@@ -52,17 +96,20 @@ fn finish<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, r: Verdict) {
         if stat as u32 == Stat::NoTailroom as u32 {
             let n = read(Stat::NoTailroom);
             if n.is_power_of_two() {
-                aya_log_ebpf::warn!(ctx, "XDP: no tailroom to grow a 2xx to REGISTER (#{} on this CPU); attach with --ingress tc", n);
+                aya_log_ebpf::warn!(ctx, "XDP: no tailroom to grow a 2xx to REGISTER (#{} on this CPU); handed to the TC ingress restore", n);
             }
         }
     }
 }
 
 #[inline(always)]
-fn try_restore<P: Pkt + Fix + aya_ebpf::EbpfContext>(ctx: &P) -> Verdict {
+fn try_restore<P: Pkt + Fix + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) -> Verdict {
     let cfg = CONFIG.get(0).ok_or(Stat::Error)?;
     let f = candidate(ctx, cfg, true)?;
-    add(Stat::Responses, 1);
+    // A frame XDP handed over was counted there already.
+    if first_look {
+        add(Stat::Responses, 1);
+    }
     let udp_len = u16::from_be(ctx.load::<u16>(f.udp + core::mem::offset_of!(UdpHdr, len))?) as usize;
     let payload = f.udp + UdpHdr::LEN;
     if udp_len < UdpHdr::LEN || payload + (udp_len - UdpHdr::LEN) != ctx.len() as usize {

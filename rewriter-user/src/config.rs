@@ -804,6 +804,10 @@ impl Settings {
         if !self.genesys.is_empty() {
             config.flags |= CFG_ADDR_FILTER;
         }
+        // With XDP in front, the TC ingress restore only takes the frames XDP hands over.
+        if self.ingress == crate::Ingress::Xdp {
+            config.flags |= rewriter_common::CFG_TC_AFTER_XDP;
+        }
         config
     }
 }

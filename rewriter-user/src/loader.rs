@@ -37,9 +37,9 @@ pub struct Rewriter {
 pub struct Attachment {
     pub iface: String,
     pub tcx: bool,
-    link: SchedClassifierLinkId,
-    /// The ingress restore, if attached ([`Rewriter::attach_ingress`]).
-    ingress: Option<IngressLink>,
+    link: Option<SchedClassifierLinkId>,
+    /// The ingress restore's links, if attached ([`Rewriter::attach_ingress`]).
+    ingress: Vec<IngressLink>,
 }
 
 #[derive(Debug)]
@@ -288,73 +288,132 @@ impl Rewriter {
             .program_mut()?
             .attach(iface, TcAttachType::Egress)
             .with_context(|| format!("attaching to {iface} egress"))?;
-        Ok(Attachment { iface: iface.to_owned(), tcx, link, ingress: None })
+        Ok(Attachment { iface: iface.to_owned(), tcx, link: Some(link), ingress: Vec::new() })
     }
 
-    /// Attaches the ingress restore to the interface of `att`. XDP tries native (driver) mode
-    /// first, then generic; returns a description of the hook used, for the log.
+    /// Attaches the ingress restore to the interface of `att`; returns a description of the
+    /// hooks used, for the log. `Xdp` tries native (driver) mode, then generic, and puts the TC
+    /// ingress restore behind it for the frames XDP cannot grow (no tailroom), which XDP marks
+    /// in its metadata; the configuration's `CFG_TC_AFTER_XDP` flag must be set by the caller
+    /// (see `Settings::kernel_config`). If XDP cannot attach at all, the error says so.
     pub fn attach_ingress(&mut self, att: &mut Attachment, which: Ingress) -> anyhow::Result<String> {
-        self.load_ingress(which)?;
         let iface = att.iface.clone();
-        match which {
-            Ingress::Off => Ok("off".into()),
-            Ingress::Xdp => {
-                let prog = self.xdp_mut()?;
-                let (link, mode) = match prog.attach(&iface, XdpMode::Driver) {
-                    Ok(l) => (l, "native"),
-                    Err(native) => {
-                        log::debug!("XDP native mode on {iface}: {native}");
-                        let l = prog
-                            .attach(&iface, XdpMode::Skb)
-                            .with_context(|| format!("attaching XDP (native, then generic) to {iface}"))?;
-                        (l, "generic")
-                    }
-                };
-                att.ingress = Some(IngressLink::Xdp(link));
-                Ok(format!("xdp ({mode})"))
+        let (links, what) = self.attach_ingress_links(&iface, att.tcx, which)?;
+        att.ingress = links;
+        Ok(what)
+    }
+
+    /// Attaches the restore on ingress first, then the rewrite on egress: no REGISTER leaves
+    /// rewritten before its response can be restored. Returns the attachment and a description
+    /// of the ingress hooks.
+    pub fn attach(&mut self, iface: &str, which: Ingress) -> anyhow::Result<(Attachment, String)> {
+        netdev::ifindex(iface)?;
+        netdev::require_ethernet(iface)?;
+        if let Some(id) = netdev::attached_program(iface)? {
+            bail!("sip-rewriter is already attached to {iface} egress (program id {id}); detach it first");
+        }
+        let tcx = netdev::has_tcx();
+        if !tcx && let Err(e) = tc::qdisc_add_clsact(iface) {
+            log::debug!("clsact on {iface}: {e}");
+        }
+        let (links, what) = self.attach_ingress_links(iface, tcx, which)?;
+        match self.attach_egress(iface) {
+            Ok(mut att) => {
+                att.ingress = links;
+                Ok((att, what))
             }
-            Ingress::Tc => {
-                let tcx = att.tcx;
-                let link = self
-                    .tc_ingress_mut()?
-                    .attach(&iface, TcAttachType::Ingress)
-                    .with_context(|| format!("attaching to {iface} ingress"))?;
-                att.ingress = Some(IngressLink::Tc(link));
-                Ok(if tcx { "tc (tcx)".into() } else { "tc (clsact)".into() })
+            Err(e) => {
+                let _ = self.detach(Attachment { iface: iface.to_owned(), tcx, link: None, ingress: links });
+                Err(e)
             }
         }
     }
 
-    /// Turns the attachment into a pinned link at `path`: the program stays attached after this
-    /// process exits, until the pin is removed (`sip-rewriter detach`).
-    /// The ingress link, if any, is pinned at `ingress_path` the same way.
-    pub fn persist(&mut self, attachment: Attachment, path: &std::path::Path, ingress_path: &std::path::Path) -> anyhow::Result<()> {
-        let link = self.program_mut()?.take_link(attachment.link)?;
-        let fd: FdLink = link.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?;
-        fd.pin(path).with_context(|| format!("pinning the link at {}", path.display()))?;
-        let fd: Option<FdLink> = match attachment.ingress {
-            None => None,
-            Some(IngressLink::Xdp(id)) => Some(
-                self.xdp_mut()?.take_link(id)?.try_into().context("--persist needs an XDP bpf_link (kernel >= 5.9)")?,
-            ),
-            Some(IngressLink::Tc(id)) => {
-                Some(self.tc_ingress_mut()?.take_link(id)?.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?)
+    fn attach_ingress_links(&mut self, iface: &str, tcx: bool, which: Ingress) -> anyhow::Result<(Vec<IngressLink>, String)> {
+        self.load_ingress(which)?;
+        if which == Ingress::Xdp {
+            self.load_ingress(Ingress::Tc)?;
+        }
+        let iface = iface.to_owned();
+        let mut links = Vec::new();
+        let mut xdp_mode = None;
+        if which == Ingress::Xdp {
+            let prog = self.xdp_mut()?;
+            let (link, mode) = match prog.attach(&iface, XdpMode::Driver) {
+                Ok(l) => (l, "native"),
+                Err(native) => {
+                    log::debug!("XDP native mode on {iface}: {native}");
+                    let l = prog
+                        .attach(&iface, XdpMode::Skb)
+                        .with_context(|| format!("attaching XDP (native, then generic) to {iface}; try --ingress tc"))?;
+                    (l, "generic")
+                }
+            };
+            links.push(IngressLink::Xdp(link));
+            xdp_mode = Some(mode);
+        }
+        if which == Ingress::Off {
+            return Ok((links, "off".into()));
+        }
+        let link = match self.tc_ingress_mut()?.attach(&iface, TcAttachType::Ingress) {
+            Ok(l) => l,
+            Err(e) => {
+                for l in links {
+                    if let IngressLink::Xdp(id) = l {
+                        let _ = self.xdp_mut()?.detach(id);
+                    }
+                }
+                return Err(e).with_context(|| format!("attaching to {iface} ingress"));
             }
         };
-        if let Some(fd) = fd {
-            fd.pin(ingress_path).with_context(|| format!("pinning the link at {}", ingress_path.display()))?;
+        links.push(IngressLink::Tc(link));
+        let tc = if tcx { "tc (tcx)" } else { "tc (clsact)" };
+        Ok((
+            links,
+            match xdp_mode {
+                Some(mode) => format!("xdp ({mode}), {tc} for frames without XDP tailroom"),
+                None => tc.to_owned(),
+            },
+        ))
+    }
+
+    /// Turns the attachment into a pinned link at `path`: the program stays attached after this
+    /// process exits, until the pin is removed (`sip-rewriter detach`).
+    /// The ingress links, if any, are pinned in `pins` the same way.
+    pub fn persist(&mut self, attachment: Attachment, path: &std::path::Path, pins: &PinDir) -> anyhow::Result<()> {
+        let link = self.program_mut()?.take_link(attachment.link.context("nothing attached on egress")?)?;
+        let fd: FdLink = link.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?;
+        fd.pin(path).with_context(|| format!("pinning the link at {}", path.display()))?;
+        for l in attachment.ingress {
+            let (fd, path): (FdLink, _) = match l {
+                IngressLink::Xdp(id) => (
+                    self.xdp_mut()?.take_link(id)?.try_into().context("--persist needs an XDP bpf_link (kernel >= 5.9)")?,
+                    pins.ingress_link_path(),
+                ),
+                IngressLink::Tc(id) => (
+                    self.tc_ingress_mut()?.take_link(id)?.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?,
+                    pins.ingress_tc_link_path(),
+                ),
+            };
+            fd.pin(&path).with_context(|| format!("pinning the link at {}", path.display()))?;
         }
         Ok(())
     }
 
     /// Detaches the links made by [`Self::attach_egress`] and [`Self::attach_ingress`].
     pub fn detach(&mut self, attachment: Attachment) -> anyhow::Result<()> {
-        let ingress = match attachment.ingress {
+        let mut ingress = Ok(());
+        for l in attachment.ingress {
+            let r = match l {
+                IngressLink::Xdp(id) => self.xdp_mut()?.detach(id).map_err(anyhow::Error::from),
+                IngressLink::Tc(id) => self.tc_ingress_mut()?.detach(id).map_err(anyhow::Error::from),
+            };
+            ingress = ingress.and(r);
+        }
+        let egress = match attachment.link {
+            Some(l) => self.program_mut()?.detach(l),
             None => Ok(()),
-            Some(IngressLink::Xdp(id)) => self.xdp_mut()?.detach(id).map_err(anyhow::Error::from),
-            Some(IngressLink::Tc(id)) => self.tc_ingress_mut()?.detach(id).map_err(anyhow::Error::from),
         };
-        let egress = self.program_mut()?.detach(attachment.link);
         ingress.with_context(|| format!("detaching the restore from {} ingress", attachment.iface))?;
         egress.with_context(|| format!("detaching from {}", attachment.iface))
     }

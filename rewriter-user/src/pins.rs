@@ -1,6 +1,7 @@
 //! Where a running rewriter lives in bpffs: `/sys/fs/bpf/sip-rewriter/<iface>/` holds its maps
 //! (`CONFIG`, `STATS`, `CONTACTS`, `GENESYS`, `REGS`), its program (`prog`) and, for a persisted
-//! attachment, its TCX link (`link`) and ingress restore link (`link-ingress`). Short CLI calls find the running program through these.
+//! attachment, its TCX link (`link`) and ingress restore links (`link-xdp`,
+//! `link-ingress`). Short CLI calls find the running program through these.
 
 use std::{
     env, fs,
@@ -93,8 +94,13 @@ impl PinDir {
         self.path.join("link")
     }
 
-    /// The persisted ingress restore's link (XDP or TC ingress).
+    /// The persisted XDP restore's link.
     pub fn ingress_link_path(&self) -> PathBuf {
+        self.path.join("link-xdp")
+    }
+
+    /// The persisted TC ingress restore's link.
+    pub fn ingress_tc_link_path(&self) -> PathBuf {
         self.path.join("link-ingress")
     }
 
@@ -128,7 +134,7 @@ impl PinDir {
 
     /// Removes every pin and the directory. Missing pins are fine.
     pub fn remove(&self) -> anyhow::Result<()> {
-        for name in MAPS.iter().copied().chain(["prog", "link", "link-ingress"]) {
+        for name in MAPS.iter().copied().chain(["prog", "link", "link-xdp", "link-ingress"]) {
             let p = self.path.join(name);
             match fs::remove_file(&p) {
                 Ok(()) => {}

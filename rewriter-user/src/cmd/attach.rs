@@ -144,19 +144,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let mut applied = Applied::default();
-    let result = apply(&mut rw, &settings, &mut applied).and_then(|()| rw.attach_egress(&iface));
-    let mut attachment = match result {
+    let result = apply(&mut rw, &settings, &mut applied).and_then(|()| rw.attach(&iface, settings.ingress));
+    let (attachment, hook) = match result {
         Ok(a) => a,
         Err(e) => {
-            drop(rw);
-            let _ = pins.remove();
-            return Err(e);
-        }
-    };
-    let hook = match rw.attach_ingress(&mut attachment, settings.ingress) {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = rw.detach(attachment);
             drop(rw);
             let _ = pins.remove();
             return Err(e);
@@ -170,7 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         pins.path.display()
     );
     if args.persist {
-        rw.persist(attachment, &pins.link_path(), &pins.ingress_link_path())?;
+        rw.persist(attachment, &pins.link_path(), &pins)?;
         println!("sip-rewriter stays attached to {iface}; remove it with: sip-rewriter detach --iface {iface}");
         return Ok(());
     }

@@ -18,11 +18,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     netdev::require_root()?;
     let pins = PinDir::for_iface(&args.iface);
     let link = pins.link_path();
-    let ingress = pins.ingress_link_path();
-    if ingress.exists() {
-        let pinned = PinnedLink::from_pin(&ingress)
-            .map_err(|e| anyhow::anyhow!("opening pinned link {}: {e}", ingress.display()))?;
-        drop(pinned.unpin().map_err(|e| anyhow::anyhow!("unpinning {}: {e}", ingress.display()))?);
+    for ingress in [pins.ingress_link_path(), pins.ingress_tc_link_path()] {
+        if ingress.exists() {
+            let pinned = PinnedLink::from_pin(&ingress)
+                .map_err(|e| anyhow::anyhow!("opening pinned link {}: {e}", ingress.display()))?;
+            drop(pinned.unpin().map_err(|e| anyhow::anyhow!("unpinning {}: {e}", ingress.display()))?);
+        }
     }
     if link.exists() {
         let pinned = PinnedLink::from_pin(&link)
