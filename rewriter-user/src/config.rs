@@ -1220,7 +1220,7 @@ keep_params = ["expires", "q"]            # optional
         assert_eq!(parse("ingress = \"xdp\"\n").unwrap().ingress, crate::Ingress::Xdp);
         let e = parse_err("\ningress = \"XDP\"\n");
         let text = e.to_string();
-        assert!(text.contains("line 2") && text.contains("\"XDP\""), "{text}");
+        assert!(text.contains(":2:") && text.contains("\"XDP\""), "{text}");
     }
 
     #[test]
@@ -2126,7 +2126,7 @@ keep_params = ["expires", "q"]            # optional
         assert!(expected.add_keep(b"expires"));
         assert!(expected.add_keep(b"q"));
         assert!(expected.set_template(b"sip:", b"@192.168.210.54:5060"));
-        expected.flags |= CFG_ADDR_FILTER;
+        expected.flags |= CFG_ADDR_FILTER | rewriter_common::CFG_TC_AFTER_XDP;
         let got = s.kernel_config();
         assert_eq!(got, expected);
         // Independent spot checks of the layout.
@@ -2140,18 +2140,27 @@ keep_params = ["expires", "q"]            # optional
         );
         assert_eq!(
             got.flags,
-            rewriter_common::CFG_HAS_DEFAULT | CFG_ADDR_FILTER
+            rewriter_common::CFG_HAS_DEFAULT | CFG_ADDR_FILTER | rewriter_common::CFG_TC_AFTER_XDP
         );
+        let tc_only = Settings { ingress: crate::Ingress::Tc, ..s.clone() };
+        assert_eq!(tc_only.kernel_config().flags & rewriter_common::CFG_TC_AFTER_XDP, 0);
+    }
+
+    /// Default settings with the TC-only ingress (no `CFG_TC_AFTER_XDP` flag).
+    fn tc_only() -> Settings {
+        Settings { ingress: crate::Ingress::Tc, ..Settings::default() }
     }
 
     #[test]
     fn kernel_config_variants() {
-        assert_eq!(Settings::default().kernel_config(), Config::default());
+        let mut xdp_default = Config::default();
+        xdp_default.flags |= rewriter_common::CFG_TC_AFTER_XDP;
+        assert_eq!(Settings::default().kernel_config(), xdp_default);
 
         let s = Settings {
             port: 5070,
             keep: KeepParams::All,
-            ..Settings::default()
+            ..tc_only()
         };
         let mut expected = Config::new(5070);
         expected.flags = CFG_KEEP_ALL;
@@ -2160,11 +2169,11 @@ keep_params = ["expires", "q"]            # optional
 
         let s = Settings {
             keep: KeepParams::Names(vec![]),
-            ..Settings::default()
+            ..tc_only()
         };
         assert_eq!(s.kernel_config(), Config::new(5060));
 
-        let s = parse("[contacts]\nkeep_params = [\"+SIP.Instance\", \"Reg-Id\"]\n").unwrap();
+        let s = parse("ingress = \"tc\"\n[contacts]\nkeep_params = [\"+SIP.Instance\", \"Reg-Id\"]\n").unwrap();
         let mut expected = Config::new(5060);
         assert!(expected.add_keep(b"+sip.instance"));
         assert!(expected.add_keep(b"reg-id"));
@@ -2179,7 +2188,7 @@ keep_params = ["expires", "q"]            # optional
 
         let s = Settings {
             genesys: vec![IpAddr::V6(Ipv6Addr::LOCALHOST)],
-            ..Settings::default()
+            ..tc_only()
         };
         assert_eq!(s.kernel_config().flags, CFG_ADDR_FILTER);
     }

@@ -39,6 +39,16 @@ pub fn attached_program(iface: &str) -> anyhow::Result<Option<u32>> {
     Ok(progs.iter().find(|p| p.name_as_str() == Some(crate::PROGRAM)).map(|p| p.id()))
 }
 
+/// Whether the TC ingress restore is attached to `iface` (behind XDP or on its own).
+pub fn attached_ingress(iface: &str) -> anyhow::Result<bool> {
+    if !has_tcx() || ifindex(iface).is_err() {
+        return Ok(false);
+    }
+    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Ingress)
+        .with_context(|| format!("querying TCX ingress programs on {iface}"))?;
+    Ok(progs.iter().any(|p| p.name_as_str() == Some(crate::PROGRAM_TC_INGRESS)))
+}
+
 /// The program parses an Ethernet header first: refuse interfaces whose frames start
 /// elsewhere (loopback, tun, WireGuard, …), where it would read IP bytes as a MAC header.
 pub fn require_ethernet(iface: &str) -> anyhow::Result<()> {

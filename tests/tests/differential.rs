@@ -14,8 +14,8 @@ use integration_tests::{
     packet::{Frame, check},
 };
 use rewriter_common::{
-    ContactUri, Stat,
-    sip::{Decision, rewrite},
+    ContactUri, Stat, restore,
+    sip::{self, Decision, Msg, rewrite},
 };
 use rewriter_user::Rewriter;
 
@@ -47,8 +47,9 @@ fn compare(rw: &mut Rewriter, table: &HashMap<Vec<u8>, ContactUri>, payload: &[u
             if checked.payload != out[..len] {
                 return Some("payloads differ".into());
             }
-            if moved != [Stat::Rewritten] {
-                return Some(format!("userspace rewrote, kernel counted {moved:?}"));
+            let recorded = if recordable(payload, &out[..len]) { Stat::Recorded } else { Stat::NotRecorded };
+            if moved != [Stat::Rewritten, recorded] {
+                return Some(format!("userspace rewrote ({recorded:?}), kernel counted {moved:?}"));
             }
         }
         Decision::Pass(stat) => {
@@ -61,6 +62,17 @@ fn compare(rw: &mut Rewriter, table: &HashMap<Vec<u8>, ContactUri>, payload: &[u
         }
     }
     None
+}
+
+/// Whether the userspace algorithm records this rewrite for the restore: the URI written is read
+/// from the rewritten message at the first edit (the edits replace every URI with the same one).
+fn recordable(input: &[u8], rewritten: &[u8]) -> bool {
+    let mut m = Msg::zeroed();
+    assert!(m.load(input));
+    let s = sip::scan(&m, input.len(), &corpus_config());
+    let uri_len = (rewritten.len() + s.removed as usize - input.len()) / s.n_contacts as usize;
+    let start = s.edits[0].start as usize;
+    restore::record(input, &s, &rewritten[start..start + uri_len]).is_some()
 }
 
 fn shapes(rng: &mut Rng) -> Frame {

@@ -1,10 +1,12 @@
 //! `cargo xtask demo`: the rewrite on a throw-away topology.
 //!
-//! Namespaces "edge" (where Kamailio would run, with sip-rewriter on its egress) and "genesys"
-//! (the Genesys SIP server on 198.18.0.2:5060), joined by a veth pair. The seed's JsSIP-style
-//! REGISTERs for DN 1002 (in the DN map) and 1003 (default template) and an un-REGISTER are
-//! sent; for each, the Contact sent and the Contact Genesys received are printed side by side.
-//! Everything is removed at the end, also on failure.
+//! Namespaces "edge" (where Kamailio would run, with sip-rewriter on its interface) and
+//! "genesys" (the Genesys SIP server on 198.18.0.2:5060), joined by a veth pair. The seed's
+//! JsSIP-style REGISTERs for DN 1002 (in the DN map) and 1003 (default template) and an
+//! un-REGISTER are sent; "Genesys" answers each 200 OK listing the Contact it stored, as a
+//! registrar does. For each, the Contact sent, the Contact Genesys received and the Contact in
+//! the 200 OK back at the client (restored on ingress) are printed. Everything is removed at the
+//! end, also on failure.
 
 use std::{
     fs::File,
@@ -80,6 +82,37 @@ fn enter(ns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sip-rewriter status --iface veth-edge ARGS` in the edge namespace; its stdout.
+fn status(bin: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{EDGE}"))
+        .arg(bin)
+        .args(["status", "--iface", "veth-edge"])
+        .args(args)
+        .env("SIP_REWRITER_PIN_ROOT", PIN_ROOT)
+        .stderr(Stdio::null())
+        .output()
+        .context("running sip-rewriter status")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
+
+/// What a registrar answers: 200 OK with the request's Via, From, To (tagged), Call-ID and
+/// CSeq, and the binding it stored: the received Contact URI with `;expires=` of the request.
+fn ok_response(register: &str) -> String {
+    let header = |name: &str| register.split("\r\n").find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    let contact = contact(register);
+    let uri = contact.split('>').next().unwrap_or_default().to_owned() + ">";
+    let expires = contact.split(";expires=").nth(1).unwrap_or("600").to_owned();
+    format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=gen-1\r\n{}\r\n{}\r\nContact: {uri};expires={expires}\r\nContent-Length: 0\r\n\r\n",
+        header("Via:"),
+        header("From:"),
+        header("To:"),
+        header("Call-ID:"),
+        header("CSeq:")
+    )
+}
+
 fn contact(msg: &str) -> String {
     msg.split("\r\n")
         .filter(|l| l.to_ascii_lowercase().starts_with("contact:"))
@@ -117,9 +150,9 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
         .spawn()
         .context("starting sip-rewriter attach")?;
     demo.attach = Some(child);
-    let pins = Path::new(PIN_ROOT).join("veth-edge").join("prog");
+    // `status` says "running" once the egress program is attached, which `attach` does last.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !pins.exists() {
+    while !status(bin, &["--json"])?.contains("\"running\"") {
         if let Some(c) = demo.attach.as_mut()
             && let Some(status) = c.try_wait()?
         {
@@ -130,8 +163,6 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    // Give the link a moment after the program pin appears.
-    thread::sleep(Duration::from_millis(300));
 
     let receiver = thread::spawn(|| -> anyhow::Result<Vec<String>> {
         enter(GENESYS)?;
@@ -140,8 +171,10 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
         for _ in 0..3 {
-            let n = sock.recv(&mut buf).context("waiting for a REGISTER at genesys")?;
-            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let (n, from) = sock.recv_from(&mut buf).context("waiting for a REGISTER at genesys")?;
+            let register = String::from_utf8_lossy(&buf[..n]).into_owned();
+            sock.send_to(ok_response(&register).as_bytes(), from).context("answering 200 OK")?;
+            got.push(register);
         }
         Ok(got)
     });
@@ -153,38 +186,39 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
     ];
     let sender = thread::spawn({
         let sent = sent.clone();
-        move || -> anyhow::Result<()> {
+        move || -> anyhow::Result<Vec<String>> {
             enter(EDGE)?;
             let sock = UdpSocket::bind("198.18.0.1:5060").context("binding edge:5060")?;
+            sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let mut back = Vec::new();
+            let mut buf = [0u8; 2048];
             for (_, msg) in &sent {
                 sock.send_to(msg.as_bytes(), "198.18.0.2:5060")?;
-                thread::sleep(Duration::from_millis(50));
+                let n = sock.recv(&mut buf).context("waiting for the 200 OK at the client")?;
+                back.push(String::from_utf8_lossy(&buf[..n]).into_owned());
             }
-            Ok(())
+            Ok(back)
         }
     });
-    sender.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+    let back = sender.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
     let got = receiver.join().map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
     println!();
-    for ((what, s), g) in sent.iter().zip(&got) {
+    for (((what, s), g), b) in sent.iter().zip(&got).zip(&back) {
         println!("REGISTER {what}");
-        println!("  Contact sent:     {}", contact(s));
-        println!("  Contact received: {}", contact(g));
+        println!("  Contact sent by the client:     {}", contact(s));
+        println!("  Contact Genesys received:       {}", contact(g));
+        println!("  Contact in the 200 OK back:     {}", contact(b));
     }
     println!();
-    let stats = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{EDGE}"))
-        .arg(bin)
-        .args(["status", "--iface", "veth-edge"])
-        .env("SIP_REWRITER_PIN_ROOT", PIN_ROOT)
-        .status()
-        .context("running sip-rewriter status")?;
-    if !stats.success() {
-        bail!("sip-rewriter status failed: {stats}");
-    }
+    println!("{}", status(bin, &[])?);
     for (i, (_, s)) in sent.iter().enumerate() {
         if contact(s) == contact(&got[i]) {
             bail!("REGISTER {} reached Genesys with its Contact unchanged", i + 1);
+        }
+        // The 200 OK lists the stored binding as `<uri>;expires=N`: the client's own URI again.
+        let own = contact(s).split('>').next().unwrap_or_default().to_owned() + ">";
+        if !contact(&back[i]).starts_with(&own) {
+            bail!("the 200 OK to REGISTER {} came back without the client's own Contact {own}", i + 1);
         }
     }
     drop(demo);

@@ -22,6 +22,8 @@ struct Status {
     /// `running` (held by an attach process), `persisted` (pinned link) or `not attached`.
     state: String,
     program_id: Option<u32>,
+    /// Where the restore of 2xx to REGISTER runs: `xdp+tc`, `tc` or `off`.
+    ingress: String,
     pins: String,
     port: u16,
     genesys: Vec<String>,
@@ -49,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     for s in all {
         println!("{}: {}{}", s.iface, s.state, s.program_id.map(|i| format!(", program id {i}")).unwrap_or_default());
+        println!("  ingress restore {}", s.ingress);
         println!("  pins            {}", s.pins);
         println!("  genesys port    {}", s.port);
         println!(
@@ -107,10 +110,17 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
             .join(",")
     };
     let counters = d.counters()?;
+    let ingress = match netdev::attached_ingress(&d.iface) {
+        Ok(true) if cfg.flags & rewriter_common::CFG_TC_AFTER_XDP != 0 => "xdp+tc",
+        Ok(true) => "tc",
+        Ok(false) => "off",
+        Err(_) => "unknown",
+    };
     Ok(Status {
         iface: d.iface.clone(),
         state: state.to_owned(),
         program_id,
+        ingress: ingress.to_owned(),
         pins: d.path.display().to_string(),
         port: cfg.port,
         genesys: if cfg.flags & CFG_ADDR_FILTER != 0 { genesys } else { Vec::new() },
