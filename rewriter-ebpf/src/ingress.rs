@@ -40,6 +40,12 @@ pub fn sip_restore_xdp(ctx: XdpContext) -> u32 {
     XDP_PASS
 }
 
+/// The floor for the ingress rows of `cargo xtask bench`: an XDP program that does nothing.
+#[xdp]
+pub fn bench_empty_xdp(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
 /// TC ingress entry point: the restore on its own (`--ingress tc`), or behind XDP for the
 /// frames XDP handed over (`CFG_TC_AFTER_XDP`).
 #[classifier]
