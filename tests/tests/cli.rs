@@ -24,6 +24,13 @@ fn contact_of(msg: &[u8]) -> String {
         .to_owned()
 }
 
+/// Whether an XDP program is attached to `iface` in namespace `ns` (`ip link` shows it).
+fn xdp_attached(ns: &str, iface: &str) -> bool {
+    let out = std::process::Command::new("ip").args(["-n", ns, "-j", "-d", "link", "show", "dev", iface]).output().unwrap();
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link output");
+    !links[0]["xdp"].is_null()
+}
+
 fn write_config(dir: &PinRoot, body: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("{}.toml", dir.0.file_name().unwrap().to_string_lossy()));
     std::fs::write(&p, body).unwrap();
@@ -136,6 +143,13 @@ fn bad_input_is_refused_with_exit_2_and_nothing_written() {
     assert!(err.contains("nosuch0") && err.contains("not found"), "{err}");
     let (code, _, err) = run(ns, &root, &["attach", "--iface", &topo.edge_if, "--port", "0"]);
     assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(ns, &root, &["attach", "--iface", &topo.edge_if, "--ingress", "ebpf"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ebpf"), "{err}");
+    let cfg = write_config(&root, "ingress = \"XDP\"\n");
+    let (code, _, err) = run(ns, &root, &["attach", "--iface", &topo.edge_if, "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":1:") && err.contains("\"XDP\""), "{err}");
     // Frames on loopback do not start with an Ethernet header: refused, nothing left behind.
     let (code, _, err) = run(ns, &root, &["attach", "--iface", "lo"]);
     assert_eq!(code, 1, "{err}");
@@ -179,13 +193,16 @@ fn persist_detach_and_two_interfaces() {
     // A second veth pair in the edge namespace.
     ip(&["-n", &topo.edge, "link", "add", "veth-b", "type", "veth", "peer", "name", "veth-b-peer"]).unwrap();
     ip(&["-n", &topo.edge, "link", "set", "veth-b", "up"]).unwrap();
-    for iface in [topo.edge_if.as_str(), "veth-b"] {
-        let out = ok(ns, &root, &["attach", "--iface", iface, "--persist", "--default", "sip:{dn}@198.18.0.9"]);
+    for (iface, ingress) in [(topo.edge_if.as_str(), "xdp"), ("veth-b", "off")] {
+        let out = ok(ns, &root, &["attach", "--iface", iface, "--persist", "--default", "sip:{dn}@198.18.0.9", "--ingress", ingress]);
         assert!(out.contains("stays attached"), "{out}");
     }
     let status: serde_json::Value = serde_json::from_str(&ok(ns, &root, &["status", "--json"])).unwrap();
     assert_eq!(status.as_array().unwrap().len(), 2, "{status}");
     assert!(status.as_array().unwrap().iter().all(|s| s["state"] == "persisted"), "{status}");
+    let ingress: Vec<&str> = status.as_array().unwrap().iter().map(|s| s["ingress"].as_str().unwrap()).collect();
+    assert_eq!(ingress, ["off", "xdp+tc"], "sorted by interface: veth-b, veth-edge; {status}");
+    assert!(xdp_attached(&topo.edge, &topo.edge_if), "the persisted XDP restore stays attached");
     // The persisted program works with no process behind it.
     let path = SipPath::new(&topo).unwrap();
     assert_eq!(contact_of(&path.exchange(REGISTER.as_bytes()).unwrap()), "Contact: <sip:1002@198.18.0.9>;expires=600");
@@ -201,6 +218,7 @@ fn persist_detach_and_two_interfaces() {
         ok(ns, &root, &["detach", "--iface", iface]);
         assert!(!root.0.join(iface).exists());
     }
+    assert!(!xdp_attached(&topo.edge, &topo.edge_if), "detach removes the XDP restore");
     // Detached: REGISTERs pass unchanged.
     assert_eq!(path.exchange(REGISTER.as_bytes()).unwrap(), REGISTER.as_bytes());
     let (code, _, err) = run(ns, &root, &["detach", "--iface", &topo.edge_if]);
@@ -214,8 +232,10 @@ fn kill_9_detaches_and_a_new_attach_reuses_the_pinned_contacts() {
     let ns = Some(topo.edge.as_str());
     let att = Attach::start(&topo.edge, &root, &topo.edge_if, &[]);
     ok(ns, &root, &["contact", "add", "1002", "sip:1002@198.18.0.44"]);
+    assert!(xdp_attached(&topo.edge, &topo.edge_if));
     att.signal("KILL");
     let (_, _) = att.stop();
+    assert!(!xdp_attached(&topo.edge, &topo.edge_if), "the XDP link died with the process");
     // The TCX link died with the process: REGISTERs pass unchanged, pins stay behind.
     let path = SipPath::new(&topo).unwrap();
     assert_eq!(path.exchange(REGISTER.as_bytes()).unwrap(), REGISTER.as_bytes());

@@ -6,7 +6,7 @@
 //! valid (the tests' own checker), the counter moved the one userspace names, and the state
 //! the kernel recorded the one userspace computes.
 //!
-//! `FUZZ_COUNT` (default 5 000) and `FUZZ_SEED` (default: time) set the run; the seed is
+//! `FUZZ_COUNT` (default 20 000) and `FUZZ_SEED` (default: time) set the run; the seed is
 //! printed. A divergence is saved under `tests/regressions/restore/` before the test fails.
 
 use std::path::Path;
@@ -153,7 +153,7 @@ fn compare(rw: &mut Rewriter, rng: &mut Rng, register: &[u8], v6: bool) -> Optio
 
 #[test]
 fn kernel_and_userspace_agree_on_generated_responses() {
-    let count: u64 = std::env::var("FUZZ_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    let count: u64 = std::env::var("FUZZ_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
