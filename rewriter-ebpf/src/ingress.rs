@@ -63,11 +63,13 @@ pub fn sip_restore_tc(ctx: TcContext) -> i32 {
 }
 
 /// Marks the frame for the TC restore: 4 bytes of XDP metadata holding [`XDP_HANDOFF`]. The
-/// kernel hands XDP metadata on to the skb (`skb_metadata_set`, generic XDP and drivers that
-/// support metadata), where TC reads it at `__sk_buff.data_meta`:
-/// <https://github.com/torvalds/linux/blob/v6.18/net/core/dev.c#L5353-L5356>. Where the driver
-/// has no metadata support the adjustment fails and the frame stays unrestored (counted as
-/// `no_tailroom`).
+/// kernel hands XDP metadata on to the skb on XDP_PASS (`skb_metadata_set`: generic XDP,
+/// <https://github.com/torvalds/linux/blob/v6.18/net/core/dev.c#L5412-L5416>, veth,
+/// <https://github.com/torvalds/linux/blob/v6.18/drivers/net/veth.c#L879-L881>, and drivers that
+/// support metadata), where TC reads it at `__sk_buff.data_meta`. Where the driver has no
+/// metadata support `bpf_xdp_adjust_meta` fails (-ENOTSUPP,
+/// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4266-L4283>) and the frame
+/// stays unrestored (counted as `no_tailroom`).
 #[inline(always)]
 fn hand_off(ctx: &XdpContext) {
     // SAFETY: a valid xdp_md; -4 asks for 4 bytes of metadata in front of the data.

@@ -61,7 +61,7 @@ static GENESYS: HashMap<AddrKey, u8> = HashMap::with_max_entries(MAX_GENESYS_ADD
 /// (Call-ID, DN) -> the URI the egress wrote and the client's original URIs, for the ingress
 /// restore. LRU: a client that stops registering ages out; always preallocated (the kernel
 /// refuses `BPF_F_NO_PREALLOC` for LRU maps:
-/// <https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/hashtab.c#L430-L433>).
+/// <https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/hashtab.c#L447-L448>).
 #[map]
 static REGS: LruHashMap<RegKey, RegState> = LruHashMap::with_max_entries(MAX_REGISTRATIONS, 0);
 
@@ -420,6 +420,9 @@ fn splice<P: Pkt + Fix, const RESTORE: bool>(
     let saved = Saved::take(ctx, f)?;
     if delta > 0 {
         ctx.resize((pkt_len + delta) as u32)?;
+    } else if RESTORE && delta == 0 && ctx.forget_rx_checksum().is_err() {
+        saved.restore(ctx, f, payload, n, pkt_len as u32, s);
+        return Err(Stat::Error);
     }
     let first = s.scan.edits[0].start as usize;
     s.write.out = (payload + first) as u32;

@@ -37,7 +37,7 @@ impl Raw for *mut __sk_buff {
 }
 
 /// `bpf_xdp_load_bytes`/`bpf_xdp_store_bytes`: v5.18, commit 3f364222d032
-/// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4099-L4135>.
+/// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4072-L4134>.
 impl Raw for *mut xdp_md {
     #[inline(always)]
     fn store(self, off: u32, src: *const c_void, len: u32) -> i64 {
@@ -62,6 +62,13 @@ pub trait Pkt {
     fn len(&self) -> u32;
     /// Grows (zero bytes) or shrinks the packet to `len`. Invalidates packet pointers.
     fn resize(&self, len: u32) -> Result<(), Stat>;
+
+    /// Before an edit that keeps the length: makes sure no receive checksum computed by the
+    /// device over the old bytes stays attached to the packet. Invalidates packet pointers.
+    #[inline(always)]
+    fn forget_rx_checksum(&self) -> Result<(), Stat> {
+        Ok(())
+    }
 
     /// A copy of the `T` at packet offset `off`.
     #[inline(always)]
@@ -111,6 +118,19 @@ impl Pkt for TcContext {
     fn resize(&self, len: u32) -> Result<(), Stat> {
         crate::csum::change_tail(self, len)
     }
+
+    /// A received skb may be CHECKSUM_COMPLETE (`skb->csum` = the device's sum of the bytes);
+    /// the stores do not update it, and a stale one makes the stack re-verify in software and
+    /// report a "hw csum failure". Resizing turns COMPLETE into CHECKSUM_NONE (v6.18
+    /// include/linux/skbuff.h, `__skb_grow_rcsum` and `__skb_trim_rcsum`, used by
+    /// `bpf_skb_change_tail`), so edits that change the length are covered; one that keeps it
+    /// grows by one byte and shrinks back.
+    #[inline(always)]
+    fn forget_rx_checksum(&self) -> Result<(), Stat> {
+        let len = TcContext::len(self);
+        crate::csum::change_tail(self, len + 1)?;
+        crate::csum::change_tail(self, len)
+    }
 }
 
 impl Pkt for XdpContext {
@@ -140,9 +160,11 @@ impl Pkt for XdpContext {
         core::hint::black_box((XdpContext::data_end(self) - XdpContext::data(self)) as u32)
     }
 
-    /// `bpf_xdp_adjust_tail` grows only into the tailroom the driver reserved (`frame_sz`) and
-    /// zeroes the new bytes:
-    /// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4167-L4196>.
+    /// `bpf_xdp_adjust_tail` grows only into the tailroom the driver reserved (`frame_sz`),
+    /// else -EINVAL, and zeroes the new bytes:
+    /// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4230-L4256>. On veth
+    /// and in generic XDP that tailroom is the skb's, which can be nil
+    /// (<https://github.com/torvalds/linux/blob/v6.18/drivers/net/veth.c#L764-L766>).
     #[inline(always)]
     fn resize(&self, len: u32) -> Result<(), Stat> {
         let delta = len as i32 - Pkt::len(self) as i32;

@@ -146,3 +146,69 @@ fn userspace_restore_matches_corpus() {
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// A restore that keeps the length (original URI as long as the written one) goes through the
+/// path that first drops a device checksum (TC) and still yields a valid, exact frame.
+#[test]
+fn equal_length_restore_over_both_hooks() {
+    let written = "<sip:1002@192.168.210.54:5060>";
+    let original = format!("<sip:{}@h.invalid>", "a".repeat(written.len() - 16));
+    assert_eq!(original.len(), written.len());
+    let req = format!(
+        "REGISTER sip:192.168.210.54 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.1:5070;branch=z9hG4bK77\r\nTo: <sip:1002@192.168.210.54>\r\n\
+         From: <sip:1002@192.168.210.54>;tag=a1\r\nCall-ID: eq-len-1\r\nCSeq: 3 REGISTER\r\nContact: {original};expires=600\r\nContent-Length: 0\r\n\r\n"
+    );
+    let resp = |contact: &str| {
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.1:5070;branch=z9hG4bK77\r\nTo: <sip:1002@192.168.210.54>;tag=g1\r\n\
+             From: <sip:1002@192.168.210.54>;tag=a1\r\nCall-ID: eq-len-1\r\nCSeq: 3 REGISTER\r\nContact: {contact};expires=600\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let mut rw = corpus_rewriter();
+    for which in [Ingress::Xdp, Ingress::Tc] {
+        for v6 in [false, true] {
+            let (req_f, resp_f) = frames(v6);
+            let _ = run(&mut rw, &req_f.build(req.as_bytes()));
+            let out = run_ingress(&mut rw, which, &resp_f.build(resp(written).as_bytes()));
+            let got = check(&out).unwrap_or_else(|e| panic!("{which} v6={v6}: {e}"));
+            assert_eq!(String::from_utf8_lossy(&got.payload), resp(&original), "{which} v6={v6}");
+        }
+    }
+}
+
+/// Fail-open rules on ingress: fragments pass and are counted; responses from another port or,
+/// with an address set, from an address outside it are not even candidates.
+#[test]
+fn ingress_candidates_and_fragments() {
+    let c = &cases()[0];
+    let mut cfg = corpus_config();
+    cfg.flags |= rewriter_common::CFG_ADDR_FILTER;
+    let mut rw = rewriter_user::Rewriter::load(&cfg).unwrap();
+    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060").unwrap();
+    rw.add_genesys("198.18.0.2".parse().unwrap()).unwrap();
+    rw.add_genesys("2001:db8::2".parse().unwrap()).unwrap();
+    for which in [Ingress::Xdp, Ingress::Tc] {
+        for v6 in [false, true] {
+            let (req_f, resp_f) = frames(v6);
+            let _ = run(&mut rw, &req_f.build(&c.req));
+            assert!(rw.counters().unwrap().get(Stat::Recorded) > 0);
+            // From Genesys: restored.
+            let out = run_ingress(&mut rw, which, &resp_f.build(&c.resp));
+            assert_eq!(check(&out).unwrap().payload, c.out, "{which} v6={v6}");
+            let before = rw.counters().unwrap();
+            // From another address or port: untouched, not counted.
+            let other = if v6 { "2001:db8::3" } else { "198.18.0.3" };
+            for f in [Frame { src: other.parse().unwrap(), ..resp_f.clone() }, Frame { sport: 5061, ..resp_f.clone() }] {
+                let frame = f.build(&c.resp);
+                assert_eq!(run_ingress(&mut rw, which, &frame), frame, "{which} {f:?}");
+            }
+            assert_eq!(rw.counters().unwrap().get(Stat::Responses), before.get(Stat::Responses), "{which}: not candidates");
+            if !v6 {
+                // A first fragment: untouched, counted.
+                let frame = Frame { ipv4_frag: 0x2000, ..resp_f.clone() }.build(&c.resp);
+                assert_eq!(run_ingress(&mut rw, which, &frame), frame, "{which}: fragment");
+                assert_eq!(rw.counters().unwrap().get(Stat::Fragment), before.get(Stat::Fragment) + 1, "{which}");
+            }
+        }
+    }
+}

@@ -55,8 +55,8 @@ enum Cmd {
         #[arg(long)]
         no_kamailio: bool,
     },
-    /// Coverage-guided fuzzing of the SIP scan/rewrite (cargo fuzz, libFuzzer) for N seconds;
-    /// installs cargo-fuzz when missing.
+    /// Coverage-guided fuzzing of the SIP scan/rewrite and of the restore (cargo fuzz,
+    /// libFuzzer) for N seconds in all; installs cargo-fuzz when missing.
     FuzzParser {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
@@ -128,17 +128,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            cargo_like(
-                Command::new("cargo")
-                    .args(["+nightly", "fuzz", "run", "parser", "--", &format!("-max_total_time={seconds}")])
-                    .current_dir(workspace_root()?)
-                    .stdin(std::process::Stdio::null()),
-            )
+            // The restore target: every restore corpus response, with the "any state" selector.
+            let seeds = root.join("fuzz/corpus/restore");
+            std::fs::create_dir_all(&seeds).with_context(|| format!("creating {}", seeds.display()))?;
+            for e in std::fs::read_dir(root.join("tests/corpus-restore"))?.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(stem) = name.strip_suffix(".resp.sip") {
+                    let mut data = vec![0x80u8];
+                    data.extend(std::fs::read(e.path())?);
+                    std::fs::write(seeds.join(stem), data)?;
+                }
+            }
+            // The time is split between the two targets.
+            for target in ["parser", "restore"] {
+                cargo_like(
+                    Command::new("cargo")
+                        .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={}", seconds.div_ceil(2))])
+                        .current_dir(workspace_root()?)
+                        .stdin(std::process::Stdio::null()),
+                )?;
+            }
+            Ok(())
         }
         Cmd::Fuzz { count, seed } => {
             setup::require_root("cargo xtask fuzz (it loads the eBPF program)")?;
             let mut cmd = cargo();
-            cmd.args(["test", "--release", "-p", "integration-tests", "--test", "differential", "kernel_and_userspace", "--", "--nocapture"]);
+            cmd.args(["test", "--release", "-p", "integration-tests", "--test", "differential", "--test", "restore_differential"]);
+            cmd.args(["kernel_and_userspace", "--", "--nocapture"]);
             cmd.env("FUZZ_COUNT", count.to_string());
             if let Some(s) = seed {
                 cmd.env("FUZZ_SEED", s.to_string());
