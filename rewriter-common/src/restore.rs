@@ -206,27 +206,22 @@ pub fn select(s: &mut Scan, m: &Msg, st: &RegState) -> usize {
 /// Applies a selected restore to `input`, writing into `out`; the new length, or `None` if
 /// `out` is too small.
 pub fn apply(input: &[u8], s: &Scan, st: &RegState, out: &mut [u8]) -> Option<usize> {
-    let mut o = 0;
-    let mut put = |bytes: &[u8], o: &mut usize| -> Option<()> {
-        out.get_mut(*o..*o + bytes.len())?.copy_from_slice(bytes);
-        *o += bytes.len();
-        Some(())
-    };
+    let mut o = sip::Out::new(out);
     let mut from = 0;
     for e in s.edits() {
-        put(input.get(from..e.start as usize)?, &mut o)?;
+        o.put(input.get(from..e.start as usize)?)?;
         let n = (st.n as usize).min(MAX_ORIGINALS);
         for (k, orig) in st.orig[..n].iter().enumerate() {
-            put(orig.bracketed(), &mut o)?;
+            o.put(orig.bracketed())?;
             if k + 1 < n {
-                put(input.get(e.end as usize..e.pend as usize)?, &mut o)?;
-                put(b", ", &mut o)?;
+                o.put(input.get(e.end as usize..e.pend as usize)?)?;
+                o.put(b", ")?;
             }
         }
         from = e.end as usize;
     }
-    put(input.get(from..s.len as usize)?, &mut o)?;
-    Some(o)
+    o.put(input.get(from..s.len as usize)?)?;
+    Some(o.len)
 }
 
 /// What the egress records for a rewritten REGISTER (`s` its scan, `written` the bracketed

@@ -968,24 +968,37 @@ pub fn new_len(s: &Scan, uri_len: usize) -> usize {
 /// Applies the edits of a `Rewrite` scan: `uri` pieces (concatenated) replace each URI span.
 /// Writes into `out`, returns the new length, or `None` if `out` is too small.
 pub fn apply(m: &[u8], s: &Scan, uri: &[&[u8]], out: &mut [u8]) -> Option<usize> {
-    let mut o = 0;
-    let mut put = |bytes: &[u8], o: &mut usize| -> Option<()> {
-        out.get_mut(*o..*o + bytes.len())?.copy_from_slice(bytes);
-        *o += bytes.len();
-        Some(())
-    };
+    let mut o = Out::new(out);
     let mut from = 0;
     for e in s.edits() {
-        put(m.get(from..e.start as usize)?, &mut o)?;
+        o.put(m.get(from..e.start as usize)?)?;
         if e.kind == EDIT_URI {
             for piece in uri {
-                put(piece, &mut o)?;
+                o.put(piece)?;
             }
         }
         from = e.end as usize;
     }
-    put(m.get(from..s.len as usize)?, &mut o)?;
-    Some(o)
+    o.put(m.get(from..s.len as usize)?)?;
+    Some(o.len)
+}
+
+/// An output buffer the userspace `apply`s append to; `None` once it is full.
+pub(crate) struct Out<'a> {
+    buf: &'a mut [u8],
+    pub len: usize,
+}
+
+impl<'a> Out<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Out { buf, len: 0 }
+    }
+
+    pub fn put(&mut self, bytes: &[u8]) -> Option<()> {
+        self.buf.get_mut(self.len..self.len + bytes.len())?.copy_from_slice(bytes);
+        self.len += bytes.len();
+        Some(())
+    }
 }
 
 /// What the rewrite did with one message.

@@ -16,7 +16,6 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::info;
-use network_types::udp::UdpHdr;
 use rewriter_common::{
     CFG_TC_AFTER_XDP, Scratch, Stat, URI_BUF, XDP_HANDOFF,
     restore::{MAX_ORIGINALS, stat_for_response},
@@ -24,7 +23,7 @@ use rewriter_common::{
 };
 
 use crate::{
-    CONFIG, REGS, SCRATCH, Verdict, add, candidate, count, csum, load_payload, read, run_loop, run_scan, splice,
+    CONFIG, REGS, Verdict, add, candidate, count, csum, read, run_loop, run_scan, sip_payload, splice,
     pkt::{Fix, Pkt, Raw},
 };
 
@@ -118,24 +117,7 @@ fn try_restore<P: Pkt + Fix + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) 
     if first_look {
         add(Stat::Responses, 1);
     }
-    let udp_len = u16::from_be(ctx.load::<u16>(f.udp + core::mem::offset_of!(UdpHdr, len))?) as usize;
-    let payload = f.udp + UdpHdr::LEN;
-    if udp_len < UdpHdr::LEN || payload + (udp_len - UdpHdr::LEN) != ctx.len() as usize {
-        return Err(Stat::Malformed);
-    }
-    let n = udp_len - UdpHdr::LEN;
-    // Cheap rejection of requests before copying the payload.
-    let start: [u8; 8] = ctx.load(payload).map_err(|_| Stat::RespOther)?;
-    if n < 20 || start != *b"SIP/2.0 " {
-        return Err(Stat::RespOther);
-    }
-    if n > MAX_SIP_LEN {
-        return Err(Stat::TooBig);
-    }
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Stat::Error)?;
-    // SAFETY: per-CPU map value, used by this program run only (no preemption within a run).
-    let s = unsafe { &mut *scratch };
-    load_payload(ctx, payload, n, s)?;
+    let (payload, n, s) = sip_payload(ctx, &f, b"SIP/2.0 ", Stat::RespOther)?;
     s.scan.reset(n);
     run_scan::<true>(s, cfg);
     let outcome = s.scan.outcome();

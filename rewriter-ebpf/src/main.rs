@@ -127,27 +127,7 @@ fn try_sip_rewriter<const STAGE: u8>(ctx: &TcContext) -> Verdict {
     if unsafe { (*ctx.skb.skb).gso_size } != 0 {
         return Err(Stat::TooBig);
     }
-    let udp: *const UdpHdr = ptr_at(ctx, f.udp).ok_or(Stat::Malformed)?;
-    // SAFETY: bounds checked by `ptr_at`.
-    let udp_len = unsafe { (*udp).len() } as usize;
-    let payload = f.udp + UdpHdr::LEN;
-    if udp_len < UdpHdr::LEN || payload + (udp_len - UdpHdr::LEN) != ctx.len() as usize {
-        // Trailing bytes (Ethernet padding) or a lying length: not something we rewrite.
-        return Err(Stat::Malformed);
-    }
-    let n = udp_len - UdpHdr::LEN;
-    // Cheap rejection of everything that is not a REGISTER before copying the payload.
-    let method: [u8; 8] = ctx.load(payload).map_err(|_| Stat::NotRegister)?;
-    if n < 20 || method != *b"REGISTER" {
-        return Err(Stat::NotRegister);
-    }
-    if n > MAX_SIP_LEN {
-        return Err(Stat::TooBig);
-    }
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Stat::Error)?;
-    // SAFETY: per-CPU map value, used by this program run only (no preemption within a run).
-    let scratch = unsafe { &mut *scratch };
-    load_payload(ctx, payload, n, scratch)?;
+    let (payload, n, scratch) = sip_payload(ctx, &f, b"REGISTER", Stat::NotRegister)?;
     if STAGE == STAGE_COPY {
         return Ok(());
     }
@@ -277,6 +257,34 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
         return Err(Stat::Fragment);
     }
     Ok(f)
+}
+
+/// The UDP payload of a candidate, copied into the per-CPU scratch: (packet offset, length,
+/// scratch). Refuses, with `other`, a payload that does not start with `start` (cheap, before
+/// the copy); with `Malformed` a UDP length that disagrees with the packet's (Ethernet padding,
+/// a lying length); with `TooBig` one past `MAX_SIP_LEN`.
+#[inline(always)]
+fn sip_payload<'a, P: Pkt>(ctx: &P, f: &Frame, start: &[u8; 8], other: Stat) -> Result<(usize, usize, &'a mut Scratch), Stat> {
+    let udp: *const UdpHdr = ptr_at(ctx, f.udp).ok_or(Stat::Malformed)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    let udp_len = unsafe { (*udp).len() } as usize;
+    let payload = f.udp + UdpHdr::LEN;
+    if udp_len < UdpHdr::LEN || payload + (udp_len - UdpHdr::LEN) != ctx.len() as usize {
+        return Err(Stat::Malformed);
+    }
+    let n = udp_len - UdpHdr::LEN;
+    let first: [u8; 8] = ctx.load(payload).map_err(|_| other)?;
+    if n < 20 || first != *start {
+        return Err(other);
+    }
+    if n > MAX_SIP_LEN {
+        return Err(Stat::TooBig);
+    }
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Stat::Error)?;
+    // SAFETY: per-CPU map value, used by this program run only (no preemption within a run).
+    let scratch = unsafe { &mut *scratch };
+    load_payload(ctx, payload, n, scratch)?;
+    Ok((payload, n, scratch))
 }
 
 /// Copies the `n`-byte payload (1..=MAX_SIP_LEN) into the scratch buffer and zeroes the pad.

@@ -107,15 +107,19 @@ fn read_case(name: &str) -> Vec<u8> {
     panic!("no corpus case {name}");
 }
 
-/// BPF_PROG_TEST_RUN once per call with `repeat`; returns the kernel's ns per run.
-fn test_run(prog: &mut SchedClassifier, frame: &[u8], repeat: u32) -> anyhow::Result<f64> {
+/// BPF_PROG_TEST_RUN once per call with `repeat`; returns the kernel's ns per run. The
+/// verdict must be "pass": TC_ACT_UNSPEC for a classifier, XDP_PASS for XDP.
+fn test_run<P>(prog: &mut P, frame: &[u8], repeat: u32, pass: u32) -> anyhow::Result<f64>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::TestRunResult>,
+{
     let mut out = vec![0u8; frame.len() + 1024];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
     opts.repeat = repeat;
     let res = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-    if res.return_value != PASS {
+    if res.return_value != pass {
         bail!("program returned {}", res.return_value);
     }
     Ok(res.duration.as_nanos() as f64)
@@ -181,9 +185,9 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         let prog_name = if group == "floor" { "bench_empty" } else { rewriter_user::PROGRAM };
         let prog = program(&mut rw, prog_name)?;
         let samples: Vec<f64> = if single {
-            (0..singles).map(|_| test_run(prog, &frame, 1)).collect::<anyhow::Result<_>>()?
+            (0..singles).map(|_| test_run(prog, &frame, 1, PASS)).collect::<anyhow::Result<_>>()?
         } else {
-            (0..runs).map(|_| test_run(prog, &frame, repeat)).collect::<anyhow::Result<_>>()?
+            (0..runs).map(|_| test_run(prog, &frame, repeat, PASS)).collect::<anyhow::Result<_>>()?
         };
         let (m, lo, hi) = median(samples);
         let how = if single { format!("median of {singles} single runs") } else { format!("median of {runs} runs x {repeat}") };
@@ -191,31 +195,17 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     for (group, prog_name, name, frame) in phases {
         let prog = program(&mut rw, prog_name)?;
-        let samples: Vec<f64> = (0..runs).map(|_| test_run(prog, &frame, repeat)).collect::<anyhow::Result<_>>()?;
+        let samples: Vec<f64> = (0..runs).map(|_| test_run(prog, &frame, repeat, PASS)).collect::<anyhow::Result<_>>()?;
         let (m, lo, hi) = median(samples);
         rows.push(Row { group, name, bytes: frame.len(), median: m, min: lo, max: hi, how: format!("median of {runs} runs x {repeat}") });
     }
     for (group, name, frame) in rewrite_cases {
         let prog = program(&mut rw, rewriter_user::PROGRAM)?;
-        let samples: Vec<f64> = (0..singles).map(|_| test_run(prog, &frame, 1)).collect::<anyhow::Result<_>>()?;
+        let samples: Vec<f64> = (0..singles).map(|_| test_run(prog, &frame, 1, PASS)).collect::<anyhow::Result<_>>()?;
         let (m, lo, hi) = median(samples);
         rows.push(Row { group, name, bytes: frame.len(), median: m, min: lo, max: hi, how: format!("median of {singles} single runs") });
     }
     Ok(())
-}
-
-/// BPF_PROG_TEST_RUN of an XDP program; returns the kernel's ns per run.
-fn test_run_xdp(prog: &mut Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<f64> {
-    let mut out = vec![0u8; frame.len() + 1024];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.repeat = repeat;
-    let res = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-    if res.return_value != XDP_PASS {
-        bail!("XDP program returned {}", res.return_value);
-    }
-    Ok(res.duration.as_nanos() as f64)
 }
 
 /// The ingress restore per packet: XDP and TC ingress on Genesys' 200 OK to a recorded JsSIP
@@ -231,7 +221,7 @@ fn ingress_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let resp = std::fs::read(dir.join("01-jssip-map-1002-restored.resp.sip"))?;
     // Record the REGISTER (edge -> Genesys) the response answers.
     let egress = program(&mut rw, rewriter_user::PROGRAM)?;
-    test_run(egress, &Frame { sport: 5070, ..Frame::v4(5060) }.build(&req), 1)?;
+    test_run(egress, &Frame { sport: 5070, ..Frame::v4(5060) }.build(&req), 1, PASS)?;
     let back = |f: Frame| Frame { src: f.dst, dst: f.src, sport: 5060, dport: 5070, ..f };
     let resp_v4 = back(Frame::v4(5060)).build(&resp);
     let resp_v6 = back(Frame::v6(5060)).build(&resp);
@@ -246,19 +236,19 @@ fn ingress_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let how_repeat = format!("median of {runs} runs x {repeat}");
     for (prog_name, label) in [("bench_empty_xdp", "empty XDP program (floor)"), (rewriter_user::PROGRAM_XDP, "XDP restore")] {
         let prog = xdp_program(&mut rw, prog_name)?;
-        let s = (0..singles).map(|_| test_run_xdp(prog, &resp_v4, 1)).collect::<anyhow::Result<_>>()?;
+        let s = (0..singles).map(|_| test_run(prog, &resp_v4, 1, XDP_PASS)).collect::<anyhow::Result<_>>()?;
         push(format!("{label}: JsSIP 200 OK to REGISTER ({} B)", resp.len()), bytes, s, how_single.clone());
     }
     let prog = xdp_program(&mut rw, rewriter_user::PROGRAM_XDP)?;
-    let s = (0..singles).map(|_| test_run_xdp(prog, &resp_v6, 1)).collect::<anyhow::Result<_>>()?;
+    let s = (0..singles).map(|_| test_run(prog, &resp_v6, 1, XDP_PASS)).collect::<anyhow::Result<_>>()?;
     push("XDP restore: JsSIP 200 OK over IPv6".into(), resp_v6.len(), s, how_single.clone());
     for (frame, label) in [(&other_call, "XDP: 200 OK with no recorded state (scan, lookup, pass)"), (&other_port, "XDP: UDP from another port (pass)")] {
-        let s = (0..runs).map(|_| test_run_xdp(prog, frame, repeat)).collect::<anyhow::Result<_>>()?;
+        let s = (0..runs).map(|_| test_run(prog, frame, repeat, XDP_PASS)).collect::<anyhow::Result<_>>()?;
         push(label.into(), frame.len(), s, how_repeat.clone());
     }
     rw.load_ingress(rewriter_user::Ingress::Tc)?;
     let prog = rw.tc_ingress_mut()?;
-    let s = (0..singles).map(|_| test_run(prog, &resp_v4, 1)).collect::<anyhow::Result<_>>()?;
+    let s = (0..singles).map(|_| test_run(prog, &resp_v4, 1, PASS)).collect::<anyhow::Result<_>>()?;
     push(format!("TC ingress restore: JsSIP 200 OK to REGISTER ({} B)", resp.len()), bytes, s, how_single);
     Ok(())
 }
@@ -288,7 +278,7 @@ fn scale(opts: &Opts, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyhow::R
     let frame = Frame::v4(5060).build(&jssip);
     let mut measure = |rw: &mut Rewriter, label: String| -> anyhow::Result<()> {
         let prog = program(rw, rewriter_user::PROGRAM)?;
-        let samples: Vec<f64> = (0..singles).map(|_| test_run(prog, &frame, 1)).collect::<anyhow::Result<_>>()?;
+        let samples: Vec<f64> = (0..singles).map(|_| test_run(prog, &frame, 1, PASS)).collect::<anyhow::Result<_>>()?;
         let (m, lo, hi) = median(samples);
         rows.push(Row { group: "scale", name: label, bytes: frame.len(), median: m, min: lo, max: hi, how: format!("median of {singles} single runs") });
         Ok(())
