@@ -47,6 +47,20 @@ pub struct RegState {
     pub orig: [ContactUri; MAX_ORIGINALS],
 }
 
+/// Copies `W` 8-byte words from `src` to `dst` (volatile: see [`copy_words`]).
+///
+/// # Safety
+/// Both must point to `W` aligned words, `dst` writable.
+#[inline(always)]
+pub unsafe fn copy_aligned<const W: usize>(src: *const u64, dst: *mut u64) {
+    let mut j = 0;
+    while j < W {
+        // SAFETY: see the function's contract.
+        unsafe { core::ptr::write_volatile(dst.add(j), core::ptr::read(src.add(j))) };
+        j += 1;
+    }
+}
+
 /// Writes `n` bytes of `m` from `from` as 8-byte words to `dst` (zero past `n`, `n <= 8 * W`).
 /// Volatile word stores: plain ones become a byte loop or a `memset` call on the BPF target.
 #[inline(always)]
@@ -65,13 +79,22 @@ impl RegKey {
     /// than [`MAX_CALLID_LEN`] (such a registration is not recorded).
     #[inline(always)]
     pub fn fill(&mut self, m: &Msg, s: &Scan) -> bool {
+        if !self.fill_call_id(m, s) {
+            return false;
+        }
+        let dn_len = (s.dn_len as usize).min(MAX_DN_LEN);
+        copy_words::<{ MAX_DN_LEN / 8 }>(m, s.dn_start as usize, dn_len, self.dn.0.as_mut_ptr() as *mut u64);
+        true
+    }
+
+    /// The Call-ID half of [`RegKey::fill`] (the egress has the DN key built already).
+    #[inline(always)]
+    pub fn fill_call_id(&mut self, m: &Msg, s: &Scan) -> bool {
         let (start, len) = (s.callid_start as usize, s.callid_len as usize);
         if len == 0 || len > MAX_CALLID_LEN {
             return false;
         }
-        let dn_len = (s.dn_len as usize).min(MAX_DN_LEN);
         copy_words::<{ MAX_CALLID_LEN / 8 }>(m, start, len, self.call_id.as_mut_ptr() as *mut u64);
-        copy_words::<{ MAX_DN_LEN / 8 }>(m, s.dn_start as usize, dn_len, self.dn.0.as_mut_ptr() as *mut u64);
         true
     }
 }
@@ -159,6 +182,43 @@ impl RegState {
             self.n = k as u32 + 1;
         }
         ok
+    }
+
+    /// Empties the original slots past `n` (length and text), so that two records of the same
+    /// registration are equal word for word (the kernel reuses one scratch value).
+    #[inline(always)]
+    pub fn clear_unused(&mut self) {
+        let mut k = 0;
+        while k < MAX_ORIGINALS {
+            if k >= self.n as usize {
+                let o = &mut self.orig[k];
+                let words = o.text.as_mut_ptr() as *mut u64;
+                let mut j = 0;
+                while j < URI_WORDS {
+                    // SAFETY: `text` is 8-aligned (offset 8 in an 8-aligned struct), j < URI_WORDS.
+                    unsafe { core::ptr::write_volatile(words.add(j), 0) };
+                    j += 1;
+                }
+                // SAFETY: a plain field (volatile: see `copy_words`).
+                unsafe { core::ptr::write_volatile(&mut o.len, 0) };
+            }
+            k += 1;
+        }
+    }
+
+    /// Whether `self` and `other` are the same bytes (word-wise, branch-free).
+    #[inline(always)]
+    pub fn same(&self, other: &RegState) -> bool {
+        const WORDS: usize = core::mem::size_of::<RegState>() / 8;
+        let (a, b) = (self as *const RegState as *const u64, other as *const RegState as *const u64);
+        let mut diff = 0u64;
+        let mut j = 0;
+        while j < WORDS {
+            // SAFETY: both are 8-aligned `RegState`s of WORDS words.
+            diff |= unsafe { core::ptr::read(a.add(j)) ^ core::ptr::read(b.add(j)) };
+            j += 1;
+        }
+        diff == 0
     }
 
     /// Total length of the originals.

@@ -67,9 +67,7 @@ impl Msg {
         let lo = self.aligned_word(i);
         let hi = self.aligned_word(i + 8);
         let sh = ((i & 7) * 8) as u32;
-        // Branch-free (a branch here forks every verifier state that loads a word): for
-        // sh == 0 the second term is `(hi << 1) << 63`, which is 0 (bit 0 of `hi << 1` is 0).
-        (lo >> sh) | ((hi << 1) << (63 - sh))
+        if sh == 0 { lo } else { (lo >> sh) | (hi << (64 - sh)) }
     }
 
     /// First index in `from..to` holding `c`, a word at a time.

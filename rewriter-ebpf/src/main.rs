@@ -36,7 +36,7 @@ use network_types::{
 use rewriter_common::{
     AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, Config, ContactUri, DnKey, MAX_CONTACTS, MAX_DN_LEN,
     MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
-    restore::{MAX_ORIGINALS, MAX_REGISTRATIONS, RegKey, RegState},
+    restore::{MAX_ORIGINALS, MAX_REGISTRATIONS, RegKey, RegState, copy_aligned},
     sip::{self, BUF_SIZE, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, TAIL_PAD},
 };
 
@@ -375,7 +375,21 @@ fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) {
     // SAFETY: a plain field of the map value (volatile: no merged `memset`).
     unsafe { core::ptr::write_volatile(&mut s.reg.n, 0) };
     run_loop(MAX_EDITS as u32 + 1, record_cb, s, cfg, ());
-    if s.write.err != 0 || s.reg.n != s.scan.n_contacts || REGS.insert(&s.reg_key, &s.reg, 0).is_err() {
+    if s.write.err != 0 || s.reg.n != s.scan.n_contacts {
+        count(Stat::NotRecorded);
+        return;
+    }
+    s.reg.clear_unused();
+    // A refresh REGISTER (same Call-ID, same contact) finds its record as it is: the lookup
+    // marks it recently used, and the costlier update is skipped.
+    // SAFETY: the value is only read.
+    if let Some(old) = unsafe { REGS.get(&s.reg_key) }
+        && old.same(&s.reg)
+    {
+        count(Stat::Recorded);
+        return;
+    }
+    if REGS.insert(&s.reg_key, &s.reg, 0).is_err() {
         count(Stat::NotRecorded);
         return;
     }
@@ -390,10 +404,26 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
     let (s, _, ()) = unsafe { loop_ctx::<()>(ctx) };
     if index == 0 {
-        let first = s.scan.edits[0].start as usize;
-        if !s.reg_key.fill(&s.msg, &s.scan) || !s.reg.written.fill(&s.out, first & 1, s.write.from as usize, false) {
+        if !s.reg_key.fill_call_id(&s.msg, &s.scan) {
             s.write.err = 1;
             return 1;
+        }
+        // The DN key and a mapped URI are at hand as aligned words; a template URI is read
+        // back from what was written.
+        // SAFETY: `DnKey` and `ContactUri` are 8-aligned, whole numbers of words.
+        unsafe {
+            copy_aligned::<{ MAX_DN_LEN / 8 }>(s.key.0.as_ptr() as *const u64, s.reg_key.dn.0.as_mut_ptr() as *mut u64);
+        }
+        if s.write.mapped != 0 {
+            const W: usize = core::mem::size_of::<ContactUri>() / 8;
+            // SAFETY: as above.
+            unsafe { copy_aligned::<W>(&raw const s.uri as *const u64, &raw mut s.reg.written as *mut u64) };
+        } else {
+            let first = s.scan.edits[0].start as usize;
+            if !s.reg.written.fill(&s.out, first & 1, s.write.from as usize, false) {
+                s.write.err = 1;
+                return 1;
+            }
         }
         return 0;
     }

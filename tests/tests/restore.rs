@@ -212,3 +212,28 @@ fn ingress_candidates_and_fragments() {
         }
     }
 }
+
+/// A refresh REGISTER (same Call-ID, same contact) leaves the record as it is; one whose contact
+/// changed under the same Call-ID replaces it: the response then gets the new contact back.
+#[test]
+fn refresh_keeps_and_a_changed_contact_replaces_the_record() {
+    let c = cases().into_iter().find(|c| c.name.starts_with("01-")).unwrap();
+    let (req_f, resp_f) = frames(false);
+    let mut rw = corpus_rewriter();
+    let req = String::from_utf8_lossy(&c.req).into_owned();
+    // The first Contact URI of the request, and a variant of it.
+    let start = req.find("Contact: <").unwrap() + "Contact: ".len();
+    let uri = &req[start..start + req[start..].find('>').unwrap() + 1];
+    let other_uri = uri.replacen("sip:", "sip:z", 1);
+    let changed = req.replacen(uri, &other_uri, 1);
+    for _ in 0..3 {
+        let _ = run(&mut rw, &req_f.build(&c.req));
+    }
+    assert_eq!(rw.counters().unwrap().get(Stat::Recorded), 3);
+    let out = run_ingress(&mut rw, Ingress::Xdp, &resp_f.build(&c.resp));
+    assert_eq!(check(&out).unwrap().payload, c.out);
+    let _ = run(&mut rw, &req_f.build(changed.as_bytes()));
+    let out = run_ingress(&mut rw, Ingress::Tc, &resp_f.build(&c.resp));
+    let want = String::from_utf8_lossy(&c.out).replacen(uri, &other_uri, 1);
+    assert_eq!(String::from_utf8_lossy(&check(&out).unwrap().payload), want);
+}

@@ -199,6 +199,28 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         let (m, lo, hi) = median(samples);
         rows.push(Row { group, name, bytes: frame.len(), median: m, min: lo, max: hi, how: format!("median of {runs} runs x {repeat}") });
     }
+    // A new registration each time (other Call-ID): the restore state is inserted, where the
+    // rows above (the same REGISTER again, like a refresh) find it in place.
+    {
+        let prog = program(&mut rw, rewriter_user::PROGRAM)?;
+        let text = String::from_utf8_lossy(&jssip).into_owned();
+        let samples: Vec<f64> = (0..singles)
+            .map(|i| {
+                let msg = text.replacen("Call-ID: ", &format!("Call-ID: {i:06}-"), 1);
+                test_run(prog, &Frame::v4(5060).build(msg.as_bytes()), 1, PASS)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let (m, lo, hi) = median(samples);
+        rows.push(Row {
+            group: "rewrite",
+            name: format!("REGISTER JsSIP + Digest, DN in map, new Call-ID each ({} B)", jssip.len() + 7),
+            bytes: jssip.len() + 7 + 42,
+            median: m,
+            min: lo,
+            max: hi,
+            how: format!("median of {singles} single runs"),
+        });
+    }
     for (group, name, frame) in rewrite_cases {
         let prog = program(&mut rw, rewriter_user::PROGRAM)?;
         let samples: Vec<f64> = (0..singles).map(|_| test_run(prog, &frame, 1, PASS)).collect::<anyhow::Result<_>>()?;
