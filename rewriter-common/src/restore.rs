@@ -308,6 +308,24 @@ pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegStat
     Some((key, st))
 }
 
+/// [`record`] for a REGISTER `input` that the userspace rewrite turned into `rewritten` (with
+/// the same `cfg`): the URI written is read from `rewritten` at the first edit, as the kernel
+/// reads it back from the packet.
+pub fn record_rewritten(input: &[u8], rewritten: &[u8], cfg: &crate::Config) -> Option<(RegKey, RegState)> {
+    let mut m = Msg::zeroed();
+    if !m.load(input) {
+        return None;
+    }
+    let s = sip::scan(&m, input.len(), cfg);
+    let n = s.n_contacts as usize;
+    if s.outcome() != Outcome::Rewrite || n == 0 {
+        return None;
+    }
+    let uri_len = (rewritten.len() + s.removed as usize).checked_sub(input.len())? / n;
+    let start = s.edits().first()?.start as usize;
+    record(input, &s, rewritten.get(start..start + uri_len)?)
+}
+
 /// What the restore did with one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {

@@ -306,6 +306,23 @@ fn offline_rewrite_matches_the_corpus() {
     assert_eq!(out.stdout, invite);
     assert!(String::from_utf8_lossy(&out.stderr).contains("passed: not_register"));
     let _ = std::fs::remove_file(cfg);
+    // --response: every restore corpus case, with the configuration its README names.
+    let cfg = write_config(&root, CONFIG);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus-restore");
+    let mut cases = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".req.sip") else { continue };
+        let path = |ext: &str| dir.join(format!("{stem}{ext}")).to_string_lossy().into_owned();
+        let out = integration_tests::cli::cmd(None, &root, &["rewrite", "--config", cfg.to_str().unwrap(), &path(".req.sip"), "--response", &path(".resp.sip")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{stem}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&std::fs::read(path(".out.sip")).unwrap()), "{stem}");
+        cases += 1;
+    }
+    assert!(cases >= 20, "restore corpus went missing");
+    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use integration_tests::{
 };
 use rewriter_common::{
     ContactUri, Stat, restore,
-    sip::{self, Decision, Msg, rewrite},
+    sip::{Decision, rewrite},
 };
 use rewriter_user::Rewriter;
 
@@ -47,7 +47,7 @@ fn compare(rw: &mut Rewriter, table: &HashMap<Vec<u8>, ContactUri>, payload: &[u
             if checked.payload != out[..len] {
                 return Some("payloads differ".into());
             }
-            let recorded = if recordable(payload, &out[..len]) { Stat::Recorded } else { Stat::NotRecorded };
+            let recorded = if restore::record_rewritten(payload, &out[..len], &corpus_config()).is_some() { Stat::Recorded } else { Stat::NotRecorded };
             if moved != [Stat::Rewritten, recorded] {
                 return Some(format!("userspace rewrote ({recorded:?}), kernel counted {moved:?}"));
             }
@@ -62,17 +62,6 @@ fn compare(rw: &mut Rewriter, table: &HashMap<Vec<u8>, ContactUri>, payload: &[u
         }
     }
     None
-}
-
-/// Whether the userspace algorithm records this rewrite for the restore: the URI written is read
-/// from the rewritten message at the first edit (the edits replace every URI with the same one).
-fn recordable(input: &[u8], rewritten: &[u8]) -> bool {
-    let mut m = Msg::zeroed();
-    assert!(m.load(input));
-    let s = sip::scan(&m, input.len(), &corpus_config());
-    let uri_len = (rewritten.len() + s.removed as usize - input.len()) / s.n_contacts as usize;
-    let start = s.edits[0].start as usize;
-    restore::record(input, &s, &rewritten[start..start + uri_len]).is_some()
 }
 
 fn shapes(rng: &mut Rng) -> Frame {

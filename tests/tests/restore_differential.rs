@@ -19,7 +19,7 @@ use integration_tests::{
 use rewriter_common::{
     ContactUri, Stat,
     restore::{self, Decision, RegKey, RegState},
-    sip::{self, Msg, rewrite},
+    sip::{self, rewrite},
 };
 use rewriter_user::{Ingress, Rewriter};
 
@@ -65,16 +65,6 @@ fn response(rng: &mut Rng, register: &[u8]) -> Vec<u8> {
     msg
 }
 
-/// The state userspace records for `register` (rewritten to `rewritten`), if any.
-fn recorded(register: &[u8], rewritten: &[u8]) -> Option<(RegKey, RegState)> {
-    let mut m = Msg::zeroed();
-    assert!(m.load(register));
-    let s = sip::scan(&m, register.len(), &corpus_config());
-    let uri_len = (rewritten.len() + s.removed as usize - register.len()) / s.n_contacts as usize;
-    let start = s.edits[0].start as usize;
-    restore::record(register, &s, &rewritten[start..start + uri_len])
-}
-
 /// One generated REGISTER and its response; a description of the divergence, if any.
 fn compare(rw: &mut Rewriter, rng: &mut Rng, register: &[u8], v6: bool) -> Option<(String, Vec<u8>)> {
     let cfg = corpus_config();
@@ -83,7 +73,7 @@ fn compare(rw: &mut Rewriter, rng: &mut Rng, register: &[u8], v6: bool) -> Optio
         return None;
     };
     rewritten.truncate(len);
-    let state = recorded(register, &rewritten);
+    let state = restore::record_rewritten(register, &rewritten, &cfg);
     rw.clear_registrations().unwrap();
     let req = if v6 { Frame::v6(5060) } else { Frame::v4(5060) };
     let _ = run(rw, &Frame { sport: 5070, ..req.clone() }.build(register));

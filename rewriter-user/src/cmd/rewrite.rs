@@ -8,14 +8,16 @@ use std::{
 
 use anyhow::Context as _;
 use rewriter_common::{
-    ContactUri,
+    ContactUri, restore,
     sip::{Decision, MAX_SIP_LEN, rewrite},
 };
 use rewriter_user::config::Settings;
 
 /// Rewrite one raw SIP message (the UDP payload) the way the kernel would, without root or a
 /// network: the result goes to stdout, the decision (rewritten N contacts / passed: reason) to
-/// stderr. DN entries, template and keep list come from --config.
+/// stderr. DN entries, template and keep list come from --config. With --response, the
+/// message is taken as the REGISTER the response answers, and what goes to stdout is the
+/// response as the ingress restore would deliver it.
 #[derive(clap::Args)]
 pub struct Args {
     /// Settings (the same TOML file `attach --config` reads).
@@ -24,6 +26,9 @@ pub struct Args {
     /// File with the message, or `-` for standard input.
     #[arg(default_value = "-")]
     input: PathBuf,
+    /// Genesys' response to the REGISTER (a file): restore it as the ingress program would.
+    #[arg(long, value_name = "FILE")]
+    response: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -45,14 +50,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut out = vec![0u8; MAX_SIP_LEN * 2];
     let decision = rewrite(&msg, &settings.kernel_config(), |dn| table.get(dn).copied(), &mut out);
     let mut stdout = std::io::stdout().lock();
-    match decision {
+    let rewritten = match decision {
         Decision::Rewritten { len, contacts } => {
-            stdout.write_all(&out[..len])?;
-            eprintln!("rewritten {contacts} contact(s), {} -> {len} bytes", msg.len());
+            eprintln!("REGISTER: rewritten {contacts} contact(s), {} -> {len} bytes", msg.len());
+            Some(&out[..len])
         }
         Decision::Pass(stat) => {
-            stdout.write_all(&msg)?;
-            eprintln!("passed: {}", stat.name());
+            eprintln!("REGISTER: passed: {}", stat.name());
+            None
+        }
+    };
+    let Some(path) = &args.response else {
+        stdout.write_all(rewritten.unwrap_or(&msg))?;
+        return Ok(());
+    };
+    let resp = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let state = rewritten.and_then(|new| restore::record_rewritten(&msg, new, &settings.kernel_config()));
+    if rewritten.is_some() && state.is_none() {
+        eprintln!("REGISTER: not recorded (no Call-ID or one over 64 bytes, more than 4 contacts, or a URI over 128 bytes)");
+    }
+    let mut restored = vec![0u8; MAX_SIP_LEN * 2];
+    let lookup = |k: &restore::RegKey| state.filter(|(sk, _)| sk == k).map(|(_, st)| st);
+    match restore::restore(&resp, &settings.kernel_config(), lookup, &mut restored) {
+        restore::Decision::Restored { len, contacts } => {
+            stdout.write_all(&restored[..len])?;
+            eprintln!("response: restored {contacts} contact(s), {} -> {len} bytes", resp.len());
+        }
+        restore::Decision::Pass(stat) => {
+            stdout.write_all(&resp)?;
+            eprintln!("response: passed: {}", stat.name());
         }
     }
     Ok(())
