@@ -296,9 +296,10 @@ pub enum Stat {
     NoMatch,
     /// Ingress: anything but a 2xx response to REGISTER (requests, 1xx, 4xx, 200 to OPTIONS).
     RespOther,
-    /// Ingress XDP: frames the driver left no tailroom to grow; handed to the TC ingress
-    /// restore through XDP metadata (lost where the driver has no metadata support).
-    NoTailroom,
+    /// Ingress XDP: frames handed to the TC ingress restore through XDP metadata (lost where
+    /// the driver has no metadata support): no tailroom to grow, or a UDP checksum XDP cannot
+    /// update (it does not verify, e.g. CHECKSUM_PARTIAL from a local sender).
+    ToTc,
 }
 
 impl Stat {
@@ -328,7 +329,7 @@ impl Stat {
         Stat::NoState,
         Stat::NoMatch,
         Stat::RespOther,
-        Stat::NoTailroom,
+        Stat::ToTc,
     ];
 
     /// Stable name used in CLI output, JSON and metrics.
@@ -356,7 +357,7 @@ impl Stat {
             Stat::NoState => "no_state",
             Stat::NoMatch => "no_match",
             Stat::RespOther => "resp_other",
-            Stat::NoTailroom => "no_tailroom",
+            Stat::ToTc => "to_tc",
         }
     }
 

@@ -371,7 +371,7 @@ pub fn restore(
     if !key.fill(&m, &s) {
         return Decision::Pass(Stat::NoState);
     }
-    let Some(st) = lookup(&key) else {
+    let Some(st) = lookup(&key).filter(|st| (1..=MAX_ORIGINALS as u32).contains(&st.n)) else {
         return Decision::Pass(Stat::NoState);
     };
     let new_len = select(&mut s, &m, &st);

@@ -204,6 +204,32 @@ pub fn payload_diff<R: Raw>(r: R, payload: usize, n: usize, new_n: usize, first:
     diff(s, first, end, n, new_mid, delta)
 }
 
+/// Whether the UDP checksum of a candidate verifies: the pseudo-header, the UDP header and the
+/// payload (from its scratch copy, zero-padded past `n`) sum to 0xffff. An IPv4 datagram
+/// without checksum (0) counts as verified: there is nothing to keep right.
+#[inline(always)]
+pub fn udp_checksum_verifies<P: Pkt>(p: &P, f: &crate::pkt::Frame, n: usize, s: &Scratch) -> Result<bool, Stat> {
+    let hdr: [u32; 2] = p.load(f.udp)?;
+    let check: u16 = p.load(f.udp + core::mem::offset_of!(UdpHdr, check))?;
+    if !f.v6 && check == 0 {
+        return Ok(true);
+    }
+    let mut acc = csum_add(sum(&s.msg, 0, n)?, csum_add(hdr[0], hdr[1]));
+    if f.v6 {
+        let a: [u32; 8] = p.load(f.l3 + core::mem::offset_of!(Ipv6Hdr, src_addr))?;
+        for w in a {
+            acc = csum_add(acc, w);
+        }
+    } else {
+        let a: [u32; 2] = p.load(f.l3 + core::mem::offset_of!(Ipv4Hdr, src_addr))?;
+        acc = csum_add(acc, csum_add(a[0], a[1]));
+    }
+    // Protocol and UDP length, as 16-bit network-order words read natively.
+    let proto = 17u16.to_be() as u32;
+    let len = ((n + UdpHdr::LEN) as u16).to_be() as u32;
+    Ok(fold(csum_add(acc, csum_add(proto, len))) == 0xffff)
+}
+
 /// XDP form of [`fix_lengths_and_checksums`]: no checksum helpers exist for `xdp_md`, and a
 /// frame on the wire carries a full checksum, so the fields are updated by RFC 1624 eqn. 3,
 /// `HC' = ~(~HC + m' - m)`, in the same byte order as `bpf_csum_diff`'s sums. An IPv4 UDP

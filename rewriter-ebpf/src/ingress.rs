@@ -32,8 +32,10 @@ use crate::{
 #[xdp]
 pub fn sip_restore_xdp(ctx: XdpContext) -> u32 {
     let r = try_restore(&ctx, true);
-    if r == Err(Stat::NoTailroom) {
-        hand_off(&ctx);
+    if r == Err(Stat::ToTc) && !hand_off(&ctx) {
+        // No metadata support: TC would not know the frame; it stays as it came.
+        finish(&ctx, Err(Stat::Error));
+        return XDP_PASS;
     }
     finish(&ctx, r);
     XDP_PASS
@@ -53,10 +55,7 @@ pub fn sip_restore_tc(ctx: TcContext) -> i32 {
     if after_xdp && !handed_off(&ctx) {
         return TC_ACT_UNSPEC;
     }
-    // A GSO skb is several datagrams' worth; resizing would drop its GSO state.
-    // `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
-    // SAFETY: `ctx.skb.skb` is the program's valid `__sk_buff`.
-    let r = if unsafe { (*ctx.skb.skb).gso_size } != 0 { Err(Stat::TooBig) } else { try_restore(&ctx, !after_xdp) };
+    let r = try_restore(&ctx, !after_xdp);
     finish(&ctx, r);
     TC_ACT_UNSPEC
 }
@@ -70,17 +69,18 @@ pub fn sip_restore_tc(ctx: TcContext) -> i32 {
 /// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4266-L4283>) and the frame
 /// stays unrestored (counted as `no_tailroom`).
 #[inline(always)]
-fn hand_off(ctx: &XdpContext) {
+fn hand_off(ctx: &XdpContext) -> bool {
     // SAFETY: a valid xdp_md; -4 asks for 4 bytes of metadata in front of the data.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -4) } != 0 {
-        return;
+        return false;
     }
     let (meta, data) = (ctx.metadata(), ctx.data());
     if meta + 4 > data {
-        return;
+        return false;
     }
     // SAFETY: bounds checked against `data` just above (the verifier checks the same).
     unsafe { core::ptr::write_unaligned(meta as *mut u32, XDP_HANDOFF) };
+    true
 }
 
 /// Whether the XDP restore handed this skb over (see [`hand_off`]).
@@ -100,10 +100,10 @@ fn handed_off(ctx: &TcContext) -> bool {
 fn finish<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, r: Verdict) {
     if let Err(stat) = r {
         count(stat);
-        if stat as u32 == Stat::NoTailroom as u32 {
-            let n = read(Stat::NoTailroom);
+        if stat as u32 == Stat::ToTc as u32 {
+            let n = read(Stat::ToTc);
             if n.is_power_of_two() {
-                aya_log_ebpf::warn!(ctx, "XDP: no tailroom to grow a 2xx to REGISTER (#{} on this CPU); handed to the TC ingress restore", n);
+                aya_log_ebpf::info!(ctx, "XDP handed a 2xx to REGISTER to the TC ingress restore (#{} on this CPU): no tailroom or a checksum XDP cannot update", n);
             }
         }
     }
@@ -116,6 +116,9 @@ fn try_restore<P: Pkt + Fix + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) 
     // A frame XDP handed over was counted there already.
     if first_look {
         add(Stat::Responses, 1);
+    }
+    if ctx.is_gso() {
+        return Err(Stat::TooBig);
     }
     let (payload, n, s) = sip_payload(ctx, &f, b"SIP/2.0 ", Stat::RespOther)?;
     s.scan.reset(n);
@@ -154,7 +157,12 @@ fn try_restore<P: Pkt + Fix + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) 
     if new_n > MAX_SIP_LEN || new_n == 0 {
         return Err(Stat::TooBig);
     }
-    // No MTU check: the frame is being received; the local stack takes any length.
+    if new_n > n && !ctx.fits_mtu((new_n - n) as i32) {
+        return Err(Stat::TooBig);
+    }
+    if !ctx.checksum_updatable(&f, n, s)? {
+        return Err(Stat::ToTc);
+    }
     splice::<P, true>(ctx, cfg, &f, payload, n, new_n, s)?;
     count(Stat::Restored);
     let total = add(Stat::RestoredContacts, kept as u64);

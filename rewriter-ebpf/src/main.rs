@@ -20,7 +20,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    helpers::generated::{bpf_check_mtu, bpf_loop},
+    helpers::generated::bpf_loop,
     macros::{classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
@@ -122,9 +122,7 @@ fn try_sip_rewriter<const STAGE: u8>(ctx: &TcContext) -> Verdict {
     let f = candidate(ctx, cfg, false)?;
     add(Stat::Seen, 1);
     // A GSO skb is several datagrams' worth; bpf_skb_change_tail would drop its GSO state.
-    // `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
-    // SAFETY: `ctx.skb.skb` is the program's valid `__sk_buff`.
-    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+    if ctx.is_gso() {
         return Err(Stat::TooBig);
     }
     let (payload, n, scratch) = sip_payload(ctx, &f, b"REGISTER", Stat::NotRegister)?;
@@ -340,14 +338,8 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
         return Err(Stat::TooBig);
     }
     let delta = new_n as i32 - n as i32;
-    if delta > 0 {
-        let mut mtu: u32 = 0;
-        // ifindex 0 = the skb's (egress) device; compares skb->len + delta with MTU + L2 header:
-        // <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L6379-L6432>.
-        // SAFETY: valid skb and out-pointer.
-        if unsafe { bpf_check_mtu(ctx.skb.skb as *mut c_void, 0, &mut mtu, delta, 0) } != 0 {
-            return Err(Stat::TooBig);
-        }
+    if delta > 0 && !ctx.fits_mtu(delta) {
+        return Err(Stat::TooBig);
     }
     splice::<_, false>(ctx, cfg, f, payload, n, new_n, s)?;
     count(Stat::Rewritten);
@@ -442,7 +434,7 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
 /// Writes the new payload over the old one: resize, the edits (`RESTORE`: the ingress
 /// restore's, else the egress rewrite's) one per `bpf_loop` iteration, the tail, then lengths
 /// and checksums. If any helper fails, puts everything back and fails with `Stat::Error`
-/// (`Stat::NoTailroom` if an XDP frame could not grow). Invalidates packet pointers.
+/// (`Stat::ToTc` if an XDP frame could not grow). Invalidates packet pointers.
 #[inline(always)]
 fn splice<P: Pkt + Fix, const RESTORE: bool>(
     ctx: &P,

@@ -63,6 +63,25 @@ pub trait Pkt {
     /// Grows (zero bytes) or shrinks the packet to `len`. Invalidates packet pointers.
     fn resize(&self, len: u32) -> Result<(), Stat>;
 
+    /// Whether this is a GSO packet (several datagrams' worth; resizing would drop its GSO
+    /// state).
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        false
+    }
+
+    /// Whether the frame may grow by `delta` bytes past what the device takes (MTU).
+    #[inline(always)]
+    fn fits_mtu(&self, _delta: i32) -> bool {
+        true
+    }
+
+    /// Whether the UDP checksum field can be updated incrementally here (see `XdpContext`).
+    #[inline(always)]
+    fn checksum_updatable(&self, _f: &Frame, _n: usize, _s: &rewriter_common::Scratch) -> Result<bool, Stat> {
+        Ok(true)
+    }
+
     /// Before an edit that keeps the length: makes sure no receive checksum computed by the
     /// device over the old bytes stays attached to the packet. Invalidates packet pointers.
     #[inline(always)]
@@ -119,6 +138,22 @@ impl Pkt for TcContext {
         crate::csum::change_tail(self, len)
     }
 
+    /// `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        // SAFETY: `self.skb.skb` is the program's valid `__sk_buff`.
+        unsafe { (*self.skb.skb).gso_size != 0 }
+    }
+
+    /// `bpf_check_mtu` with ifindex 0 (the skb's device) compares skb->len + delta with MTU +
+    /// L2 header: <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L6379-L6432>.
+    #[inline(always)]
+    fn fits_mtu(&self, delta: i32) -> bool {
+        let mut mtu: u32 = 0;
+        // SAFETY: valid skb and out-pointer.
+        unsafe { aya_ebpf::helpers::generated::bpf_check_mtu(self.skb.skb as *mut c_void, 0, &mut mtu, delta, 0) == 0 }
+    }
+
     /// A received skb may be CHECKSUM_COMPLETE (`skb->csum` = the device's sum of the bytes);
     /// the stores do not update it, and a stale one makes the stack re-verify in software and
     /// report a "hw csum failure". Resizing turns COMPLETE into CHECKSUM_NONE (v6.18
@@ -160,6 +195,16 @@ impl Pkt for XdpContext {
         core::hint::black_box((XdpContext::data_end(self) - XdpContext::data(self)) as u32)
     }
 
+    /// XDP cannot see `ip_summed`: a frame from a local sender with checksum offload (veth,
+    /// generic XDP) holds only the pseudo-header seed in its UDP checksum field
+    /// (CHECKSUM_PARTIAL), which an incremental full-checksum update would spoil for any later
+    /// hop. So XDP edits only frames whose checksum verifies (or IPv4 ones without checksum);
+    /// the others go to TC, whose checksum helpers know the skb's mode.
+    #[inline(always)]
+    fn checksum_updatable(&self, f: &Frame, n: usize, s: &rewriter_common::Scratch) -> Result<bool, Stat> {
+        crate::csum::udp_checksum_verifies(self, f, n, s)
+    }
+
     /// `bpf_xdp_adjust_tail` grows only into the tailroom the driver reserved (`frame_sz`),
     /// else -EINVAL, and zeroes the new bytes:
     /// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4230-L4256>. On veth
@@ -171,7 +216,7 @@ impl Pkt for XdpContext {
         // SAFETY: a valid xdp_md.
         match unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } {
             0 => Ok(()),
-            _ if delta > 0 => Err(Stat::NoTailroom),
+            _ if delta > 0 => Err(Stat::ToTc),
             _ => Err(Stat::Error),
         }
     }

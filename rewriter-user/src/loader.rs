@@ -379,13 +379,29 @@ impl Rewriter {
 
     /// Turns the attachment into a pinned link at `path`: the program stays attached after this
     /// process exits, until the pin is removed (`sip-rewriter detach`).
-    /// The ingress links, if any, are pinned in `pins` the same way.
+    /// The ingress links, if any, are pinned in `pins` the same way, first: the rewrite never
+    /// stays behind without its restore. On failure, what was pinned is unpinned again.
     pub fn persist(&mut self, attachment: Attachment, path: &std::path::Path, pins: &PinDir) -> anyhow::Result<()> {
-        let link = self.program_mut()?.take_link(attachment.link.context("nothing attached on egress")?)?;
-        let fd: FdLink = link.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?;
-        fd.pin(path).with_context(|| format!("pinning the link at {}", path.display()))?;
+        let mut pinned = Vec::new();
+        let result = self.persist_links(attachment, path, pins, &mut pinned);
+        if result.is_err() {
+            for p in pinned {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        result
+    }
+
+    fn persist_links(
+        &mut self,
+        attachment: Attachment,
+        path: &std::path::Path,
+        pins: &PinDir,
+        pinned: &mut Vec<std::path::PathBuf>,
+    ) -> anyhow::Result<()> {
+        let mut links: Vec<(FdLink, std::path::PathBuf)> = Vec::new();
         for l in attachment.ingress {
-            let (fd, path): (FdLink, _) = match l {
+            links.push(match l {
                 IngressLink::Xdp(id) => (
                     self.xdp_mut()?.take_link(id)?.try_into().context("--persist needs an XDP bpf_link (kernel >= 5.9)")?,
                     pins.ingress_link_path(),
@@ -394,28 +410,35 @@ impl Rewriter {
                     self.tc_ingress_mut()?.take_link(id)?.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?,
                     pins.ingress_tc_link_path(),
                 ),
-            };
-            fd.pin(&path).with_context(|| format!("pinning the link at {}", path.display()))?;
+            });
+        }
+        let egress = self.program_mut()?.take_link(attachment.link.context("nothing attached on egress")?)?;
+        links.push((egress.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?, path.to_path_buf()));
+        for (fd, p) in links {
+            fd.pin(&p).with_context(|| format!("pinning the link at {}", p.display()))?;
+            pinned.push(p);
         }
         Ok(())
     }
 
-    /// Detaches the links made by [`Self::attach_egress`] and [`Self::attach_ingress`].
+    /// Detaches the links made by [`Self::attach_egress`] and [`Self::attach_ingress`]: egress
+    /// first (the reverse of [`Self::attach`]), so no REGISTER leaves rewritten without its
+    /// restore in place.
     pub fn detach(&mut self, attachment: Attachment) -> anyhow::Result<()> {
+        let egress = match attachment.link {
+            Some(l) => self.program_mut().and_then(|p| p.detach(l).map_err(anyhow::Error::from)),
+            None => Ok(()),
+        };
         let mut ingress = Ok(());
         for l in attachment.ingress {
             let r = match l {
-                IngressLink::Xdp(id) => self.xdp_mut()?.detach(id).map_err(anyhow::Error::from),
-                IngressLink::Tc(id) => self.tc_ingress_mut()?.detach(id).map_err(anyhow::Error::from),
+                IngressLink::Xdp(id) => self.xdp_mut().and_then(|p| p.detach(id).map_err(anyhow::Error::from)),
+                IngressLink::Tc(id) => self.tc_ingress_mut().and_then(|p| p.detach(id).map_err(anyhow::Error::from)),
             };
             ingress = ingress.and(r);
         }
-        let egress = match attachment.link {
-            Some(l) => self.program_mut()?.detach(l),
-            None => Ok(()),
-        };
-        ingress.with_context(|| format!("detaching the restore from {} ingress", attachment.iface))?;
-        egress.with_context(|| format!("detaching from {}", attachment.iface))
+        egress.with_context(|| format!("detaching from {}", attachment.iface))?;
+        ingress.with_context(|| format!("detaching the restore from {} ingress", attachment.iface))
     }
 
     /// The underlying object, for tests and tools that need other maps.

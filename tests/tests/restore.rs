@@ -237,3 +237,29 @@ fn refresh_keeps_and_a_changed_contact_replaces_the_record() {
     let want = String::from_utf8_lossy(&c.out).replacen(uri, &other_uri, 1);
     assert_eq!(String::from_utf8_lossy(&check(&out).unwrap().payload), want);
 }
+
+/// XDP edits only frames whose UDP checksum verifies: one that does not (here: corrupted; on a
+/// host, a CHECKSUM_PARTIAL frame from a local sender) passes XDP untouched, counted `to_tc`,
+/// for the TC ingress restore, whose checksum helpers know the skb's checksum mode.
+#[test]
+fn xdp_leaves_frames_with_an_unverified_checksum_to_tc() {
+    let c = cases().into_iter().find(|c| c.name.starts_with("01-")).unwrap();
+    let mut rw = corpus_rewriter();
+    for v6 in [false, true] {
+        let (req_f, resp_f) = frames(v6);
+        let _ = run(&mut rw, &req_f.build(&c.req));
+        let mut frame = resp_f.build(&c.resp);
+        let csum_at = frame.len() - c.resp.len() - 2;
+        frame[csum_at] ^= 0x5a;
+        let before = rw.counters().unwrap();
+        // BPF_PROG_TEST_RUN hands back XDP metadata in front of the frame: the handoff mark.
+        let marked = [&rewriter_common::XDP_HANDOFF.to_ne_bytes()[..], &frame].concat();
+        assert_eq!(run_ingress(&mut rw, Ingress::Xdp, &frame), marked, "v6={v6}: untouched, marked for TC");
+        let after = rw.counters().unwrap();
+        assert_eq!(after.get(Stat::ToTc), before.get(Stat::ToTc) + 1, "v6={v6}");
+        assert_eq!(after.get(Stat::Restored), before.get(Stat::Restored), "v6={v6}");
+        // The same response with its checksum intact is restored by XDP itself.
+        let out = run_ingress(&mut rw, Ingress::Xdp, &resp_f.build(&c.resp));
+        assert_eq!(check(&out).unwrap().payload, c.out, "v6={v6}");
+    }
+}

@@ -25,7 +25,7 @@ use rewriter_user::{Ingress, Rewriter};
 
 /// Stats an ingress run may move (the egress ones cannot).
 const INGRESS: [Stat; 8] =
-    [Stat::RespOther, Stat::Malformed, Stat::NoState, Stat::NoMatch, Stat::TooBig, Stat::Restored, Stat::Error, Stat::NoTailroom];
+    [Stat::RespOther, Stat::Malformed, Stat::NoState, Stat::NoMatch, Stat::TooBig, Stat::Restored, Stat::Error, Stat::ToTc];
 
 fn lookup_table(dn: &[u8]) -> Option<ContactUri> {
     (dn == b"1002").then(|| ContactUri::new(b"sip:1002@192.168.210.54:5060").unwrap())

@@ -99,10 +99,10 @@ fn run(hook: &str, v6: bool, offload: bool) {
     assert_eq!(csum_errors(&topo.edge, v6), errors_before, "the edge stack saw UDP checksum errors");
     println!(
         "restore e2e, ingress {hook}, {}, Genesys TX checksum offload {}: {CLIENTS} REGISTERs rewritten and recorded, {CLIENTS} 200 OKs restored \
-         ({} of them handed from XDP to TC for want of tailroom), every Contact checked by sipp, 0 checksum errors",
+         ({} of them handed from XDP to TC), every Contact checked by sipp, 0 checksum errors",
         if v6 { "IPv6" } else { "IPv4" },
         if offload { "on" } else { "off" },
-        c["no_tailroom"]["total"]
+        c["to_tc"]["total"]
     );
     let (code, log) = att.stop();
     assert_eq!(code, 0, "{log}");

@@ -143,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             pins.path.display()
         );
     }
-    let mut applied = Applied::default();
+    let mut applied = Applied { ingress: settings.ingress, ..Applied::default() };
     let result = apply(&mut rw, &settings, &mut applied).and_then(|()| rw.attach(&iface, settings.ingress));
     let (attachment, hook) = match result {
         Ok(a) => a,
@@ -185,6 +185,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 #[derive(Default)]
 struct Applied {
     contacts: BTreeMap<String, String>,
+    /// The ingress hook attached; a reload cannot change it (that needs a re-attach).
+    ingress: rewriter_user::Ingress,
 }
 
 /// Writes `settings` into the maps: config, address set, and the file's DN entries (entries
@@ -236,7 +238,18 @@ async fn serve(rw: &mut Rewriter, args: &Args, pins: &PinDir, mut applied: Appli
             _ = sighup.recv() => {
                 match &args.config {
                     None => log::warn!("SIGHUP ignored: attach was started without --config"),
-                    Some(path) => match args.settings().and_then(|s| apply(rw, &s, &mut applied)) {
+                    Some(path) => match args.settings().and_then(|mut s| {
+                        if s.ingress != applied.ingress {
+                            log::warn!(
+                                "ingress = \"{}\" in {} takes effect at the next attach; the restore stays on {}",
+                                s.ingress,
+                                path.display(),
+                                applied.ingress
+                            );
+                            s.ingress = applied.ingress;
+                        }
+                        apply(rw, &s, &mut applied)
+                    }) {
                         Ok(()) => log::info!("reloaded {}", path.display()),
                         Err(e) => log::error!("reload of {} failed, previous settings stay: {e:#}", path.display()),
                     },

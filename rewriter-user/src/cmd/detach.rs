@@ -18,19 +18,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     netdev::require_root()?;
     let pins = PinDir::for_iface(&args.iface);
     let link = pins.link_path();
-    for ingress in [pins.ingress_link_path(), pins.ingress_tc_link_path()] {
-        if ingress.exists() {
-            let pinned = PinnedLink::from_pin(&ingress)
-                .map_err(|e| anyhow::anyhow!("opening pinned link {}: {e}", ingress.display()))?;
-            drop(pinned.unpin().map_err(|e| anyhow::anyhow!("unpinning {}: {e}", ingress.display()))?);
-        }
-    }
     if link.exists() {
-        let pinned = PinnedLink::from_pin(&link)
-            .map_err(|e| anyhow::anyhow!("opening pinned link {}: {e}", link.display()))?;
-        // Unpinning drops the last reference to the TCX link, which detaches the program.
-        let fd = pinned.unpin().map_err(|e| anyhow::anyhow!("unpinning {}: {e}", link.display()))?;
-        drop(fd);
+        // Egress first, then the restore (the reverse of attach). Unpinning drops the last
+        // reference to a link, which detaches its program.
+        for p in [link.clone(), pins.ingress_link_path(), pins.ingress_tc_link_path()] {
+            if p.exists() {
+                let pinned =
+                    PinnedLink::from_pin(&p).map_err(|e| anyhow::anyhow!("opening pinned link {}: {e}", p.display()))?;
+                drop(pinned.unpin().map_err(|e| anyhow::anyhow!("unpinning {}: {e}", p.display()))?);
+            }
+        }
         pins.remove()?;
         println!("detached sip-rewriter from {}", args.iface);
         return Ok(());
