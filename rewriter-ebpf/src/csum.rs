@@ -28,7 +28,7 @@ use rewriter_common::{
     sip::{BUF_SIZE, MAX_EDITS, Msg},
 };
 
-use crate::pkt::{Pkt, Raw};
+use crate::pkt::{Frame, Pkt, Raw};
 
 const MASK: usize = BUF_SIZE - 1;
 /// Bytes summed per `bpf_csum_diff` call: the helper refused more than 512 bytes per call
@@ -208,7 +208,7 @@ pub fn payload_diff<R: Raw>(r: R, payload: usize, n: usize, new_n: usize, first:
 /// payload (from its scratch copy, zero-padded past `n`) sum to 0xffff. An IPv4 datagram
 /// without checksum (0) counts as verified: there is nothing to keep right.
 #[inline(always)]
-pub fn udp_checksum_verifies<P: Pkt>(p: &P, f: &crate::pkt::Frame, n: usize, s: &Scratch) -> Result<bool, Stat> {
+pub fn udp_checksum_verifies<P: Pkt>(p: &P, f: &Frame, n: usize, s: &Scratch) -> Result<bool, Stat> {
     let hdr: [u32; 2] = p.load(f.udp)?;
     let check: u16 = p.load(f.udp + core::mem::offset_of!(UdpHdr, check))?;
     if !f.v6 && check == 0 {
@@ -235,18 +235,8 @@ pub fn udp_checksum_verifies<P: Pkt>(p: &P, f: &crate::pkt::Frame, n: usize, s: 
 /// `HC' = ~(~HC + m' - m)`, in the same byte order as `bpf_csum_diff`'s sums. An IPv4 UDP
 /// checksum of 0 (none) stays 0; a computed 0 is sent as 0xffff (RFC 768).
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "the frame layout, spelled out")]
-pub fn fix_xdp<P: Pkt>(
-    p: &P,
-    l3: usize,
-    udp: usize,
-    v6: bool,
-    payload: usize,
-    n: usize,
-    new_n: usize,
-    first: usize,
-    s: &mut Scratch,
-) -> Result<(), Stat> {
+pub fn fix_xdp<P: Pkt>(p: &P, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<(), Stat> {
+    let (l3, udp, v6) = (f.l3, f.udp, f.v6);
     let d = payload_diff(p.raw(), payload, n, new_n, first, s)?;
     let old_ulen = ((n + UdpHdr::LEN) as u16).to_be();
     let new_ulen = ((new_n + UdpHdr::LEN) as u16).to_be();
@@ -281,18 +271,16 @@ pub fn fix_xdp<P: Pkt>(
 /// After the payload changed from `n` to `new_n` bytes (first changed byte at `first`, even):
 /// UDP checksum, UDP length, IP length (and IPv4 header checksum). Invalidates packet pointers.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "the frame layout, spelled out")]
 pub fn fix_lengths_and_checksums(
     ctx: &TcContext,
-    l3: usize,
-    udp: usize,
-    v6: bool,
+    f: &Frame,
     payload: usize,
     n: usize,
     new_n: usize,
     first: usize,
     s: &mut Scratch,
 ) -> Result<(), Stat> {
+    let (l3, udp, v6) = (f.l3, f.udp, f.v6);
     let d = payload_diff(ctx.skb.skb, payload, n, new_n, first, s)?;
 
     let csum_off = (udp + core::mem::offset_of!(UdpHdr, check)) as u32;

@@ -239,13 +239,13 @@ pub trait Fix {
 impl Fix for TcContext {
     #[inline(always)]
     fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut rewriter_common::Scratch) -> Result<(), Stat> {
-        crate::csum::fix_lengths_and_checksums(self, f.l3, f.udp, f.v6, payload, n, new_n, first, s)
+        crate::csum::fix_lengths_and_checksums(self, f, payload, n, new_n, first, s)
     }
 }
 
 impl Fix for XdpContext {
     #[inline(always)]
     fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut rewriter_common::Scratch) -> Result<(), Stat> {
-        crate::csum::fix_xdp(self, f.l3, f.udp, f.v6, payload, n, new_n, first, s)
+        crate::csum::fix_xdp(self, f, payload, n, new_n, first, s)
     }
 }

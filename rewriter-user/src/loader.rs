@@ -141,13 +141,18 @@ impl Rewriter {
         Ok(())
     }
 
+    /// The egress classifier.
     pub fn program_mut(&mut self) -> anyhow::Result<&mut SchedClassifier> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .with_context(|| format!("program {PROGRAM} missing from the object"))?
-            .try_into()?;
-        Ok(prog)
+        self.typed_program(PROGRAM)
+    }
+
+    /// Program `name` of the object as its type `T`.
+    fn typed_program<T>(&mut self, name: &str) -> anyhow::Result<&mut T>
+    where
+        for<'a> &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        let prog = self.ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))?;
+        Ok(prog.try_into()?)
     }
 
     /// Loads the ingress restore program for `which` (verifier included); a no-op for `Off`
@@ -172,22 +177,14 @@ impl Rewriter {
         }
     }
 
+    /// The XDP restore.
     pub fn xdp_mut(&mut self) -> anyhow::Result<&mut Xdp> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM_XDP)
-            .with_context(|| format!("program {PROGRAM_XDP} missing from the object"))?
-            .try_into()?;
-        Ok(prog)
+        self.typed_program(PROGRAM_XDP)
     }
 
+    /// The TC ingress restore.
     pub fn tc_ingress_mut(&mut self) -> anyhow::Result<&mut SchedClassifier> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(PROGRAM_TC_INGRESS)
-            .with_context(|| format!("program {PROGRAM_TC_INGRESS} missing from the object"))?
-            .try_into()?;
-        Ok(prog)
+        self.typed_program(PROGRAM_TC_INGRESS)
     }
 
     /// Adds or replaces a DN → Contact URI entry (URI without brackets).
