@@ -34,8 +34,8 @@ pub const CFG_ADDR_FILTER: u16 = 1 << 2;
 /// `Config::flags`: the XDP restore runs in front of the TC ingress one, which then handles
 /// only the frames XDP handed over (marked with [`XDP_HANDOFF`] in the XDP metadata).
 pub const CFG_TC_AFTER_XDP: u16 = 1 << 3;
-/// XDP metadata word marking a frame the XDP restore could not grow (no tailroom) for the TC
-/// ingress restore to take over.
+/// XDP metadata word marking a frame the XDP restore leaves to the TC ingress restore (no
+/// tailroom to grow, or a checksum XDP cannot update).
 pub const XDP_HANDOFF: u32 = 0x5349_5052;
 
 /// Runtime configuration, one entry in the `CONFIG` array map.

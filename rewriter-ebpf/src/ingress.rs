@@ -3,9 +3,9 @@
 //! a 200 OK listing no Contact of its own, sees itself registered.
 //!
 //! Two hooks run the same code: XDP (`sip_restore_xdp`, the earliest point a frame can be
-//! edited) and TC ingress (`sip_restore_tc`, for drivers without XDP tailroom). Both fail open
-//! like the egress program: the verdict is always "pass", anything not understood leaves
-//! byte-identical and is counted.
+//! edited) and TC ingress (`sip_restore_tc`: alone, or behind XDP for the frames XDP hands
+//! over). Both fail open like the egress program: the verdict is always "pass", anything not
+//! understood leaves byte-identical and is counted.
 
 use core::ffi::c_void;
 
@@ -27,8 +27,9 @@ use crate::{
     pkt::{Fix, Pkt, Raw},
 };
 
-/// XDP ingress entry point. A frame that needs to grow where the driver left no tailroom is
-/// handed to the TC ingress restore (attached behind it) through the XDP metadata.
+/// XDP ingress entry point. A frame that needs to grow where the driver left no tailroom, or
+/// whose checksum XDP cannot update, is handed to the TC ingress restore (attached behind it)
+/// through the XDP metadata.
 #[xdp]
 pub fn sip_restore_xdp(ctx: XdpContext) -> u32 {
     let r = try_restore(&ctx, true);
@@ -67,7 +68,7 @@ pub fn sip_restore_tc(ctx: TcContext) -> i32 {
 /// support metadata), where TC reads it at `__sk_buff.data_meta`. Where the driver has no
 /// metadata support `bpf_xdp_adjust_meta` fails (-ENOTSUPP,
 /// <https://github.com/torvalds/linux/blob/v6.18/net/core/filter.c#L4266-L4283>) and the frame
-/// stays unrestored (counted as `no_tailroom`).
+/// stays unrestored (counted as `error`).
 #[inline(always)]
 fn hand_off(ctx: &XdpContext) -> bool {
     // SAFETY: a valid xdp_md; -4 asks for 4 bytes of metadata in front of the data.

@@ -54,7 +54,7 @@ pub enum Ingress {
     /// XDP, native where the driver supports it, generic otherwise.
     #[default]
     Xdp,
-    /// TC ingress (for drivers whose XDP frames have no tailroom to grow).
+    /// TC ingress alone (for drivers without XDP or XDP metadata support).
     Tc,
     /// No restore.
     Off,
