@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
     let state = record(req, &s, b"<sip:1002@192.168.210.54:5060>").expect("the seed REGISTER is recordable");
     // With the high bit set, any Call-ID/DN matches: the fuzzer then reaches the contacts
     // without having to guess the Call-ID.
-    let lookup = |k: &_| (sel & 0x80 != 0 || *k == state.0).then_some(state.1);
+    let lookup = |k: &rewriter_common::restore::RegKey| {
+        (sel & 0x80 != 0 || *k == state.0).then(|| rewriter_common::restore::RegState { key_check: k.check(), ..state.1 })
+    };
     let mut out = vec![0u8; 4096];
     if let Decision::Restored { len, contacts } = restore(msg, &cfg, lookup, &mut out) {
         let new = &out[..len];

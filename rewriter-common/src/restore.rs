@@ -40,7 +40,9 @@ pub struct RegKey {
 pub struct RegState {
     /// Originals in use (1..=MAX_ORIGINALS).
     pub n: u32,
-    pub _pad: u32,
+    /// [`RegKey::check`] of the key this record was stored under: a reader that finds another
+    /// value (the element was freed and reused while it held it) does not use the record.
+    pub key_check: u32,
     /// The bracketed URI the egress wrote.
     pub written: ContactUri,
     /// The client's URIs, bracketed, in the REGISTER's order.
@@ -85,6 +87,22 @@ impl RegKey {
         let dn_len = (s.dn_len as usize).min(MAX_DN_LEN);
         copy_words::<{ MAX_DN_LEN / 8 }>(m, s.dn_start as usize, dn_len, self.dn.0.as_mut_ptr() as *mut u64);
         true
+    }
+
+    /// A 32-bit fingerprint of the key (word-wise rotate-xor; not a hash for tables, a check
+    /// that a record belongs to this key).
+    #[inline(always)]
+    pub fn check(&self) -> u32 {
+        const WORDS: usize = core::mem::size_of::<RegKey>() / 8;
+        let words = self as *const RegKey as *const u64;
+        let mut acc = 0u64;
+        let mut j = 0;
+        while j < WORDS {
+            // SAFETY: `RegKey` is 8-aligned and WORDS words long.
+            acc = acc.rotate_left(7) ^ unsafe { core::ptr::read(words.add(j)) };
+            j += 1;
+        }
+        (acc ^ (acc >> 32)) as u32
     }
 
     /// The Call-ID half of [`RegKey::fill`] (the egress has the DN key built already).
@@ -297,7 +315,7 @@ pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegStat
         return None;
     }
     let empty = ContactUri { len: 0, _pad: [0; 6], text: [0; URI_BUF] };
-    let mut st = RegState { n: 0, _pad: 0, written: empty, orig: [empty; MAX_ORIGINALS] };
+    let mut st = RegState { n: 0, key_check: key.check(), written: empty, orig: [empty; MAX_ORIGINALS] };
     st.written.text[..written.len()].copy_from_slice(written);
     st.written.len = written.len() as u16;
     for e in s.edits().iter().filter(|e| e.kind == EDIT_URI) {
@@ -371,7 +389,7 @@ pub fn restore(
     if !key.fill(&m, &s) {
         return Decision::Pass(Stat::NoState);
     }
-    let Some(st) = lookup(&key).filter(|st| (1..=MAX_ORIGINALS as u32).contains(&st.n)) else {
+    let Some(st) = lookup(&key).filter(|st| (1..=MAX_ORIGINALS as u32).contains(&st.n) && st.key_check == key.check()) else {
         return Decision::Pass(Stat::NoState);
     };
     let new_len = select(&mut s, &m, &st);

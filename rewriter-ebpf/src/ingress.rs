@@ -141,7 +141,9 @@ fn try_restore<P: Pkt + Fix + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) 
         // SAFETY: both are 8-aligned `RegState`s (map values are 8-aligned).
         unsafe { core::ptr::write_volatile(to.add(j), core::ptr::read_volatile(from.add(j))) };
     }
-    if s.reg.n == 0 || s.reg.n as usize > MAX_ORIGINALS {
+    // LRU elements are reused without a grace period: the record must still be this key's
+    // and unchanged after the copy, else it is not used.
+    if s.reg.n == 0 || s.reg.n as usize > MAX_ORIGINALS || s.reg.key_check != s.reg_key.check() || !st.same(&s.reg) {
         return Err(Stat::NoState);
     }
     s.write.kept = 0;

@@ -406,6 +406,7 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
         unsafe {
             copy_aligned::<{ MAX_DN_LEN / 8 }>(s.key.0.as_ptr() as *const u64, s.reg_key.dn.0.as_mut_ptr() as *mut u64);
         }
+        s.reg.key_check = s.reg_key.check();
         if s.write.mapped != 0 {
             const W: usize = core::mem::size_of::<ContactUri>() / 8;
             // SAFETY: as above.

@@ -263,3 +263,22 @@ fn xdp_leaves_frames_with_an_unverified_checksum_to_tc() {
         assert_eq!(check(&out).unwrap().payload, c.out, "v6={v6}");
     }
 }
+
+/// A record whose key check does not match its key (what a reader sees when the LRU element
+/// it holds was reused for another registration) is not used: the response passes untouched.
+#[test]
+fn a_record_of_another_key_is_not_used() {
+    let c = cases().into_iter().find(|c| c.name.starts_with("01-")).unwrap();
+    let (req_f, resp_f) = frames(false);
+    let mut rw = corpus_rewriter();
+    let _ = run(&mut rw, &req_f.build(&c.req));
+    let (key, mut st) = rw.registrations().unwrap().iter().next().unwrap().unwrap();
+    st.key_check ^= 1;
+    rw.registrations().unwrap().insert(key, st, 0).unwrap();
+    for which in [Ingress::Xdp, Ingress::Tc] {
+        let frame = resp_f.build(&c.resp);
+        let before = rw.counters().unwrap().get(Stat::NoState);
+        assert_eq!(run_ingress(&mut rw, which, &frame), frame, "{which}");
+        assert_eq!(rw.counters().unwrap().get(Stat::NoState), before + 1, "{which}");
+    }
+}
