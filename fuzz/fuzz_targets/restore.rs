@@ -38,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
         let end_old = msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         let end_new = new.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         assert_eq!(&new[end_new..], &msg[end_old..], "body changed");
-        let crlf = |b: &[u8]| b.windows(2).filter(|w| w == b"\r\n").count();
-        assert_eq!(crlf(&new[..end_new]), crlf(&msg[..end_old]), "the restore changed the number of lines");
+        // As many header fields as before: a CRLF not followed by SP/HT starts a field. (An
+        // expanded contact repeats its parameters, and a fold inside them, which is valid LWS.)
+        let fields = |b: &[u8]| b.windows(3).filter(|w| &w[..2] == b"\r\n" && w[2] != b' ' && w[2] != b'\t').count();
+        assert_eq!(fields(&new[..end_new]), fields(&msg[..end_old]), "the restore changed the number of header fields");
     }
 });
