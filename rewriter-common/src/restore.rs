@@ -12,7 +12,7 @@
 //! and userspace run the same code.
 
 use crate::{
-    ContactUri, DnKey, MAX_DN_LEN, MAX_URI_LEN, Stat, URI_BUF,
+    ContactUri, DnKey, MAX_DN_LEN, MAX_URI_LEN, Stat, URI_BUF, WriteState,
     sip::{self, EDIT_URI, Edit, MAX_EDITS, MAX_SIP_LEN, Msg, Outcome, Scan, low_bytes},
 };
 
@@ -265,20 +265,28 @@ impl RegState {
 /// Keeps the edits of a response scan whose URI is `st.written`, in order; returns the new
 /// length of the message (`s.len` if none match). Userspace form of the kernel's `bpf_loop`.
 pub fn select(s: &mut Scan, m: &Msg, st: &RegState) -> usize {
-    let total = st.orig_total();
-    let mut kept = 0;
-    let mut len = s.len as usize;
+    let mut w = WriteState { orig_total: st.orig_total() as u32, ..WriteState::default() };
     for k in 0..(s.n_edits as usize).min(MAX_EDITS) {
-        let e = s.edits[k];
-        if st.written.matches(m, &e) {
-            s.edits[kept] = e;
-            kept += 1;
-            len = len + st.replacement_len(&e, total) - (e.end - e.start) as usize;
-        }
+        select_edit(s, m, st, k, &mut w);
     }
-    s.n_edits = kept as u32;
-    s.n_contacts = kept as u32;
-    len
+    s.n_edits = w.kept;
+    s.n_contacts = w.kept;
+    (s.len as usize + w.grow as usize).wrapping_sub(w.shrink as usize)
+}
+
+/// One selection step (kernel: one `bpf_loop` iteration): keeps edit `k` of a response scan,
+/// moved down to `w.kept`, if its URI is `st.written`, and sums what the kept edits add
+/// (`w.grow`, with `w.orig_total` = [`RegState::orig_total`]) and remove (`w.shrink`).
+#[inline(always)]
+pub fn select_edit(s: &mut Scan, m: &Msg, st: &RegState, k: usize, w: &mut WriteState) {
+    let e = s.edits[k & (MAX_EDITS - 1)];
+    if st.written.matches(m, &e) {
+        let kept = w.kept as usize;
+        s.edits[kept & (MAX_EDITS - 1)] = e;
+        w.kept = kept as u32 + 1;
+        w.grow += st.replacement_len(&e, w.orig_total as usize) as u32;
+        w.shrink += (e.end as u32).wrapping_sub(e.start as u32);
+    }
 }
 
 /// Applies a selected restore to `input`, writing into `out`; the new length, or `None` if

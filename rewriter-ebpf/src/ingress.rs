@@ -18,13 +18,13 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use rewriter_common::{
     CFG_TC_AFTER_XDP, Scratch, Stat, URI_BUF, XDP_HANDOFF,
-    restore::{MAX_ORIGINALS, stat_for_response},
+    restore::{MAX_ORIGINALS, select_edit, stat_for_response},
     sip::{Edit, MAX_EDITS, MAX_SIP_LEN, Outcome},
 };
 
 use crate::{
     CONFIG, REGS, Verdict, add, candidate, count, csum, read, run_loop, run_scan, sip_payload, splice,
-    pkt::{Fix, Pkt, Raw},
+    pkt::{Pkt, Raw},
 };
 
 /// XDP ingress entry point. A frame that needs to grow where the driver left no tailroom, or
@@ -111,7 +111,7 @@ fn finish<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, r: Verdict) {
 }
 
 #[inline(always)]
-fn try_restore<P: Pkt + Fix + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) -> Verdict {
+fn try_restore<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) -> Verdict {
     let cfg = CONFIG.get(0).ok_or(Stat::Error)?;
     let f = candidate(ctx, cfg, true)?;
     // A frame XDP handed over was counted there already.
@@ -186,14 +186,7 @@ extern "C" fn select_cb(index: u64, ctx: *mut c_void) -> i64 {
     if k >= s.scan.n_edits as usize {
         return 1;
     }
-    let e = s.scan.edits[k & (MAX_EDITS - 1)];
-    if s.reg.written.matches(&s.msg, &e) {
-        let kept = s.write.kept as usize;
-        s.scan.edits[kept & (MAX_EDITS - 1)] = e;
-        s.write.kept = kept as u32 + 1;
-        s.write.grow += s.reg.replacement_len(&e, s.write.orig_total as usize) as u32;
-        s.write.shrink += (e.end as u32).wrapping_sub(e.start as u32);
-    }
+    select_edit(&mut s.scan, &s.msg, &s.reg, k, &mut s.write);
     0
 }
 

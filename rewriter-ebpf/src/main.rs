@@ -25,7 +25,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
-use pkt::{Fix, Frame, Pkt, Raw};
+use pkt::{Frame, Pkt, Raw};
 use aya_log_ebpf::{info, warn};
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -437,7 +437,7 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
 /// and checksums. If any helper fails, puts everything back and fails with `Stat::Error`
 /// (`Stat::ToTc` if an XDP frame could not grow). Invalidates packet pointers.
 #[inline(always)]
-fn splice<P: Pkt + Fix, const RESTORE: bool>(
+fn splice<P: Pkt, const RESTORE: bool>(
     ctx: &P,
     cfg: &Config,
     f: &Frame,

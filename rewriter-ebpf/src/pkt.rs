@@ -11,7 +11,7 @@ use aya_ebpf::{
     },
     programs::{TcContext, XdpContext},
 };
-use rewriter_common::Stat;
+use rewriter_common::{Scratch, Stat};
 
 /// A raw context pointer that `bpf_loop` callbacks can carry.
 pub trait Raw: Copy {
@@ -63,6 +63,10 @@ pub trait Pkt {
     /// Grows (zero bytes) or shrinks the packet to `len`. Invalidates packet pointers.
     fn resize(&self, len: u32) -> Result<(), Stat>;
 
+    /// Lengths and checksums after a payload change (see
+    /// [`crate::csum::fix_lengths_and_checksums`]). Invalidates packet pointers.
+    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<(), Stat>;
+
     /// Whether this is a GSO packet (several datagrams' worth; resizing would drop its GSO
     /// state).
     #[inline(always)]
@@ -78,7 +82,7 @@ pub trait Pkt {
 
     /// Whether the UDP checksum field can be updated incrementally here (see `XdpContext`).
     #[inline(always)]
-    fn checksum_updatable(&self, _f: &Frame, _n: usize, _s: &rewriter_common::Scratch) -> Result<bool, Stat> {
+    fn checksum_updatable(&self, _f: &Frame, _n: usize, _s: &Scratch) -> Result<bool, Stat> {
         Ok(true)
     }
 
@@ -136,6 +140,11 @@ impl Pkt for TcContext {
     #[inline(always)]
     fn resize(&self, len: u32) -> Result<(), Stat> {
         crate::csum::change_tail(self, len)
+    }
+
+    #[inline(always)]
+    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<(), Stat> {
+        crate::csum::fix_lengths_and_checksums(self, f, payload, n, new_n, first, s)
     }
 
     /// `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
@@ -201,7 +210,7 @@ impl Pkt for XdpContext {
     /// hop. So XDP edits only frames whose checksum verifies (or IPv4 ones without checksum);
     /// the others go to TC, whose checksum helpers know the skb's mode.
     #[inline(always)]
-    fn checksum_updatable(&self, f: &Frame, n: usize, s: &rewriter_common::Scratch) -> Result<bool, Stat> {
+    fn checksum_updatable(&self, f: &Frame, n: usize, s: &Scratch) -> Result<bool, Stat> {
         crate::csum::udp_checksum_verifies(self, f, n, s)
     }
 
@@ -220,6 +229,12 @@ impl Pkt for XdpContext {
             _ => Err(Stat::Error),
         }
     }
+
+    /// XDP has no checksum helpers: RFC 1624 by hand, see [`crate::csum::fix_xdp`].
+    #[inline(always)]
+    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<(), Stat> {
+        crate::csum::fix_xdp(self, f, payload, n, new_n, first, s)
+    }
 }
 
 /// Where the headers of a candidate datagram are.
@@ -227,25 +242,4 @@ pub struct Frame {
     pub l3: usize,
     pub udp: usize,
     pub v6: bool,
-}
-
-/// Lengths and checksums after a payload change, per context kind.
-pub trait Fix {
-    /// See [`crate::csum::fix_lengths_and_checksums`]. Invalidates packet pointers.
-    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut rewriter_common::Scratch)
-    -> Result<(), Stat>;
-}
-
-impl Fix for TcContext {
-    #[inline(always)]
-    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut rewriter_common::Scratch) -> Result<(), Stat> {
-        crate::csum::fix_lengths_and_checksums(self, f, payload, n, new_n, first, s)
-    }
-}
-
-impl Fix for XdpContext {
-    #[inline(always)]
-    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut rewriter_common::Scratch) -> Result<(), Stat> {
-        crate::csum::fix_xdp(self, f, payload, n, new_n, first, s)
-    }
 }

@@ -54,6 +54,11 @@ impl Frame {
         }
     }
 
+    /// The answer's frame: addresses swapped, from port `self.dport` to `self.sport`.
+    pub fn reply(&self) -> Self {
+        Self { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..self.clone() }
+    }
+
     /// Ethernet (+VLAN) + IP + UDP + `payload`, all lengths and checksums valid.
     pub fn build(&self, payload: &[u8]) -> Vec<u8> {
         let mut f = Vec::with_capacity(payload.len() + 80);

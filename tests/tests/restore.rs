@@ -4,7 +4,7 @@
 //! must come out exactly as the case's `.out.sip`, with valid lengths and checksums (checked by
 //! the tests' own checker). The same cases run through the userspace form of the algorithm.
 
-use std::{fs, net::IpAddr, path::Path};
+use std::{fs, path::Path};
 
 use integration_tests::{
     kernel::{corpus_config, corpus_rewriter, run, run_ingress},
@@ -48,10 +48,9 @@ fn cases() -> Vec<Case> {
 
 /// The request's frame (edge -> Genesys) and the response's (Genesys -> edge).
 fn frames(v6: bool) -> (Frame, Frame) {
-    let req = if v6 { Frame::v6(5060) } else { Frame::v4(5060) };
-    let (a, b): (IpAddr, IpAddr) = (req.src, req.dst);
-    let resp = Frame { src: b, dst: a, sport: 5060, dport: 5070, ..req.clone() };
-    (Frame { sport: 5070, ..req }, resp)
+    let req = Frame { sport: 5070, ..if v6 { Frame::v6(5060) } else { Frame::v4(5060) } };
+    let resp = req.reply();
+    (req, resp)
 }
 
 fn run_all(which: Ingress, v6: bool, vlan: bool) {

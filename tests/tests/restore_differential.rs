@@ -75,8 +75,8 @@ fn compare(rw: &mut Rewriter, rng: &mut Rng, register: &[u8], v6: bool) -> Optio
     rewritten.truncate(len);
     let state = restore::record_rewritten(register, &rewritten, &cfg);
     rw.clear_registrations().unwrap();
-    let req = if v6 { Frame::v6(5060) } else { Frame::v4(5060) };
-    let _ = run(rw, &Frame { sport: 5070, ..req.clone() }.build(register));
+    let req = Frame { sport: 5070, ..if v6 { Frame::v6(5060) } else { Frame::v4(5060) } };
+    let _ = run(rw, &req.build(register));
     // The kernel recorded exactly what userspace computes.
     let kernel_state: Vec<(RegKey, RegState)> = rw.registrations().unwrap().iter().map(|r| r.unwrap()).collect();
     // What counts: the key, the URI written and the originals in use (slots past `n` are
@@ -108,7 +108,7 @@ fn compare(rw: &mut Rewriter, rng: &mut Rng, register: &[u8], v6: bool) -> Optio
     }
     let resp = response(rng, &rewritten);
     let which = if rng.chance(50) { Ingress::Xdp } else { Ingress::Tc };
-    let frame = Frame { src: req.dst, dst: req.src, sport: 5060, dport: 5070, ..req }.build(&resp);
+    let frame = req.reply().build(&resp);
     let before = rw.counters().unwrap();
     let got = run_ingress(rw, which, &frame);
     let after = rw.counters().unwrap();

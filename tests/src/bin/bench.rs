@@ -244,7 +244,7 @@ fn ingress_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // Record the REGISTER (edge -> Genesys) the response answers.
     let egress = program(&mut rw, rewriter_user::PROGRAM)?;
     test_run(egress, &Frame { sport: 5070, ..Frame::v4(5060) }.build(&req), 1, PASS)?;
-    let back = |f: Frame| Frame { src: f.dst, dst: f.src, sport: 5060, dport: 5070, ..f };
+    let back = |f: Frame| Frame { sport: 5070, ..f }.reply();
     let resp_v4 = back(Frame::v4(5060)).build(&resp);
     let resp_v6 = back(Frame::v6(5060)).build(&resp);
     let other_call = back(Frame::v4(5060)).build(&String::from_utf8_lossy(&resp).replacen("Call-ID: ", "Call-ID: x", 1).into_bytes());
