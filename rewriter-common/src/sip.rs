@@ -336,11 +336,6 @@ impl Scan {
         );
     }
 
-    /// The Call-ID value's span, if one was seen.
-    pub fn call_id(&self) -> Option<(usize, usize)> {
-        (self.callid_len > 0).then_some((self.callid_start as usize, self.callid_len as usize))
-    }
-
     pub fn outcome(&self) -> Outcome {
         Outcome::from_u32(self.outcome)
     }
