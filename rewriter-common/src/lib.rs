@@ -175,7 +175,11 @@ impl ContactUri {
         text[0] = b'<';
         text[1..1 + uri.len()].copy_from_slice(uri);
         text[1 + uri.len()] = b'>';
-        Some(Self { len: (uri.len() + 2) as u16, _pad: [0; 6], text })
+        Some(Self {
+            len: (uri.len() + 2) as u16,
+            _pad: [0; 6],
+            text,
+        })
     }
 
     /// The bracketed form.
@@ -186,7 +190,11 @@ impl ContactUri {
     /// The URI without brackets.
     pub fn uri(&self) -> &[u8] {
         let b = self.bracketed();
-        if b.len() >= 2 { &b[1..b.len() - 1] } else { &[] }
+        if b.len() >= 2 {
+            &b[1..b.len() - 1]
+        } else {
+            &[]
+        }
     }
 }
 
@@ -197,7 +205,9 @@ pub struct AddrKey(pub [u8; 16]);
 
 impl AddrKey {
     pub const fn v4(a: [u8; 4]) -> Self {
-        AddrKey([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]])
+        AddrKey([
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+        ])
     }
 }
 
@@ -394,12 +404,24 @@ mod tests {
 
     #[test]
     fn config_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<Config>(), 5 * 2 + 6 + MAX_KEEP * 16 + 2 * URI_BUF);
+        assert_eq!(
+            core::mem::size_of::<Config>(),
+            5 * 2 + 6 + MAX_KEEP * 16 + 2 * URI_BUF
+        );
         assert_eq!(core::mem::size_of::<ContactUri>(), 2 + 6 + URI_BUF);
         assert_eq!(core::mem::size_of::<DnKey>(), MAX_DN_LEN);
-        assert_eq!(core::mem::size_of::<sip::Scan>(), 20 * 4 + 8 + sip::MAX_EDITS * 8);
-        assert_eq!(core::mem::size_of::<restore::RegKey>(), restore::MAX_CALLID_LEN + MAX_DN_LEN);
-        assert_eq!(core::mem::size_of::<restore::RegState>(), 8 + (1 + restore::MAX_ORIGINALS) * core::mem::size_of::<ContactUri>());
+        assert_eq!(
+            core::mem::size_of::<sip::Scan>(),
+            20 * 4 + 8 + sip::MAX_EDITS * 8
+        );
+        assert_eq!(
+            core::mem::size_of::<restore::RegKey>(),
+            restore::MAX_CALLID_LEN + MAX_DN_LEN
+        );
+        assert_eq!(
+            core::mem::size_of::<restore::RegState>(),
+            8 + (1 + restore::MAX_ORIGINALS) * core::mem::size_of::<ContactUri>()
+        );
     }
 
     #[test]

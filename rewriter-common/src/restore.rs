@@ -85,7 +85,12 @@ impl RegKey {
             return false;
         }
         let dn_len = (s.dn_len as usize).min(MAX_DN_LEN);
-        copy_words::<{ MAX_DN_LEN / 8 }>(m, s.dn_start as usize, dn_len, self.dn.0.as_mut_ptr() as *mut u64);
+        copy_words::<{ MAX_DN_LEN / 8 }>(
+            m,
+            s.dn_start as usize,
+            dn_len,
+            self.dn.0.as_mut_ptr() as *mut u64,
+        );
         true
     }
 
@@ -163,7 +168,10 @@ impl ContactUri {
         while j < URI_WORDS {
             // SAFETY: `text` is 8-aligned (offset 8 in an 8-aligned struct) and j < URI_WORDS.
             let t = unsafe { core::ptr::read(text.add(j)) };
-            let brackets = bytes_of(sip::zero_bytes(t ^ (sip::LO * b'<' as u64)) | sip::zero_bytes(t ^ (sip::LO * b'>' as u64)));
+            let brackets = bytes_of(
+                sip::zero_bytes(t ^ (sip::LO * b'<' as u64))
+                    | sip::zero_bytes(t ^ (sip::LO * b'>' as u64)),
+            );
             let mask = bytes_of(!sip::zero_bytes(t) & (sip::LO << 7)) & !(brackets & skip_brackets);
             diff |= (m.word_at(src + 8 * j) ^ t) & mask;
             j += 1;
@@ -228,7 +236,10 @@ impl RegState {
     #[inline(always)]
     pub fn same(&self, other: &RegState) -> bool {
         const WORDS: usize = core::mem::size_of::<RegState>() / 8;
-        let (a, b) = (self as *const RegState as *const u64, other as *const RegState as *const u64);
+        let (a, b) = (
+            self as *const RegState as *const u64,
+            other as *const RegState as *const u64,
+        );
         let mut diff = 0u64;
         let mut j = 0;
         while j < WORDS {
@@ -265,7 +276,10 @@ impl RegState {
 /// Keeps the edits of a response scan whose URI is `st.written`, in order; returns the new
 /// length of the message (`s.len` if none match). Userspace form of the kernel's `bpf_loop`.
 pub fn select(s: &mut Scan, m: &Msg, st: &RegState) -> usize {
-    let mut w = WriteState { orig_total: st.orig_total() as u32, ..WriteState::default() };
+    let mut w = WriteState {
+        orig_total: st.orig_total() as u32,
+        ..WriteState::default()
+    };
     for k in 0..(s.n_edits as usize).min(MAX_EDITS) {
         select_edit(s, m, st, k, &mut w);
     }
@@ -318,12 +332,24 @@ pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegStat
     if !m.load(input) || written.len() > URI_BUF || s.n_contacts as usize > MAX_ORIGINALS {
         return None;
     }
-    let mut key = RegKey { call_id: [0; MAX_CALLID_LEN], dn: DnKey([0; MAX_DN_LEN]) };
+    let mut key = RegKey {
+        call_id: [0; MAX_CALLID_LEN],
+        dn: DnKey([0; MAX_DN_LEN]),
+    };
     if !key.fill(&m, s) {
         return None;
     }
-    let empty = ContactUri { len: 0, _pad: [0; 6], text: [0; URI_BUF] };
-    let mut st = RegState { n: 0, key_check: key.check(), written: empty, orig: [empty; MAX_ORIGINALS] };
+    let empty = ContactUri {
+        len: 0,
+        _pad: [0; 6],
+        text: [0; URI_BUF],
+    };
+    let mut st = RegState {
+        n: 0,
+        key_check: key.check(),
+        written: empty,
+        orig: [empty; MAX_ORIGINALS],
+    };
     st.written.text[..written.len()].copy_from_slice(written);
     st.written.len = written.len() as u16;
     for e in s.edits().iter().filter(|e| e.kind == EDIT_URI) {
@@ -337,7 +363,11 @@ pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegStat
 /// [`record`] for a REGISTER `input` that the userspace rewrite turned into `rewritten` (with
 /// the same `cfg`): the URI written is read from `rewritten` at the first edit, as the kernel
 /// reads it back from the packet.
-pub fn record_rewritten(input: &[u8], rewritten: &[u8], cfg: &crate::Config) -> Option<(RegKey, RegState)> {
+pub fn record_rewritten(
+    input: &[u8],
+    rewritten: &[u8],
+    cfg: &crate::Config,
+) -> Option<(RegKey, RegState)> {
     let mut m = Msg::zeroed();
     if !m.load(input) {
         return None;
@@ -393,11 +423,16 @@ pub fn restore(
     if s.outcome() != Outcome::Rewrite {
         return Decision::Pass(stat_for_response(s.outcome()));
     }
-    let mut key = RegKey { call_id: [0; MAX_CALLID_LEN], dn: DnKey([0; MAX_DN_LEN]) };
+    let mut key = RegKey {
+        call_id: [0; MAX_CALLID_LEN],
+        dn: DnKey([0; MAX_DN_LEN]),
+    };
     if !key.fill(&m, &s) {
         return Decision::Pass(Stat::NoState);
     }
-    let Some(st) = lookup(&key).filter(|st| (1..=MAX_ORIGINALS as u32).contains(&st.n) && st.key_check == key.check()) else {
+    let Some(st) = lookup(&key)
+        .filter(|st| (1..=MAX_ORIGINALS as u32).contains(&st.n) && st.key_check == key.check())
+    else {
         return Decision::Pass(Stat::NoState);
     };
     let new_len = select(&mut s, &m, &st);
@@ -408,11 +443,13 @@ pub fn restore(
         return Decision::Pass(Stat::TooBig);
     }
     match apply(input, &s, &st, out) {
-        Some(len) => Decision::Restored { len, contacts: s.n_edits },
+        Some(len) => Decision::Restored {
+            len,
+            contacts: s.n_edits,
+        },
         None => Decision::Pass(Stat::TooBig),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -425,7 +462,9 @@ mod tests {
     const REQ: &[u8] = b"REGISTER sip:198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.1:5070;branch=z9hG4bK1\r\nTo: <sip:1002@198.18.0.2>\r\nFrom: <sip:1002@198.18.0.2>;tag=a\r\nCall-ID: abc123\r\nCSeq: 2 REGISTER\r\nContact: <sip:x1@h.invalid;transport=ws>;expires=600\r\nContent-Length: 0\r\n\r\n";
 
     fn resp(contact: &str) -> std::string::String {
-        format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.1:5070;branch=z9hG4bK1\r\nTo: <sip:1002@198.18.0.2>;tag=g\r\nFrom: <sip:1002@198.18.0.2>;tag=a\r\nCall-ID: abc123\r\nCSeq: 2 REGISTER\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n")
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.1:5070;branch=z9hG4bK1\r\nTo: <sip:1002@198.18.0.2>;tag=g\r\nFrom: <sip:1002@198.18.0.2>;tag=a\r\nCall-ID: abc123\r\nCSeq: 2 REGISTER\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"
+        )
     }
 
     fn state() -> (RegKey, RegState) {
@@ -440,21 +479,49 @@ mod tests {
     fn run(input: &str) -> std::string::String {
         let (k, st) = state();
         let mut out = vec![0u8; 2048];
-        match restore(input.as_bytes(), &Config::default(), |key| (*key == k).then_some(st), &mut out) {
-            Decision::Restored { len, .. } => std::string::String::from_utf8(out[..len].to_vec()).unwrap(),
+        match restore(
+            input.as_bytes(),
+            &Config::default(),
+            |key| (*key == k).then_some(st),
+            &mut out,
+        ) {
+            Decision::Restored { len, .. } => {
+                std::string::String::from_utf8(out[..len].to_vec()).unwrap()
+            }
             Decision::Pass(why) => format!("pass {}", why.name()),
         }
     }
 
     #[test]
     fn restores_bracketed_and_bare_forms_and_leaves_others() {
-        assert_eq!(run(&resp("<sip:1002@198.18.0.77>;expires=600")), resp("<sip:x1@h.invalid;transport=ws>;expires=600"));
-        assert_eq!(run(&resp("sip:1002@198.18.0.77;expires=60")), resp("<sip:x1@h.invalid;transport=ws>;expires=60"));
-        assert_eq!(run(&resp("<sip:1002@198.18.0.78>;expires=600")), "pass no_match");
-        assert_eq!(run(&resp("<sip:1002@198.18.0.7>;expires=600")), "pass no_match");
+        assert_eq!(
+            run(&resp("<sip:1002@198.18.0.77>;expires=600")),
+            resp("<sip:x1@h.invalid;transport=ws>;expires=600")
+        );
+        assert_eq!(
+            run(&resp("sip:1002@198.18.0.77;expires=60")),
+            resp("<sip:x1@h.invalid;transport=ws>;expires=60")
+        );
+        assert_eq!(
+            run(&resp("<sip:1002@198.18.0.78>;expires=600")),
+            "pass no_match"
+        );
+        assert_eq!(
+            run(&resp("<sip:1002@198.18.0.7>;expires=600")),
+            "pass no_match"
+        );
         assert_eq!(run(&resp("*")), "pass no_match");
-        assert_eq!(run(&resp("<sip:1002@198.18.0.77>").replace("abc123", "abc124")), "pass no_state");
-        assert_eq!(run(&resp("<sip:1002@198.18.0.77>").replace("2 REGISTER", "2 OPTIONS")), "pass resp_other");
-        assert_eq!(run(&resp("<sip:1002@198.18.0.77>").replace("200 OK", "401 Unauthorized")), "pass resp_other");
+        assert_eq!(
+            run(&resp("<sip:1002@198.18.0.77>").replace("abc123", "abc124")),
+            "pass no_state"
+        );
+        assert_eq!(
+            run(&resp("<sip:1002@198.18.0.77>").replace("2 REGISTER", "2 OPTIONS")),
+            "pass resp_other"
+        );
+        assert_eq!(
+            run(&resp("<sip:1002@198.18.0.77>").replace("200 OK", "401 Unauthorized")),
+            "pass resp_other"
+        );
     }
 }

@@ -67,7 +67,11 @@ impl Msg {
         let lo = self.aligned_word(i);
         let hi = self.aligned_word(i + 8);
         let sh = ((i & 7) * 8) as u32;
-        if sh == 0 { lo } else { (lo >> sh) | (hi << (64 - sh)) }
+        if sh == 0 {
+            lo
+        } else {
+            (lo >> sh) | (hi << (64 - sh))
+        }
     }
 
     /// First index in `from..to` holding `c`, a word at a time.
@@ -142,7 +146,11 @@ pub const fn lower8(x: u64) -> u64 {
 /// Keeps the low `n` bytes of `x` (n in 0..=8).
 #[inline(always)]
 pub const fn low_bytes(x: u64, n: usize) -> u64 {
-    if n >= 8 { x } else { x & ((1u64 << (n * 8)) - 1) }
+    if n >= 8 {
+        x
+    } else {
+        x & ((1u64 << (n * 8)) - 1)
+    }
 }
 
 /// A span of the original message to replace.
@@ -421,7 +429,12 @@ impl Scan {
         if n >= MAX_EDITS {
             return false;
         }
-        self.edits[n & (MAX_EDITS - 1)] = Edit { start: start as u16, end: end as u16, kind, pend: end as u16 };
+        self.edits[n & (MAX_EDITS - 1)] = Edit {
+            start: start as u16,
+            end: end as u16,
+            kind,
+            pend: end as u16,
+        };
         self.n_edits = n as u32 + 1;
         self.removed += (end - start) as u32;
         if kind == EDIT_URI {
@@ -542,7 +555,11 @@ fn keep_param(m: &Msg, s: usize, n: usize, cfg: &Config) -> bool {
         return false;
     }
     let a = lower8(low_bytes(m.word_at(s), n));
-    let b = if n > 8 { lower8(low_bytes(m.word_at(s + 8), n - 8)) } else { 0 };
+    let b = if n > 8 {
+        lower8(low_bytes(m.word_at(s + 8), n - 8))
+    } else {
+        0
+    };
     let mut i = 0;
     while i < crate::MAX_KEEP {
         if i >= cfg.keep_count as usize {
@@ -988,7 +1005,9 @@ impl<'a> Out<'a> {
     }
 
     pub fn put(&mut self, bytes: &[u8]) -> Option<()> {
-        self.buf.get_mut(self.len..self.len + bytes.len())?.copy_from_slice(bytes);
+        self.buf
+            .get_mut(self.len..self.len + bytes.len())?
+            .copy_from_slice(bytes);
         self.len += bytes.len();
         Some(())
     }
@@ -1039,7 +1058,10 @@ pub fn rewrite(
         return Decision::Pass(Stat::TooBig);
     }
     match apply(input, &s, &pieces, out) {
-        Some(len) => Decision::Rewritten { len, contacts: s.n_contacts },
+        Some(len) => Decision::Rewritten {
+            len,
+            contacts: s.n_contacts,
+        },
         None => Decision::Pass(Stat::TooBig),
     }
 }

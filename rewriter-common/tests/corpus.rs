@@ -21,9 +21,16 @@ fn lookup(dn: &[u8]) -> Option<ContactUri> {
 fn run_dir(dir: &Path) -> usize {
     let mut n = 0;
     let mut failed = Vec::new();
-    let mut names: Vec<_> = fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     names.sort();
-    for input in names.iter().filter(|p| p.to_string_lossy().ends_with(".in.sip")) {
+    for input in names
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".in.sip"))
+    {
         let expected_path = input.to_string_lossy().replace(".in.sip", ".out.sip");
         let data = fs::read(input).unwrap();
         let expected = fs::read(&expected_path).unwrap();
@@ -43,7 +50,11 @@ fn run_dir(dir: &Path) -> usize {
         }
         n += 1;
     }
-    assert!(failed.is_empty(), "{} of {n} cases differ: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {n} cases differ: {failed:?}",
+        failed.len()
+    );
     n
 }
 

@@ -49,7 +49,13 @@ pub fn verifier_size(len: usize) -> usize {
 /// Writes `len` bytes of `msg` starting at `from` to packet offset `off`; returns the offset
 /// after them. Invalidates packet pointers.
 #[inline(always)]
-pub fn store_msg<R: Raw>(r: R, off: usize, msg: &Msg, from: usize, len: usize) -> Result<usize, i64> {
+pub fn store_msg<R: Raw>(
+    r: R,
+    off: usize,
+    msg: &Msg,
+    from: usize,
+    len: usize,
+) -> Result<usize, i64> {
     if len == 0 {
         return Ok(off);
     }
@@ -59,7 +65,11 @@ pub fn store_msg<R: Raw>(r: R, off: usize, msg: &Msg, from: usize, len: usize) -
     let size = verifier_size(len);
     // SAFETY: `from & MASK` + size <= 2 * BUF_SIZE, inside the scratch map value; the helper
     // checks the packet side.
-    let e = r.store(off as u32, unsafe { msg.0.as_ptr().add(from & MASK) } as *const c_void, size as u32);
+    let e = r.store(
+        off as u32,
+        unsafe { msg.0.as_ptr().add(from & MASK) } as *const c_void,
+        size as u32,
+    );
     if e != 0 { Err(e) } else { Ok(off + size) }
 }
 
@@ -126,7 +136,13 @@ fn sum(buf: &Msg, start: usize, size: usize) -> Result<u32, Stat> {
         // SAFETY: offset < BUF_SIZE and chunk <= CSUM_CHUNK: inside the scratch map value
         // (BUF_SIZE + 8 bytes per buffer, followed by more of the value).
         let r = unsafe {
-            bpf_csum_diff(core::ptr::null_mut(), 0, buf.0.as_ptr().add((start + at) & MASK) as *mut u32, chunk as u32, 0)
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                buf.0.as_ptr().add((start + at) & MASK) as *mut u32,
+                chunk as u32,
+                0,
+            )
         };
         if r < 0 {
             return Err(Stat::Error);
@@ -140,7 +156,11 @@ fn sum(buf: &Msg, start: usize, size: usize) -> Result<u32, Stat> {
 /// (little-endian 16-bit words: even offsets are the low byte).
 #[inline(always)]
 fn byte_sum(b: u8, offset: usize) -> u32 {
-    if offset & 1 == 0 { b as u32 } else { (b as u32) << 8 }
+    if offset & 1 == 0 {
+        b as u32
+    } else {
+        (b as u32) << 8
+    }
 }
 
 /// Swaps the two bytes of a folded 16-bit sum: what a run of bytes contributes when it moves by
@@ -155,7 +175,14 @@ fn swap16(s: u32) -> u32 {
 /// `first` is even. An even move leaves the tail's contribution as it was; an odd one swaps its
 /// bytes. So only the changed middle is summed, plus the tail for odd moves.
 #[inline(always)]
-fn diff(s: &Scratch, first: usize, end: usize, n: usize, new_mid: usize, delta: i32) -> Result<u32, Stat> {
+fn diff(
+    s: &Scratch,
+    first: usize,
+    end: usize,
+    n: usize,
+    new_mid: usize,
+    delta: i32,
+) -> Result<u32, Stat> {
     let old_mid = end - first;
     let mut old = sum(&s.msg, first, old_mid)?;
     // Remove what the rounding to 4 bytes added past the old middle (tail bytes, or zeros).
@@ -165,11 +192,19 @@ fn diff(s: &Scratch, first: usize, end: usize, n: usize, new_mid: usize, delta: 
             old = csum_sub(old, byte_sum(s.msg.byte(first + at), at));
         }
     }
-    let new = if new_mid > 0 { sum(&s.out, 0, new_mid)? } else { 0 };
+    let new = if new_mid > 0 {
+        sum(&s.out, 0, new_mid)?
+    } else {
+        0
+    };
     let mut d = csum_sub(new, old);
     if delta & 1 != 0 && n > end {
         let t0 = sum(&s.msg, end, n - end)?;
-        let (was, now) = if (end - first) & 1 == 0 { (t0, swap16(t0)) } else { (swap16(t0), t0) };
+        let (was, now) = if (end - first) & 1 == 0 {
+            (t0, swap16(t0))
+        } else {
+            (swap16(t0), t0)
+        };
         d = csum_add(d, csum_sub(now, was));
     }
     Ok(fold(d))
@@ -178,10 +213,18 @@ fn diff(s: &Scratch, first: usize, end: usize, n: usize, new_mid: usize, delta: 
 /// Checksum difference of the whole payload change (`n` -> `new_n` bytes, first changed byte
 /// at `first`, even): reads the new middle back from the packet into `s.out`, then [`diff`].
 #[inline(always)]
-pub fn payload_diff<R: Raw>(r: R, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<u32, Stat> {
+pub fn payload_diff<R: Raw>(
+    r: R,
+    payload: usize,
+    n: usize,
+    new_n: usize,
+    first: usize,
+    s: &mut Scratch,
+) -> Result<u32, Stat> {
     let delta = new_n as i32 - n as i32;
     // The middle: from the first changed byte to the end of the last edit, before and after.
-    let end = s.scan.edits[(s.scan.n_edits as usize).wrapping_sub(1) & (MAX_EDITS - 1)].end as usize;
+    let end =
+        s.scan.edits[(s.scan.n_edits as usize).wrapping_sub(1) & (MAX_EDITS - 1)].end as usize;
     if end < first || end > n {
         return Err(Stat::Error);
     }
@@ -192,7 +235,12 @@ pub fn payload_diff<R: Raw>(r: R, payload: usize, n: usize, new_n: usize, first:
     if new_mid > 0 {
         let size = verifier_size(new_mid);
         // size <= BUF_SIZE, and the destination holds BUF_SIZE + 8 bytes.
-        if r.load((payload + first) as u32, s.out.0.as_mut_ptr() as *mut c_void, size as u32) != 0 {
+        if r.load(
+            (payload + first) as u32,
+            s.out.0.as_mut_ptr() as *mut c_void,
+            size as u32,
+        ) != 0
+        {
             return Err(Stat::Error);
         }
     }
@@ -208,7 +256,12 @@ pub fn payload_diff<R: Raw>(r: R, payload: usize, n: usize, new_n: usize, first:
 /// payload (from its scratch copy, zero-padded past `n`) sum to 0xffff. An IPv4 datagram
 /// without checksum (0) counts as verified: there is nothing to keep right.
 #[inline(always)]
-pub fn udp_checksum_verifies<P: Pkt>(p: &P, f: &Frame, n: usize, s: &Scratch) -> Result<bool, Stat> {
+pub fn udp_checksum_verifies<P: Pkt>(
+    p: &P,
+    f: &Frame,
+    n: usize,
+    s: &Scratch,
+) -> Result<bool, Stat> {
     let hdr: [u32; 2] = p.load(f.udp)?;
     let check: u16 = p.load(f.udp + core::mem::offset_of!(UdpHdr, check))?;
     if !f.v6 && check == 0 {
@@ -235,7 +288,15 @@ pub fn udp_checksum_verifies<P: Pkt>(p: &P, f: &Frame, n: usize, s: &Scratch) ->
 /// `HC' = ~(~HC + m' - m)`, in the same byte order as `bpf_csum_diff`'s sums. An IPv4 UDP
 /// checksum of 0 (none) stays 0; a computed 0 is sent as 0xffff (RFC 768).
 #[inline(always)]
-pub fn fix_xdp<P: Pkt>(p: &P, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<(), Stat> {
+pub fn fix_xdp<P: Pkt>(
+    p: &P,
+    f: &Frame,
+    payload: usize,
+    n: usize,
+    new_n: usize,
+    first: usize,
+    s: &mut Scratch,
+) -> Result<(), Stat> {
     let (l3, udp, v6) = (f.l3, f.udp, f.v6);
     let d = payload_diff(p.raw(), payload, n, new_n, first, s)?;
     let old_ulen = ((n + UdpHdr::LEN) as u16).to_be();
@@ -261,7 +322,10 @@ pub fn fix_xdp<P: Pkt>(p: &P, f: &Frame, payload: usize, n: usize, new_n: usize,
         let old_tot: u16 = p.load(tot_off)?;
         let new_tot = ((u16::from_be(old_tot) as i32 + new_n as i32 - n as i32) as u16).to_be();
         let check: u16 = p.load(check_off)?;
-        let new_check = !fold(csum_add(!check as u32 & 0xffff, csum_sub(new_tot as u32, old_tot as u32))) as u16;
+        let new_check = !fold(csum_add(
+            !check as u32 & 0xffff,
+            csum_sub(new_tot as u32, old_tot as u32),
+        )) as u16;
         p.store(tot_off, &new_tot)?;
         p.store(check_off, &new_check)?;
     }
@@ -293,23 +357,40 @@ pub fn fix_lengths_and_checksums(
     // `to_be()` value read natively.
     let d = fold(csum_add(d, csum_sub(new_ulen as u32, old_ulen as u32)));
     if d != 0 && d != 0xffff {
-        ctx.l4_csum_replace(csum_off as usize, 0, d as u64, mangled0).map_err(|_| Stat::Error)?;
+        ctx.l4_csum_replace(csum_off as usize, 0, d as u64, mangled0)
+            .map_err(|_| Stat::Error)?;
     }
     // UDP length as counted in the pseudo-header (both checksum modes).
-    ctx.l4_csum_replace(csum_off as usize, old_ulen as u64, new_ulen as u64, BPF_F_PSEUDO_HDR as u64 | mangled0 | 2)
+    ctx.l4_csum_replace(
+        csum_off as usize,
+        old_ulen as u64,
+        new_ulen as u64,
+        BPF_F_PSEUDO_HDR as u64 | mangled0 | 2,
+    )
+    .map_err(|_| Stat::Error)?;
+    ctx.store(udp + core::mem::offset_of!(UdpHdr, len), &new_ulen, 0)
         .map_err(|_| Stat::Error)?;
-    ctx.store(udp + core::mem::offset_of!(UdpHdr, len), &new_ulen, 0).map_err(|_| Stat::Error)?;
 
     if v6 {
-        ctx.store(l3 + core::mem::offset_of!(Ipv6Hdr, payload_len), &new_ulen, 0).map_err(|_| Stat::Error)?;
+        ctx.store(
+            l3 + core::mem::offset_of!(Ipv6Hdr, payload_len),
+            &new_ulen,
+            0,
+        )
+        .map_err(|_| Stat::Error)?;
     } else {
         let tot_off = l3 + core::mem::offset_of!(Ipv4Hdr, tot_len);
         let old_tot: u16 = ctx.load(tot_off).map_err(|_| Stat::Error)?;
         let new_tot = (u16::from_be(old_tot) as i32 + new_n as i32 - n as i32) as u16;
         let new_tot = new_tot.to_be();
         ctx.store(tot_off, &new_tot, 0).map_err(|_| Stat::Error)?;
-        ctx.l3_csum_replace(l3 + core::mem::offset_of!(Ipv4Hdr, check), old_tot as u64, new_tot as u64, 2)
-            .map_err(|_| Stat::Error)?;
+        ctx.l3_csum_replace(
+            l3 + core::mem::offset_of!(Ipv4Hdr, check),
+            old_tot as u64,
+            new_tot as u64,
+            2,
+        )
+        .map_err(|_| Stat::Error)?;
     }
     Ok(())
 }

@@ -23,8 +23,9 @@ use rewriter_common::{
 };
 
 use crate::{
-    CONFIG, REGS, Verdict, add, candidate, count, csum, read, run_loop, run_scan, sip_payload, splice,
+    CONFIG, REGS, Verdict, add, candidate, count, csum,
     pkt::{Pkt, Raw},
+    read, run_loop, run_scan, sip_payload, splice,
 };
 
 /// XDP ingress entry point. A frame that needs to grow where the driver left no tailroom, or
@@ -52,7 +53,9 @@ pub fn bench_empty_xdp(_ctx: XdpContext) -> u32 {
 /// frames XDP handed over (`CFG_TC_AFTER_XDP`).
 #[classifier]
 pub fn sip_restore_tc(ctx: TcContext) -> i32 {
-    let after_xdp = CONFIG.get(0).is_some_and(|c| c.flags & CFG_TC_AFTER_XDP != 0);
+    let after_xdp = CONFIG
+        .get(0)
+        .is_some_and(|c| c.flags & CFG_TC_AFTER_XDP != 0);
     if after_xdp && !handed_off(&ctx) {
         return TC_ACT_UNSPEC;
     }
@@ -89,7 +92,12 @@ fn hand_off(ctx: &XdpContext) -> bool {
 fn handed_off(ctx: &TcContext) -> bool {
     // SAFETY: `ctx.skb.skb` is the program's valid `__sk_buff`; `data_meta` since v4.15
     // (commit de8f3a83b0a0).
-    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    let (meta, data) = unsafe {
+        (
+            (*ctx.skb.skb).data_meta as usize,
+            (*ctx.skb.skb).data as usize,
+        )
+    };
     if meta + 4 > data {
         return false;
     }
@@ -104,7 +112,11 @@ fn finish<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, r: Verdict) {
         if stat as u32 == Stat::ToTc as u32 {
             let n = read(Stat::ToTc);
             if n.is_power_of_two() {
-                aya_log_ebpf::info!(ctx, "XDP handed a 2xx to REGISTER to the TC ingress restore (#{} on this CPU): no tailroom or a checksum XDP cannot update", n);
+                aya_log_ebpf::info!(
+                    ctx,
+                    "XDP handed a 2xx to REGISTER to the TC ingress restore (#{} on this CPU): no tailroom or a checksum XDP cannot update",
+                    n
+                );
             }
         }
     }
@@ -143,7 +155,11 @@ fn try_restore<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) -> Ver
     }
     // LRU elements are reused without a grace period: the record must still be this key's
     // and unchanged after the copy, else it is not used.
-    if s.reg.n == 0 || s.reg.n as usize > MAX_ORIGINALS || s.reg.key_check != s.reg_key.check() || !st.same(&s.reg) {
+    if s.reg.n == 0
+        || s.reg.n as usize > MAX_ORIGINALS
+        || s.reg.key_check != s.reg_key.check()
+        || !st.same(&s.reg)
+    {
         return Err(Stat::NoState);
     }
     s.write.kept = 0;
@@ -171,7 +187,15 @@ fn try_restore<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) -> Ver
     let total = add(Stat::RestoredContacts, kept as u64);
     let done = read(Stat::Restored);
     if done.is_power_of_two() || done % 65536 == 0 {
-        info!(ctx, "restored 2xx to REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} so far", done, kept, n, new_n, total);
+        info!(
+            ctx,
+            "restored 2xx to REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} so far",
+            done,
+            kept,
+            n,
+            new_n,
+            total
+        );
     }
     Ok(())
 }
@@ -196,7 +220,13 @@ extern "C" fn select_cb(index: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 pub fn restore_edit<R: Raw>(r: R, s: &Scratch, e: &Edit, from: usize) -> Result<usize, i64> {
     let start = e.start as usize;
-    let mut out = csum::store_msg(r, s.write.out as usize, &s.msg, from, start.wrapping_sub(from))?;
+    let mut out = csum::store_msg(
+        r,
+        s.write.out as usize,
+        &s.msg,
+        from,
+        start.wrapping_sub(from),
+    )?;
     let n = s.reg.n as usize;
     let sep = *b", ";
     for i in 0..MAX_ORIGINALS {

@@ -25,7 +25,6 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
-use pkt::{Frame, Pkt, Raw};
 use aya_log_ebpf::{info, warn};
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -33,6 +32,7 @@ use network_types::{
     udp::UdpHdr,
     vlan::VlanHdr,
 };
+use pkt::{Frame, Pkt, Raw};
 use rewriter_common::{
     AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, Config, ContactUri, DnKey, MAX_CONTACTS, MAX_DN_LEN,
     MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
@@ -79,7 +79,10 @@ pub fn sip_rewriter(ctx: TcContext) -> i32 {
         if stat as u32 == Stat::Error as u32 {
             let n = read(Stat::Error);
             if n.is_power_of_two() || n % 65536 == 0 {
-                warn!(&ctx, "a helper failed (#{} on this CPU); packet left unchanged", n);
+                warn!(
+                    &ctx,
+                    "a helper failed (#{} on this CPU); packet left unchanged", n
+                );
             }
         }
     }
@@ -169,9 +172,20 @@ pub(crate) type Callback = extern "C" fn(u64, *mut c_void) -> i64;
 /// caller's `&mut` behind the compiler's back).
 #[inline(always)]
 pub(crate) fn run_loop<R: Copy>(n: u32, cb: Callback, scratch: &mut Scratch, cfg: &Config, raw: R) {
-    let mut c = LoopCtx { scratch: &raw mut *scratch, cfg, raw };
+    let mut c = LoopCtx {
+        scratch: &raw mut *scratch,
+        cfg,
+        raw,
+    };
     // SAFETY: the callback has the signature bpf_loop expects; `c` outlives the call.
-    unsafe { bpf_loop(n, cb as *mut c_void, &mut c as *mut LoopCtx<R> as *mut c_void, 0) };
+    unsafe {
+        bpf_loop(
+            n,
+            cb as *mut c_void,
+            &mut c as *mut LoopCtx<R> as *mut c_void,
+            0,
+        )
+    };
 }
 
 /// Unpacks a callback's `ctx`.
@@ -193,7 +207,11 @@ pub(crate) unsafe fn loop_ctx<'a, R: Copy>(ctx: *mut c_void) -> (&'a mut Scratch
 extern "C" fn step_cb<const RESP: bool>(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
     let (scratch, cfg, ()) = unsafe { loop_ctx::<()>(ctx) };
-    if sip::step::<RESP>(&mut scratch.scan, &scratch.msg, cfg) { 0 } else { 1 }
+    if sip::step::<RESP>(&mut scratch.scan, &scratch.msg, cfg) {
+        0
+    } else {
+        1
+    }
 }
 
 /// UDP to (egress) or from (`ingress`) the Genesys port and address set, over Ethernet
@@ -210,12 +228,25 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
         ether_type = unsafe { (*vlan).ether_type };
         l3 += VlanHdr::LEN;
     }
-    let port = if cfg.port == 0 { rewriter_common::DEFAULT_PORT } else { cfg.port };
+    let port = if cfg.port == 0 {
+        rewriter_common::DEFAULT_PORT
+    } else {
+        cfg.port
+    };
     let (f, dst, fragment) = if ether_type == EtherType::Ipv4 as u16 {
         let ip: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
         let (ihl, proto, frags, dst) = unsafe {
-            ((*ip).ihl() as usize, (*ip).proto, (*ip).frags, if ingress { (*ip).src_addr } else { (*ip).dst_addr })
+            (
+                (*ip).ihl() as usize,
+                (*ip).proto,
+                (*ip).frags,
+                if ingress {
+                    (*ip).src_addr
+                } else {
+                    (*ip).dst_addr
+                },
+            )
         };
         if proto != IpProto::Udp as u8 || ihl < Ipv4Hdr::LEN {
             return Err(Stat::Seen);
@@ -223,11 +254,28 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
         // More-fragments flag or a fragment offset: only the first fragment has the UDP header,
         // and no fragment can be rewritten on its own.
         let fragment = u16::from_be_bytes(frags) & 0x3fff != 0;
-        (Frame { l3, udp: l3 + ihl, v6: false }, AddrKey::v4(dst), fragment)
+        (
+            Frame {
+                l3,
+                udp: l3 + ihl,
+                v6: false,
+            },
+            AddrKey::v4(dst),
+            fragment,
+        )
     } else if ether_type == EtherType::Ipv6 as u16 {
         let ip: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let (next, dst) = unsafe { ((*ip).next_hdr, if ingress { (*ip).src_addr } else { (*ip).dst_addr }) };
+        let (next, dst) = unsafe {
+            (
+                (*ip).next_hdr,
+                if ingress {
+                    (*ip).src_addr
+                } else {
+                    (*ip).dst_addr
+                },
+            )
+        };
         if next == IpProto::Ipv6Frag as u8 {
             // The UDP port is only in the first fragment; it cannot be rewritten anyway.
             return Err(if ingress { Stat::Seen } else { Stat::Fragment });
@@ -235,14 +283,28 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
         if next != IpProto::Udp as u8 {
             return Err(Stat::Seen);
         }
-        (Frame { l3, udp: l3 + Ipv6Hdr::LEN, v6: true }, AddrKey(dst), false)
+        (
+            Frame {
+                l3,
+                udp: l3 + Ipv6Hdr::LEN,
+                v6: true,
+            },
+            AddrKey(dst),
+            false,
+        )
     } else {
         return Err(Stat::Seen);
     };
     let udp: *const UdpHdr = ptr_at(ctx, f.udp).ok_or(Stat::Seen)?;
     // SAFETY: bounds checked by `ptr_at`.
     // SAFETY: as above.
-    let udp_port = unsafe { if ingress { (*udp).src_port() } else { (*udp).dst_port() } };
+    let udp_port = unsafe {
+        if ingress {
+            (*udp).src_port()
+        } else {
+            (*udp).dst_port()
+        }
+    };
     if udp_port != port {
         return Err(Stat::Seen);
     }
@@ -262,7 +324,12 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
 /// the copy); with `Malformed` a UDP length that disagrees with the packet's (Ethernet padding,
 /// a lying length); with `TooBig` one past `MAX_SIP_LEN`.
 #[inline(always)]
-fn sip_payload<'a, P: Pkt>(ctx: &P, f: &Frame, start: &[u8; 8], other: Stat) -> Result<(usize, usize, &'a mut Scratch), Stat> {
+fn sip_payload<'a, P: Pkt>(
+    ctx: &P,
+    f: &Frame,
+    start: &[u8; 8],
+    other: Stat,
+) -> Result<(usize, usize, &'a mut Scratch), Stat> {
     let udp: *const UdpHdr = ptr_at(ctx, f.udp).ok_or(Stat::Malformed)?;
     // SAFETY: bounds checked by `ptr_at`.
     let udp_len = unsafe { (*udp).len() } as usize;
@@ -290,7 +357,11 @@ fn sip_payload<'a, P: Pkt>(ctx: &P, f: &Frame, start: &[u8; 8], other: Stat) -> 
 fn load_payload<P: Pkt>(ctx: &P, off: usize, n: usize, s: &mut Scratch) -> Verdict {
     let size = csum::verifier_size(n);
     // The destination holds BUF_SIZE + 8 bytes >= size.
-    if ctx.raw().load(off as u32, s.msg.0.as_mut_ptr() as *mut c_void, size as u32) != 0 {
+    if ctx
+        .raw()
+        .load(off as u32, s.msg.0.as_mut_ptr() as *mut c_void, size as u32)
+        != 0
+    {
         return Err(Stat::Error);
     }
     for i in 0..TAIL_PAD {
@@ -301,13 +372,23 @@ fn load_payload<P: Pkt>(ctx: &P, off: usize, n: usize, s: &mut Scratch) -> Verdi
 }
 
 #[inline(always)]
-fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s: &mut Scratch) -> Verdict {
+fn rewrite(
+    ctx: &TcContext,
+    cfg: &Config,
+    f: &Frame,
+    payload: usize,
+    n: usize,
+    s: &mut Scratch,
+) -> Verdict {
     let dn_start = s.scan.dn_start as usize;
     let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
     // The key a word at a time, zero past the DN (volatile: no `memset`/byte loop).
     let key = s.key.0.as_mut_ptr() as *mut u64;
     for j in 0..MAX_DN_LEN / 8 {
-        let w = sip::low_bytes(s.msg.word_at(dn_start + 8 * j), dn_len.saturating_sub(8 * j).min(8));
+        let w = sip::low_bytes(
+            s.msg.word_at(dn_start + 8 * j),
+            dn_len.saturating_sub(8 * j).min(8),
+        );
         // SAFETY: `DnKey` is 8-byte aligned and holds MAX_DN_LEN / 8 words.
         unsafe { core::ptr::write_volatile(key.add(j), w) };
     }
@@ -320,7 +401,9 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
             let to = &raw mut s.uri as *mut u64;
             for j in 0..core::mem::size_of::<ContactUri>() / 8 {
                 // SAFETY: both are 8-byte aligned `ContactUri`s (map values are 8-aligned).
-                unsafe { core::ptr::write_volatile(to.add(j), core::ptr::read_volatile(from.add(j))) };
+                unsafe {
+                    core::ptr::write_volatile(to.add(j), core::ptr::read_volatile(from.add(j)))
+                };
             }
             s.write.mapped = 1;
             (s.uri.len as usize).min(URI_BUF)
@@ -347,7 +430,15 @@ fn rewrite(ctx: &TcContext, cfg: &Config, f: &Frame, payload: usize, n: usize, s
     let total = add(Stat::Contacts, contacts);
     let done = read(Stat::Rewritten);
     if done.is_power_of_two() || done % 65536 == 0 {
-        info!(ctx, "rewrote REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} contacts so far", done, contacts, n, new_n, total);
+        info!(
+            ctx,
+            "rewrote REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} contacts so far",
+            done,
+            contacts,
+            n,
+            new_n,
+            total
+        );
     }
     record(s, cfg, uri_len);
     Ok(())
@@ -404,16 +495,28 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
         // back from what was written.
         // SAFETY: `DnKey` and `ContactUri` are 8-aligned, whole numbers of words.
         unsafe {
-            copy_aligned::<{ MAX_DN_LEN / 8 }>(s.key.0.as_ptr() as *const u64, s.reg_key.dn.0.as_mut_ptr() as *mut u64);
+            copy_aligned::<{ MAX_DN_LEN / 8 }>(
+                s.key.0.as_ptr() as *const u64,
+                s.reg_key.dn.0.as_mut_ptr() as *mut u64,
+            );
         }
         s.reg.key_check = s.reg_key.check();
         if s.write.mapped != 0 {
             const W: usize = core::mem::size_of::<ContactUri>() / 8;
             // SAFETY: as above.
-            unsafe { copy_aligned::<W>(&raw const s.uri as *const u64, &raw mut s.reg.written as *mut u64) };
+            unsafe {
+                copy_aligned::<W>(
+                    &raw const s.uri as *const u64,
+                    &raw mut s.reg.written as *mut u64,
+                )
+            };
         } else {
             let first = s.scan.edits[0].start as usize;
-            if !s.reg.written.fill(&s.out, first & 1, s.write.from as usize, false) {
+            if !s
+                .reg
+                .written
+                .fill(&s.out, first & 1, s.write.from as usize, false)
+            {
                 s.write.err = 1;
                 return 1;
             }
@@ -459,10 +562,23 @@ fn splice<P: Pkt, const RESTORE: bool>(
     s.write.out = (payload + first) as u32;
     s.write.from = first as u32;
     s.write.err = 0;
-    run_loop(MAX_EDITS as u32, write_cb::<P::R, RESTORE>, s, cfg, ctx.raw());
+    run_loop(
+        MAX_EDITS as u32,
+        write_cb::<P::R, RESTORE>,
+        s,
+        cfg,
+        ctx.raw(),
+    );
     let tail = n.wrapping_sub(s.write.from as usize);
     let written = s.write.err == 0
-        && csum::store_msg(ctx.raw(), s.write.out as usize, &s.msg, s.write.from as usize, tail).is_ok()
+        && csum::store_msg(
+            ctx.raw(),
+            s.write.out as usize,
+            &s.msg,
+            s.write.from as usize,
+            tail,
+        )
+        .is_ok()
         && (delta >= 0 || ctx.resize((pkt_len + delta) as u32).is_ok())
         && ctx.fix(f, payload, n, new_n, first & !1, s).is_ok();
     if !written {
@@ -485,7 +601,11 @@ impl Saved {
     #[inline(always)]
     fn take<P: Pkt>(ctx: &P, f: &Frame) -> Result<Self, Stat> {
         let (len_off, check_off) = Self::ip_offsets(f);
-        Ok(Self { udp: ctx.load(f.udp)?, ip_len: ctx.load(len_off)?, ip_check: ctx.load(check_off)? })
+        Ok(Self {
+            udp: ctx.load(f.udp)?,
+            ip_len: ctx.load(len_off)?,
+            ip_check: ctx.load(check_off)?,
+        })
     }
 
     #[inline(always)]
@@ -494,7 +614,10 @@ impl Saved {
             let l = f.l3 + core::mem::offset_of!(Ipv6Hdr, payload_len);
             (l, l)
         } else {
-            (f.l3 + core::mem::offset_of!(Ipv4Hdr, tot_len), f.l3 + core::mem::offset_of!(Ipv4Hdr, check))
+            (
+                f.l3 + core::mem::offset_of!(Ipv4Hdr, tot_len),
+                f.l3 + core::mem::offset_of!(Ipv4Hdr, check),
+            )
         }
     }
 
@@ -547,8 +670,21 @@ extern "C" fn write_cb<R: Raw, const RESTORE: bool>(index: u64, ctx: *mut c_void
 }
 
 #[inline(always)]
-fn write_edit<R: Raw>(r: R, s: &Scratch, cfg: &Config, start: usize, from: usize, kind: u16) -> Result<usize, i64> {
-    let out = csum::store_msg(r, s.write.out as usize, &s.msg, from, start.wrapping_sub(from))?;
+fn write_edit<R: Raw>(
+    r: R,
+    s: &Scratch,
+    cfg: &Config,
+    start: usize,
+    from: usize,
+    kind: u16,
+) -> Result<usize, i64> {
+    let out = csum::store_msg(
+        r,
+        s.write.out as usize,
+        &s.msg,
+        from,
+        start.wrapping_sub(from),
+    )?;
     if kind != EDIT_URI {
         return Ok(out);
     }
@@ -607,4 +743,3 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";
-

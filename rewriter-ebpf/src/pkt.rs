@@ -7,7 +7,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
     helpers::generated::{
-        bpf_skb_load_bytes, bpf_skb_store_bytes, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_skb_load_bytes, bpf_skb_store_bytes, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+        bpf_xdp_store_bytes,
     },
     programs::{TcContext, XdpContext},
 };
@@ -65,7 +66,15 @@ pub trait Pkt {
 
     /// Lengths and checksums after a payload change (see
     /// [`crate::csum::fix_lengths_and_checksums`]). Invalidates packet pointers.
-    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<(), Stat>;
+    fn fix(
+        &self,
+        f: &Frame,
+        payload: usize,
+        n: usize,
+        new_n: usize,
+        first: usize,
+        s: &mut Scratch,
+    ) -> Result<(), Stat>;
 
     /// Whether this is a GSO packet (several datagrams' worth; resizing would drop its GSO
     /// state).
@@ -97,7 +106,12 @@ pub trait Pkt {
     #[inline(always)]
     fn load<T: Copy>(&self, off: usize) -> Result<T, Stat> {
         let mut v = core::mem::MaybeUninit::<T>::uninit();
-        if self.raw().load(off as u32, v.as_mut_ptr() as *mut c_void, core::mem::size_of::<T>() as u32) != 0 {
+        if self.raw().load(
+            off as u32,
+            v.as_mut_ptr() as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+        ) != 0
+        {
             return Err(Stat::Error);
         }
         // SAFETY: the helper filled all of it; callers use plain-integer `T`s.
@@ -107,7 +121,11 @@ pub trait Pkt {
     /// Writes `v` at packet offset `off`. Invalidates packet pointers.
     #[inline(always)]
     fn store<T: Copy>(&self, off: usize, v: &T) -> Result<(), Stat> {
-        match self.raw().store(off as u32, v as *const T as *const c_void, core::mem::size_of::<T>() as u32) {
+        match self.raw().store(
+            off as u32,
+            v as *const T as *const c_void,
+            core::mem::size_of::<T>() as u32,
+        ) {
             0 => Ok(()),
             _ => Err(Stat::Error),
         }
@@ -143,7 +161,15 @@ impl Pkt for TcContext {
     }
 
     #[inline(always)]
-    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<(), Stat> {
+    fn fix(
+        &self,
+        f: &Frame,
+        payload: usize,
+        n: usize,
+        new_n: usize,
+        first: usize,
+        s: &mut Scratch,
+    ) -> Result<(), Stat> {
         crate::csum::fix_lengths_and_checksums(self, f, payload, n, new_n, first, s)
     }
 
@@ -160,7 +186,15 @@ impl Pkt for TcContext {
     fn fits_mtu(&self, delta: i32) -> bool {
         let mut mtu: u32 = 0;
         // SAFETY: valid skb and out-pointer.
-        unsafe { aya_ebpf::helpers::generated::bpf_check_mtu(self.skb.skb as *mut c_void, 0, &mut mtu, delta, 0) == 0 }
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_check_mtu(
+                self.skb.skb as *mut c_void,
+                0,
+                &mut mtu,
+                delta,
+                0,
+            ) == 0
+        }
     }
 
     /// A received skb may be CHECKSUM_COMPLETE (`skb->csum` = the device's sum of the bytes);
@@ -232,7 +266,15 @@ impl Pkt for XdpContext {
 
     /// XDP has no checksum helpers: RFC 1624 by hand, see [`crate::csum::fix_xdp`].
     #[inline(always)]
-    fn fix(&self, f: &Frame, payload: usize, n: usize, new_n: usize, first: usize, s: &mut Scratch) -> Result<(), Stat> {
+    fn fix(
+        &self,
+        f: &Frame,
+        payload: usize,
+        n: usize,
+        new_n: usize,
+        first: usize,
+        s: &mut Scratch,
+    ) -> Result<(), Stat> {
         crate::csum::fix_xdp(self, f, payload, n, new_n, first, s)
     }
 }

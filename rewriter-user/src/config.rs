@@ -341,7 +341,12 @@ fn is_uri_char(c: char) -> bool {
 /// The first character of `s` not accepted by `ok`, with its 1-based position.
 /// The checks every text value gets, in this order: not empty, only characters `ok` accepts
 /// (`rule` names them in the message), at most `max` bytes.
-fn check_text(s: &str, ok: impl Fn(char) -> bool, rule: &'static str, max: usize) -> Result<(), Reason> {
+fn check_text(
+    s: &str,
+    ok: impl Fn(char) -> bool,
+    rule: &'static str,
+    max: usize,
+) -> Result<(), Reason> {
     if s.is_empty() {
         return Err(Reason::Empty);
     }
@@ -733,10 +738,14 @@ impl Settings {
         }
 
         if let Some(ingress) = file.ingress {
-            settings.ingress = ingress
-                .get_ref()
-                .parse()
-                .map_err(|_| invalid(ingress.span().start, ValidationError::Ingress { value: ingress.get_ref().clone() }))?;
+            settings.ingress = ingress.get_ref().parse().map_err(|_| {
+                invalid(
+                    ingress.span().start,
+                    ValidationError::Ingress {
+                        value: ingress.get_ref().clone(),
+                    },
+                )
+            })?;
         }
 
         if let Some(genesys) = file.genesys {
@@ -1215,9 +1224,18 @@ keep_params = ["expires", "q"]            # optional
 
     #[test]
     fn ingress_hook_parsed_and_validated() {
-        assert_eq!(parse("ingress = \"tc\"\n").unwrap().ingress, crate::Ingress::Tc);
-        assert_eq!(parse("ingress = \"off\"\n").unwrap().ingress, crate::Ingress::Off);
-        assert_eq!(parse("ingress = \"xdp\"\n").unwrap().ingress, crate::Ingress::Xdp);
+        assert_eq!(
+            parse("ingress = \"tc\"\n").unwrap().ingress,
+            crate::Ingress::Tc
+        );
+        assert_eq!(
+            parse("ingress = \"off\"\n").unwrap().ingress,
+            crate::Ingress::Off
+        );
+        assert_eq!(
+            parse("ingress = \"xdp\"\n").unwrap().ingress,
+            crate::Ingress::Xdp
+        );
         let e = parse_err("\ningress = \"XDP\"\n");
         let text = e.to_string();
         assert!(text.contains(":2:") && text.contains("\"XDP\""), "{text}");
@@ -2142,13 +2160,22 @@ keep_params = ["expires", "q"]            # optional
             got.flags,
             rewriter_common::CFG_HAS_DEFAULT | CFG_ADDR_FILTER | rewriter_common::CFG_TC_AFTER_XDP
         );
-        let tc_only = Settings { ingress: crate::Ingress::Tc, ..s.clone() };
-        assert_eq!(tc_only.kernel_config().flags & rewriter_common::CFG_TC_AFTER_XDP, 0);
+        let tc_only = Settings {
+            ingress: crate::Ingress::Tc,
+            ..s.clone()
+        };
+        assert_eq!(
+            tc_only.kernel_config().flags & rewriter_common::CFG_TC_AFTER_XDP,
+            0
+        );
     }
 
     /// Default settings with the TC-only ingress (no `CFG_TC_AFTER_XDP` flag).
     fn tc_only() -> Settings {
-        Settings { ingress: crate::Ingress::Tc, ..Settings::default() }
+        Settings {
+            ingress: crate::Ingress::Tc,
+            ..Settings::default()
+        }
     }
 
     #[test]
@@ -2173,7 +2200,9 @@ keep_params = ["expires", "q"]            # optional
         };
         assert_eq!(s.kernel_config(), Config::new(5060));
 
-        let s = parse("ingress = \"tc\"\n[contacts]\nkeep_params = [\"+SIP.Instance\", \"Reg-Id\"]\n").unwrap();
+        let s =
+            parse("ingress = \"tc\"\n[contacts]\nkeep_params = [\"+SIP.Instance\", \"Reg-Id\"]\n")
+                .unwrap();
         let mut expected = Config::new(5060);
         assert!(expected.add_keep(b"+sip.instance"));
         assert!(expected.add_keep(b"reg-id"));

@@ -97,7 +97,12 @@ impl Rewriter {
 
     /// Like [`Self::load`], with the maps pinned in `pins` (reused if already pinned there,
     /// e.g. after the previous attach process was killed) and the program pinned too.
-    pub fn load_pinned(config: &Config, pins: &PinDir, max_contacts: u32, max_registrations: u32) -> anyhow::Result<Self> {
+    pub fn load_pinned(
+        config: &Config,
+        pins: &PinDir,
+        max_contacts: u32,
+        max_registrations: u32,
+    ) -> anyhow::Result<Self> {
         let mut this = Self::load_with(config, Some(pins), max_contacts, max_registrations)?;
         let p = pins.prog_path();
         let _ = std::fs::remove_file(&p);
@@ -107,7 +112,12 @@ impl Rewriter {
         Ok(this)
     }
 
-    fn load_with(config: &Config, pins: Option<&PinDir>, max_contacts: u32, max_registrations: u32) -> anyhow::Result<Self> {
+    fn load_with(
+        config: &Config,
+        pins: Option<&PinDir>,
+        max_contacts: u32,
+        max_registrations: u32,
+    ) -> anyhow::Result<Self> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("CONTACTS", max_contacts);
         loader.map_max_entries("REGS", max_registrations);
@@ -117,7 +127,9 @@ impl Rewriter {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(EBPF_OBJECT).context("loading the sip-rewriter eBPF object")?;
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("loading the sip-rewriter eBPF object")?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -128,14 +140,17 @@ impl Rewriter {
         let mut this = Self { ebpf, logger };
         this.set_config(config)?;
         let prog = this.program_mut()?;
-        prog.load().context("verifier rejected the sip-rewriter program")?;
+        prog.load()
+            .context("verifier rejected the sip-rewriter program")?;
         Ok(this)
     }
 
     /// Writes the configuration map.
     pub fn set_config(&mut self, config: &Config) -> anyhow::Result<()> {
         let mut map: Array<&mut MapData, Config> = Array::try_from(
-            self.ebpf.map_mut("CONFIG").context("map CONFIG missing from the object")?,
+            self.ebpf
+                .map_mut("CONFIG")
+                .context("map CONFIG missing from the object")?,
         )?;
         map.set(0, config, 0).context("writing map CONFIG")?;
         Ok(())
@@ -149,9 +164,13 @@ impl Rewriter {
     /// Program `name` of the object as its type `T`.
     fn typed_program<T>(&mut self, name: &str) -> anyhow::Result<&mut T>
     where
-        for<'a> &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+        for<'a> &'a mut T:
+            TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
     {
-        let prog = self.ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))?;
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?;
         Ok(prog.try_into()?)
     }
 
@@ -163,14 +182,16 @@ impl Rewriter {
             Ingress::Xdp => {
                 let p = self.xdp_mut()?;
                 if p.fd().is_err() {
-                    p.load().context("verifier rejected the XDP restore program")?;
+                    p.load()
+                        .context("verifier rejected the XDP restore program")?;
                 }
                 Ok(())
             }
             Ingress::Tc => {
                 let p = self.tc_ingress_mut()?;
                 if p.fd().is_err() {
-                    p.load().context("verifier rejected the TC ingress restore program")?;
+                    p.load()
+                        .context("verifier rejected the TC ingress restore program")?;
                 }
                 Ok(())
             }
@@ -189,19 +210,28 @@ impl Rewriter {
 
     /// Adds or replaces a DN → Contact URI entry (URI without brackets).
     pub fn set_contact(&mut self, dn: &[u8], uri: &[u8]) -> anyhow::Result<()> {
-        let key = DnKey::new(dn).with_context(|| format!("invalid DN {:?}", String::from_utf8_lossy(dn)))?;
-        let value = ContactUri::new(uri).with_context(|| format!("invalid URI {:?}", String::from_utf8_lossy(uri)))?;
-        let mut map: HashMap<&mut MapData, DnKey, ContactUri> =
-            HashMap::try_from(self.ebpf.map_mut("CONTACTS").context("map CONTACTS missing from the object")?)?;
+        let key = DnKey::new(dn)
+            .with_context(|| format!("invalid DN {:?}", String::from_utf8_lossy(dn)))?;
+        let value = ContactUri::new(uri)
+            .with_context(|| format!("invalid URI {:?}", String::from_utf8_lossy(uri)))?;
+        let mut map: HashMap<&mut MapData, DnKey, ContactUri> = HashMap::try_from(
+            self.ebpf
+                .map_mut("CONTACTS")
+                .context("map CONTACTS missing from the object")?,
+        )?;
         map.insert(key, value, 0).context("writing map CONTACTS")?;
         Ok(())
     }
 
     /// Removes a DN entry; `false` if there was none.
     pub fn remove_contact(&mut self, dn: &[u8]) -> anyhow::Result<bool> {
-        let key = DnKey::new(dn).with_context(|| format!("invalid DN {:?}", String::from_utf8_lossy(dn)))?;
-        let mut map: HashMap<&mut MapData, DnKey, ContactUri> =
-            HashMap::try_from(self.ebpf.map_mut("CONTACTS").context("map CONTACTS missing from the object")?)?;
+        let key = DnKey::new(dn)
+            .with_context(|| format!("invalid DN {:?}", String::from_utf8_lossy(dn)))?;
+        let mut map: HashMap<&mut MapData, DnKey, ContactUri> = HashMap::try_from(
+            self.ebpf
+                .map_mut("CONTACTS")
+                .context("map CONTACTS missing from the object")?,
+        )?;
         match map.remove(&key) {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
@@ -211,9 +241,15 @@ impl Rewriter {
 
     /// Replaces the Genesys address set with `addrs`.
     pub fn set_genesys(&mut self, addrs: &[IpAddr]) -> anyhow::Result<()> {
-        let mut map: HashMap<&mut MapData, AddrKey, u8> =
-            HashMap::try_from(self.ebpf.map_mut("GENESYS").context("map GENESYS missing from the object")?)?;
-        let old: Vec<AddrKey> = map.keys().collect::<Result<_, _>>().context("reading map GENESYS")?;
+        let mut map: HashMap<&mut MapData, AddrKey, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut("GENESYS")
+                .context("map GENESYS missing from the object")?,
+        )?;
+        let old: Vec<AddrKey> = map
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading map GENESYS")?;
         let new: Vec<AddrKey> = addrs.iter().map(|a| addr_key(*a)).collect();
         for k in new.iter() {
             map.insert(*k, 1, 0).context("writing map GENESYS")?;
@@ -227,21 +263,32 @@ impl Rewriter {
     /// Adds a Genesys destination address. Only takes effect with `CFG_ADDR_FILTER` set in the
     /// configuration.
     pub fn add_genesys(&mut self, addr: IpAddr) -> anyhow::Result<()> {
-        let mut map: HashMap<&mut MapData, AddrKey, u8> =
-            HashMap::try_from(self.ebpf.map_mut("GENESYS").context("map GENESYS missing from the object")?)?;
-        map.insert(addr_key(addr), 1, 0).with_context(|| format!("adding Genesys address {addr}"))?;
+        let mut map: HashMap<&mut MapData, AddrKey, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut("GENESYS")
+                .context("map GENESYS missing from the object")?,
+        )?;
+        map.insert(addr_key(addr), 1, 0)
+            .with_context(|| format!("adding Genesys address {addr}"))?;
         Ok(())
     }
 
     /// The restore state map (Call-ID, DN) -> recorded URIs.
     pub fn registrations(&mut self) -> anyhow::Result<HashMap<&mut MapData, RegKey, RegState>> {
-        Ok(HashMap::try_from(self.ebpf.map_mut("REGS").context("map REGS missing from the object")?)?)
+        Ok(HashMap::try_from(
+            self.ebpf
+                .map_mut("REGS")
+                .context("map REGS missing from the object")?,
+        )?)
     }
 
     /// Empties the restore state map.
     pub fn clear_registrations(&mut self) -> anyhow::Result<()> {
         let mut map = self.registrations()?;
-        let keys: Vec<RegKey> = map.keys().collect::<Result<_, _>>().context("reading map REGS")?;
+        let keys: Vec<RegKey> = map
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading map REGS")?;
         for k in keys {
             let _ = map.remove(&k);
         }
@@ -250,8 +297,11 @@ impl Rewriter {
 
     /// Sum over CPUs of every counter.
     pub fn counters(&self) -> anyhow::Result<Counters> {
-        let map: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map("STATS").context("map STATS missing from the object")?)?;
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map("STATS")
+                .context("map STATS missing from the object")?,
+        )?;
         Counters::read(&map)
     }
 
@@ -275,7 +325,9 @@ impl Rewriter {
         netdev::require_ethernet(iface)?;
         let tcx = netdev::has_tcx();
         if let Some(id) = netdev::attached_program(iface)? {
-            bail!("sip-rewriter is already attached to {iface} egress (program id {id}); detach it first");
+            bail!(
+                "sip-rewriter is already attached to {iface} egress (program id {id}); detach it first"
+            );
         }
         if !tcx && let Err(e) = tc::qdisc_add_clsact(iface) {
             // EEXIST: the clsact qdisc is already there, which is what we need.
@@ -285,7 +337,12 @@ impl Rewriter {
             .program_mut()?
             .attach(iface, TcAttachType::Egress)
             .with_context(|| format!("attaching to {iface} egress"))?;
-        Ok(Attachment { iface: iface.to_owned(), tcx, link: Some(link), ingress: Vec::new() })
+        Ok(Attachment {
+            iface: iface.to_owned(),
+            tcx,
+            link: Some(link),
+            ingress: Vec::new(),
+        })
     }
 
     /// Attaches the ingress restore to the interface of `att`; returns a description of the
@@ -293,7 +350,11 @@ impl Rewriter {
     /// ingress restore behind it for the frames XDP cannot grow (no tailroom), which XDP marks
     /// in its metadata; the configuration's `CFG_TC_AFTER_XDP` flag must be set by the caller
     /// (see `Settings::kernel_config`). If XDP cannot attach at all, the error says so.
-    pub fn attach_ingress(&mut self, att: &mut Attachment, which: Ingress) -> anyhow::Result<String> {
+    pub fn attach_ingress(
+        &mut self,
+        att: &mut Attachment,
+        which: Ingress,
+    ) -> anyhow::Result<String> {
         let iface = att.iface.clone();
         let (links, what) = self.attach_ingress_links(&iface, att.tcx, which)?;
         att.ingress = links;
@@ -307,7 +368,9 @@ impl Rewriter {
         netdev::ifindex(iface)?;
         netdev::require_ethernet(iface)?;
         if let Some(id) = netdev::attached_program(iface)? {
-            bail!("sip-rewriter is already attached to {iface} egress (program id {id}); detach it first");
+            bail!(
+                "sip-rewriter is already attached to {iface} egress (program id {id}); detach it first"
+            );
         }
         let tcx = netdev::has_tcx();
         if !tcx && let Err(e) = tc::qdisc_add_clsact(iface) {
@@ -320,13 +383,23 @@ impl Rewriter {
                 Ok((att, what))
             }
             Err(e) => {
-                let _ = self.detach(Attachment { iface: iface.to_owned(), tcx, link: None, ingress: links });
+                let _ = self.detach(Attachment {
+                    iface: iface.to_owned(),
+                    tcx,
+                    link: None,
+                    ingress: links,
+                });
                 Err(e)
             }
         }
     }
 
-    fn attach_ingress_links(&mut self, iface: &str, tcx: bool, which: Ingress) -> anyhow::Result<(Vec<IngressLink>, String)> {
+    fn attach_ingress_links(
+        &mut self,
+        iface: &str,
+        tcx: bool,
+        which: Ingress,
+    ) -> anyhow::Result<(Vec<IngressLink>, String)> {
         self.load_ingress(which)?;
         if which == Ingress::Xdp {
             self.load_ingress(Ingress::Tc)?;
@@ -340,9 +413,9 @@ impl Rewriter {
                 Ok(l) => (l, "native"),
                 Err(native) => {
                     log::debug!("XDP native mode on {iface}: {native}");
-                    let l = prog
-                        .attach(&iface, XdpMode::Skb)
-                        .with_context(|| format!("attaching XDP (native, then generic) to {iface}; try --ingress tc"))?;
+                    let l = prog.attach(&iface, XdpMode::Skb).with_context(|| {
+                        format!("attaching XDP (native, then generic) to {iface}; try --ingress tc")
+                    })?;
                     (l, "generic")
                 }
             };
@@ -378,7 +451,12 @@ impl Rewriter {
     /// process exits, until the pin is removed (`sip-rewriter detach`).
     /// The ingress links, if any, are pinned in `pins` the same way, first: the rewrite never
     /// stays behind without its restore. On failure, what was pinned is unpinned again.
-    pub fn persist(&mut self, attachment: Attachment, path: &std::path::Path, pins: &PinDir) -> anyhow::Result<()> {
+    pub fn persist(
+        &mut self,
+        attachment: Attachment,
+        path: &std::path::Path,
+        pins: &PinDir,
+    ) -> anyhow::Result<()> {
         let mut pinned = Vec::new();
         let result = self.persist_links(attachment, path, pins, &mut pinned);
         if result.is_err() {
@@ -400,19 +478,33 @@ impl Rewriter {
         for l in attachment.ingress {
             links.push(match l {
                 IngressLink::Xdp(id) => (
-                    self.xdp_mut()?.take_link(id)?.try_into().context("--persist needs an XDP bpf_link (kernel >= 5.9)")?,
+                    self.xdp_mut()?
+                        .take_link(id)?
+                        .try_into()
+                        .context("--persist needs an XDP bpf_link (kernel >= 5.9)")?,
                     pins.ingress_link_path(),
                 ),
                 IngressLink::Tc(id) => (
-                    self.tc_ingress_mut()?.take_link(id)?.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?,
+                    self.tc_ingress_mut()?
+                        .take_link(id)?
+                        .try_into()
+                        .context("--persist needs a TCX attachment (kernel >= 6.6)")?,
                     pins.ingress_tc_link_path(),
                 ),
             });
         }
-        let egress = self.program_mut()?.take_link(attachment.link.context("nothing attached on egress")?)?;
-        links.push((egress.try_into().context("--persist needs a TCX attachment (kernel >= 6.6)")?, path.to_path_buf()));
+        let egress = self
+            .program_mut()?
+            .take_link(attachment.link.context("nothing attached on egress")?)?;
+        links.push((
+            egress
+                .try_into()
+                .context("--persist needs a TCX attachment (kernel >= 6.6)")?,
+            path.to_path_buf(),
+        ));
         for (fd, p) in links {
-            fd.pin(&p).with_context(|| format!("pinning the link at {}", p.display()))?;
+            fd.pin(&p)
+                .with_context(|| format!("pinning the link at {}", p.display()))?;
             pinned.push(p);
         }
         Ok(())
@@ -423,14 +515,20 @@ impl Rewriter {
     /// restore in place.
     pub fn detach(&mut self, attachment: Attachment) -> anyhow::Result<()> {
         let egress = match attachment.link {
-            Some(l) => self.program_mut().and_then(|p| p.detach(l).map_err(anyhow::Error::from)),
+            Some(l) => self
+                .program_mut()
+                .and_then(|p| p.detach(l).map_err(anyhow::Error::from)),
             None => Ok(()),
         };
         let mut ingress = Ok(());
         for l in attachment.ingress {
             let r = match l {
-                IngressLink::Xdp(id) => self.xdp_mut().and_then(|p| p.detach(id).map_err(anyhow::Error::from)),
-                IngressLink::Tc(id) => self.tc_ingress_mut().and_then(|p| p.detach(id).map_err(anyhow::Error::from)),
+                IngressLink::Xdp(id) => self
+                    .xdp_mut()
+                    .and_then(|p| p.detach(id).map_err(anyhow::Error::from)),
+                IngressLink::Tc(id) => self
+                    .tc_ingress_mut()
+                    .and_then(|p| p.detach(id).map_err(anyhow::Error::from)),
             };
             ingress = ingress.and(r);
         }

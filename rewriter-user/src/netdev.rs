@@ -8,7 +8,9 @@ use anyhow::{Context as _, bail};
 pub fn require_root() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("sip-rewriter needs root (CAP_BPF and CAP_NET_ADMIN) to load and attach eBPF programs; run it with sudo");
+        bail!(
+            "sip-rewriter needs root (CAP_BPF and CAP_NET_ADMIN) to load and attach eBPF programs; run it with sudo"
+        );
     }
     Ok(())
 }
@@ -34,9 +36,13 @@ pub fn attached_program(iface: &str) -> anyhow::Result<Option<u32>> {
     if !has_tcx() {
         return Ok(None);
     }
-    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Egress)
-        .with_context(|| format!("querying TCX egress programs on {iface}"))?;
-    Ok(progs.iter().find(|p| p.name_as_str() == Some(crate::PROGRAM)).map(|p| p.id()))
+    let (_, progs) =
+        aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Egress)
+            .with_context(|| format!("querying TCX egress programs on {iface}"))?;
+    Ok(progs
+        .iter()
+        .find(|p| p.name_as_str() == Some(crate::PROGRAM))
+        .map(|p| p.id()))
 }
 
 /// Whether the TC ingress restore is attached to `iface` (behind XDP or on its own).
@@ -44,9 +50,12 @@ pub fn attached_ingress(iface: &str) -> anyhow::Result<bool> {
     if !has_tcx() || ifindex(iface).is_err() {
         return Ok(false);
     }
-    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Ingress)
-        .with_context(|| format!("querying TCX ingress programs on {iface}"))?;
-    Ok(progs.iter().any(|p| p.name_as_str() == Some(crate::PROGRAM_TC_INGRESS)))
+    let (_, progs) =
+        aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Ingress)
+            .with_context(|| format!("querying TCX ingress programs on {iface}"))?;
+    Ok(progs
+        .iter()
+        .any(|p| p.name_as_str() == Some(crate::PROGRAM_TC_INGRESS)))
 }
 
 /// The program parses an Ethernet header first: refuse interfaces whose frames start
@@ -54,7 +63,9 @@ pub fn attached_ingress(iface: &str) -> anyhow::Result<bool> {
 pub fn require_ethernet(iface: &str) -> anyhow::Result<()> {
     let family = hw_family(iface)?;
     if family != libc::ARPHRD_ETHER {
-        bail!("interface {iface:?} is not an Ethernet interface (ARPHRD {family}); sip-rewriter attaches to Ethernet-type interfaces only");
+        bail!(
+            "interface {iface:?} is not an Ethernet interface (ARPHRD {family}); sip-rewriter attaches to Ethernet-type interfaces only"
+        );
     }
     Ok(())
 }
@@ -78,8 +89,14 @@ fn hw_family(iface: &str) -> anyhow::Result<u16> {
         for (d, s) in ifr.ifr_name.iter_mut().zip(iface.bytes()) {
             *d = s as libc::c_char;
         }
-        if libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::SIOCGIFHWADDR, &mut ifr) != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("reading the type of interface {iface:?}"));
+        if libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIOCGIFHWADDR,
+            &mut ifr,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("reading the type of interface {iface:?}"));
         }
         ifr.ifr_ifru.ifru_hwaddr.sa_family
     };

@@ -24,7 +24,9 @@ pub const MAPS: [&str; 5] = ["CONFIG", "STATS", "CONTACTS", "GENESYS", "REGS"];
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 pub fn root() -> PathBuf {
-    env::var_os(ROOT_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+    env::var_os(ROOT_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
 }
 
 /// The pin directory of one interface's attachment.
@@ -36,7 +38,10 @@ pub struct PinDir {
 
 impl PinDir {
     pub fn for_iface(iface: &str) -> Self {
-        Self { iface: iface.to_owned(), path: root().join(iface) }
+        Self {
+            iface: iface.to_owned(),
+            path: root().join(iface),
+        }
     }
 
     /// The attachment to act on: `iface` if given, else the only one there is.
@@ -60,7 +65,10 @@ impl PinDir {
             [one] => Ok(one.clone()),
             many => bail!(
                 "sip-rewriter is attached to several interfaces ({}); choose one with --iface",
-                many.iter().map(|d| d.iface.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|d| d.iface.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -76,7 +84,10 @@ impl PinDir {
         let mut out: Vec<Self> = entries
             .flatten()
             .filter(|e| e.path().join("CONFIG").exists())
-            .map(|e| Self { iface: e.file_name().to_string_lossy().into_owned(), path: e.path() })
+            .map(|e| Self {
+                iface: e.file_name().to_string_lossy().into_owned(),
+                path: e.path(),
+            })
             .collect();
         out.sort_by(|a, b| a.iface.cmp(&b.iface));
         Ok(out)
@@ -119,7 +130,10 @@ impl PinDir {
 
     /// How many DN entries the running program's map holds at most.
     pub fn contacts_capacity(&self) -> anyhow::Result<u32> {
-        let info = self.map("CONTACTS")?.info().context("reading map CONTACTS info")?;
+        let info = self
+            .map("CONTACTS")?
+            .info()
+            .context("reading map CONTACTS info")?;
         Ok(info.max_entries())
     }
 
@@ -128,13 +142,18 @@ impl PinDir {
     }
 
     pub fn counters(&self) -> anyhow::Result<Counters> {
-        let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(self.map("STATS")?))?;
+        let map: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(Map::PerCpuArray(self.map("STATS")?))?;
         Counters::read(&map)
     }
 
     /// Removes every pin and the directory. Missing pins are fine.
     pub fn remove(&self) -> anyhow::Result<()> {
-        for name in MAPS.iter().copied().chain(["prog", "link", "link-xdp", "link-ingress"]) {
+        for name in MAPS
+            .iter()
+            .copied()
+            .chain(["prog", "link", "link-xdp", "link-ingress"])
+        {
             let p = self.path.join(name);
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -158,7 +177,11 @@ pub fn ensure_root() -> anyhow::Result<PathBuf> {
         mount_bpffs(parent)?;
     }
     if !is_bpffs(parent) {
-        bail!("{} is not on a bpffs; mount one with: mount -t bpf bpf {}", root.display(), parent.display());
+        bail!(
+            "{} is not on a bpffs; mount one with: mount -t bpf bpf {}",
+            root.display(),
+            parent.display()
+        );
     }
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     Ok(root)
@@ -182,7 +205,11 @@ fn mount_bpffs(at: &Path) -> anyhow::Result<()> {
         .status()
         .context("running mount")?;
     if !status.success() {
-        bail!("could not mount bpffs on {}; try: mount -t bpf bpf {}", at.display(), at.display());
+        bail!(
+            "could not mount bpffs on {}; try: mount -t bpf bpf {}",
+            at.display(),
+            at.display()
+        );
     }
     Ok(())
 }

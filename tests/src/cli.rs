@@ -35,7 +35,11 @@ pub struct PinRoot(pub PathBuf);
 impl PinRoot {
     pub fn new() -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = PathBuf::from(format!("/sys/fs/bpf/sipr-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = PathBuf::from(format!(
+            "/sys/fs/bpf/sipr-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         Self(p)
     }
 }
@@ -62,13 +66,20 @@ pub fn cmd(ns: Option<&str>, root: &PinRoot, args: &[&str]) -> Command {
         }
         None => Command::new(bin()),
     };
-    c.args(args).env("SIP_REWRITER_PIN_ROOT", &root.0).env("RUST_LOG", "info").stdin(Stdio::null());
+    c.args(args)
+        .env("SIP_REWRITER_PIN_ROOT", &root.0)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
     c
 }
 
 /// Runs to completion; returns (exit code, stdout, stderr).
 pub fn run(ns: Option<&str>, root: &PinRoot, args: &[&str]) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = cmd(ns, root, args).output().expect("running sip-rewriter");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd(ns, root, args).output().expect("running sip-rewriter");
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
@@ -94,15 +105,32 @@ impl Attach {
     pub fn start(ns: &str, root: &PinRoot, iface: &str, args: &[&str]) -> Self {
         let mut all = vec!["attach", "--iface", iface];
         all.extend_from_slice(args);
-        let child = cmd(Some(ns), root, &all).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning attach");
-        let mut a = Attach { child: Some(child), pins: root.0.join(iface) };
+        let child = cmd(Some(ns), root, &all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning attach");
+        let mut a = Attach {
+            child: Some(child),
+            pins: root.0.join(iface),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !run(Some(ns), root, &["status", "--json", "--iface", iface]).1.contains("\"running\"") {
+        while !run(Some(ns), root, &["status", "--json", "--iface", iface])
+            .1
+            .contains("\"running\"")
+        {
             if let Some(status) = a.child.as_mut().unwrap().try_wait().unwrap() {
                 let out = a.child.take().unwrap().wait_with_output().unwrap();
-                panic!("attach exited early ({status}): {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                panic!(
+                    "attach exited early ({status}): {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
-            assert!(Instant::now() < deadline, "attach did not come up within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "attach did not come up within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         a
@@ -110,7 +138,13 @@ impl Attach {
 
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([&format!("-{sig}"), &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{sig}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// SIGTERM and wait (bounded); returns exit code and combined output.
@@ -128,7 +162,11 @@ impl Attach {
         let out = child.wait_with_output().unwrap();
         (
             out.status.code().unwrap_or(-1),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         )
     }
 }
@@ -136,7 +174,9 @@ impl Attach {
 impl Drop for Attach {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(50));

@@ -32,17 +32,55 @@ impl Rng {
 }
 
 const DNS: &[&str] = &[
-    "1002", "1003", "2001", "4711", "+4930123456", "agent.smith", "a-b_c.d!~*'()", "u&v=w+x$y", "sales,desk;ext?a/b",
-    "%31%30%30%32", "1002%0d%0aX-Evil%3a1", "ab%2", "10 02", "10\"02", "a<b", "0123456789012345678901234567890123456789012345678901234567890123",
+    "1002",
+    "1003",
+    "2001",
+    "4711",
+    "+4930123456",
+    "agent.smith",
+    "a-b_c.d!~*'()",
+    "u&v=w+x$y",
+    "sales,desk;ext?a/b",
+    "%31%30%30%32",
+    "1002%0d%0aX-Evil%3a1",
+    "ab%2",
+    "10 02",
+    "10\"02",
+    "a<b",
+    "0123456789012345678901234567890123456789012345678901234567890123",
     "01234567890123456789012345678901234567890123456789012345678901234",
 ];
-const HOSTS: &[&str] = &["192.168.210.54", "198.18.0.2:5060", "example.com", "[2001:db8::10]", "pbx.example.com;transport=udp"];
-const PARAMS: &[&str] = &[
-    ";expires=600", ";expires=0", ";EXPIRES=3600", ";q=0.7", ";Q=1", ";reg-id=1", ";+sip.ice", ";ob",
-    ";+sip.instance=\"<urn:uuid:3a4a7f6c-1b2d-4c5e-9f00-0123456789ab>\"", ";+org.linphone.specs=\"groupchat,lime\"",
-    " ; expires = 60", ";transport=udp", ";x=\"a,b;c<d>\"", ";pub-gruu=\"sip:x@y;gr=urn:uuid:1\"",
+const HOSTS: &[&str] = &[
+    "192.168.210.54",
+    "198.18.0.2:5060",
+    "example.com",
+    "[2001:db8::10]",
+    "pbx.example.com;transport=udp",
 ];
-const DISPLAY: &[&str] = &["", "\"Agent 1002\" ", "\"a,b;c<d>@sip:x\" ", "Agent Smith ", "\"esc \\\" quote\" ", "\"\" "];
+const PARAMS: &[&str] = &[
+    ";expires=600",
+    ";expires=0",
+    ";EXPIRES=3600",
+    ";q=0.7",
+    ";Q=1",
+    ";reg-id=1",
+    ";+sip.ice",
+    ";ob",
+    ";+sip.instance=\"<urn:uuid:3a4a7f6c-1b2d-4c5e-9f00-0123456789ab>\"",
+    ";+org.linphone.specs=\"groupchat,lime\"",
+    " ; expires = 60",
+    ";transport=udp",
+    ";x=\"a,b;c<d>\"",
+    ";pub-gruu=\"sip:x@y;gr=urn:uuid:1\"",
+];
+const DISPLAY: &[&str] = &[
+    "",
+    "\"Agent 1002\" ",
+    "\"a,b;c<d>@sip:x\" ",
+    "Agent Smith ",
+    "\"esc \\\" quote\" ",
+    "\"\" ",
+];
 
 fn name(rng: &mut Rng, long: &str, compact: Option<&str>) -> String {
     let base = match compact {
@@ -52,7 +90,17 @@ fn name(rng: &mut Rng, long: &str, compact: Option<&str>) -> String {
     let cased: String = match rng.below(4) {
         0 => base.to_uppercase(),
         1 => base.to_lowercase(),
-        2 => base.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect(),
+        2 => base
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect(),
         _ => base,
     };
     let sep = *rng.pick(&[": ", ":", " : ", "\t:\t", ":  "]);
@@ -65,12 +113,22 @@ fn lws(rng: &mut Rng) -> &'static str {
 }
 
 fn contact(rng: &mut Rng) -> String {
-    let user = rng.pick(&["84jp7d1i", "6cfmsers", "a1", "x", "1004"]).to_string();
-    let host = rng.pick(&["3tglb5esjoiv.invalid;transport=ws", "198.18.0.9:5060", "[2001:db8::5]:5060;transport=udp", "host-a.invalid"]);
+    let user = rng
+        .pick(&["84jp7d1i", "6cfmsers", "a1", "x", "1004"])
+        .to_string();
+    let host = rng.pick(&[
+        "3tglb5esjoiv.invalid;transport=ws",
+        "198.18.0.9:5060",
+        "[2001:db8::5]:5060;transport=udp",
+        "host-a.invalid",
+    ]);
     let mut c = if rng.chance(80) {
         format!("{}<sip:{user}@{host}>", rng.pick(DISPLAY))
     } else {
-        format!("sip:{user}@{}", rng.pick(&["198.18.0.9", "host-b.invalid", "[2001:db8::9]"]))
+        format!(
+            "sip:{user}@{}",
+            rng.pick(&["198.18.0.9", "host-b.invalid", "[2001:db8::9]"])
+        )
     };
     for _ in 0..rng.below(5) {
         c.push_str(lws(rng).trim_end_matches(['\r', '\n']));
@@ -83,13 +141,29 @@ fn contact(rng: &mut Rng) -> String {
 pub fn message(rng: &mut Rng) -> Vec<u8> {
     let dn = *rng.pick(DNS);
     let host = *rng.pick(HOSTS);
-    let method = if rng.chance(92) { "REGISTER" } else { *rng.pick(&["INVITE", "OPTIONS", "register", "REGISTERX"]) };
+    let method = if rng.chance(92) {
+        "REGISTER"
+    } else {
+        *rng.pick(&["INVITE", "OPTIONS", "register", "REGISTERX"])
+    };
     let version = if rng.chance(97) { "SIP/2.0" } else { "SIP/3.0" };
     let mut headers: Vec<String> = vec![
-        format!("{}SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK{}", name(rng, "Via", Some("v")), rng.next_u64() % 100000),
+        format!(
+            "{}SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK{}",
+            name(rng, "Via", Some("v")),
+            rng.next_u64() % 100000
+        ),
         format!("{}70", name(rng, "Max-Forwards", None)),
-        format!("{}\"{dn}\" <sip:{dn}@{host}>;tag={}", name(rng, "From", Some("f")), rng.next_u64() % 9999),
-        format!("{}{}@198.18.0.1", name(rng, "Call-ID", Some("i")), rng.next_u64()),
+        format!(
+            "{}\"{dn}\" <sip:{dn}@{host}>;tag={}",
+            name(rng, "From", Some("f")),
+            rng.next_u64() % 9999
+        ),
+        format!(
+            "{}{}@198.18.0.1",
+            name(rng, "Call-ID", Some("i")),
+            rng.next_u64()
+        ),
         format!("{}{} REGISTER", name(rng, "CSeq", None), rng.below(100)),
         format!("{}JsSIP 3.10.0", name(rng, "User-Agent", None)),
         format!("{}path,gruu,outbound", name(rng, "Supported", Some("k"))),
@@ -110,7 +184,14 @@ pub fn message(rng: &mut Rng) -> Vec<u8> {
             "*".to_owned()
         } else {
             let n = 1 + rng.below(3);
-            (0..n).map(|_| contact(rng)).collect::<Vec<_>>().join(&format!("{},{}", lws(rng).trim_end_matches(['\r', '\n']), lws(rng)))
+            (0..n)
+                .map(|_| contact(rng))
+                .collect::<Vec<_>>()
+                .join(&format!(
+                    "{},{}",
+                    lws(rng).trim_end_matches(['\r', '\n']),
+                    lws(rng)
+                ))
         };
         headers.push(format!("{}{list}", name(rng, "Contact", Some("m"))));
     }
@@ -124,16 +205,32 @@ pub fn message(rng: &mut Rng) -> Vec<u8> {
     }
     headers.push(format!("{}600", name(rng, "Expires", None)));
     for _ in 0..rng.below(20) {
-        headers.push(format!("X-Pad-{}: {}", rng.below(99), "p".repeat(rng.below(60))));
+        headers.push(format!(
+            "X-Pad-{}: {}",
+            rng.below(99),
+            "p".repeat(rng.below(60))
+        ));
     }
     // Shuffle (Fisher-Yates).
     for i in (1..headers.len()).rev() {
         let j = rng.below(i + 1);
         headers.swap(i, j);
     }
-    let body = if rng.chance(10) { "v=0\r\no=- 0 0 IN IP4 198.18.0.1\r\n".to_owned() } else { String::new() };
-    headers.push(format!("{}{}", name(rng, "Content-Length", Some("l")), body.len()));
-    let mut msg = format!("{method} sip:{host} {version}\r\n{}\r\n\r\n{body}", headers.join("\r\n")).into_bytes();
+    let body = if rng.chance(10) {
+        "v=0\r\no=- 0 0 IN IP4 198.18.0.1\r\n".to_owned()
+    } else {
+        String::new()
+    };
+    headers.push(format!(
+        "{}{}",
+        name(rng, "Content-Length", Some("l")),
+        body.len()
+    ));
+    let mut msg = format!(
+        "{method} sip:{host} {version}\r\n{}\r\n\r\n{body}",
+        headers.join("\r\n")
+    )
+    .into_bytes();
     if rng.chance(25) {
         mutate(rng, &mut msg);
     }

@@ -43,7 +43,8 @@ pub fn corpus_config() -> Config {
 
 pub fn corpus_rewriter() -> Rewriter {
     let mut rw = Rewriter::load(&corpus_config()).unwrap();
-    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060").unwrap();
+    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060")
+        .unwrap();
     rw
 }
 
@@ -56,7 +57,11 @@ pub fn run_with(rw: &mut Rewriter, frame: &[u8], repeat: u32, skb: Option<SkbCtx
     opts.data_out = Some(&mut out);
     opts.ctx_in = ctx.as_deref();
     opts.repeat = repeat;
-    let res = rw.program_mut().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
+    let res = rw
+        .program_mut()
+        .unwrap()
+        .test_run(opts)
+        .expect("BPF_PROG_TEST_RUN");
     assert_eq!(res.return_value, PASS, "the program must never drop");
     out.truncate(res.data_size_out as usize);
     out

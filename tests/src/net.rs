@@ -22,9 +22,16 @@ pub const GENESYS_MAC: &str = "02:00:00:00:00:02";
 
 /// Runs `ip` with `args`, failing with its stderr.
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -43,7 +50,11 @@ impl Topology {
     /// Creates the namespaces with names unique to this process and call.
     pub fn new(tag: &str) -> anyhow::Result<Self> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let id = format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         let t = Topology {
             edge: format!("sipr-{tag}-edge-{id}"),
             genesys: format!("sipr-{tag}-gen-{id}"),
@@ -54,20 +65,83 @@ impl Topology {
         ip(&["netns", "add", &t.edge])?;
         ip(&["netns", "add", &t.genesys])?;
         ip(&[
-            "link", "add", &t.edge_if, "netns", &t.edge, "address", EDGE_MAC, "type", "veth", "peer", "name",
-            &t.genesys_if, "netns", &t.genesys, "address", GENESYS_MAC,
+            "link",
+            "add",
+            &t.edge_if,
+            "netns",
+            &t.edge,
+            "address",
+            EDGE_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &t.genesys_if,
+            "netns",
+            &t.genesys,
+            "address",
+            GENESYS_MAC,
         ])?;
         for (ns, dev, v4, v6, peer_v4, peer_v6, peer_mac) in [
-            (&t.edge, &t.edge_if, EDGE_V4, EDGE_V6, GENESYS_V4, GENESYS_V6, GENESYS_MAC),
-            (&t.genesys, &t.genesys_if, GENESYS_V4, GENESYS_V6, EDGE_V4, EDGE_V6, EDGE_MAC),
+            (
+                &t.edge,
+                &t.edge_if,
+                EDGE_V4,
+                EDGE_V6,
+                GENESYS_V4,
+                GENESYS_V6,
+                GENESYS_MAC,
+            ),
+            (
+                &t.genesys,
+                &t.genesys_if,
+                GENESYS_V4,
+                GENESYS_V6,
+                EDGE_V4,
+                EDGE_V6,
+                EDGE_MAC,
+            ),
         ] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "addr", "add", &format!("{v4}/30"), "dev", dev])?;
-            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
             // Static neighbours: no ARP/ND delay or loss before the first datagram.
-            ip(&["-n", ns, "neigh", "replace", peer_v4, "lladdr", peer_mac, "dev", dev, "nud", "permanent"])?;
-            ip(&["-n", ns, "neigh", "replace", peer_v6, "lladdr", peer_mac, "dev", dev, "nud", "permanent"])?;
+            ip(&[
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                peer_v4,
+                "lladdr",
+                peer_mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                peer_v6,
+                "lladdr",
+                peer_mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])?;
         }
         Ok(t)
     }
@@ -94,7 +168,8 @@ impl InNetns {
         let target = File::open(&path).with_context(|| format!("opening {path}"))?;
         // SAFETY: setns on valid fds; it only changes the calling thread's namespace.
         if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("setns into {ns}"));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("setns into {ns}"));
         }
         Ok(Self { original })
     }
@@ -129,9 +204,14 @@ impl SipPath {
 
     /// Sends `msg` to Genesys and returns what Genesys received.
     pub fn exchange(&self, msg: &[u8]) -> anyhow::Result<Vec<u8>> {
-        self.tx.send_to(msg, (GENESYS_V4, 5060)).context("sending")?;
+        self.tx
+            .send_to(msg, (GENESYS_V4, 5060))
+            .context("sending")?;
         let mut buf = vec![0u8; 4096];
-        let n = self.rx.recv(&mut buf).context("nothing arrived at genesys:5060 within 2 s")?;
+        let n = self
+            .rx
+            .recv(&mut buf)
+            .context("nothing arrived at genesys:5060 within 2 s")?;
         buf.truncate(n);
         Ok(buf)
     }
@@ -145,7 +225,10 @@ pub fn set_tx_csum(iface: &str, on: bool) {
         cmd: u32,
         data: u32,
     }
-    let mut val = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: on as u32 };
+    let mut val = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: on as u32,
+    };
     // SAFETY: plain socket(2); the fd is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
     assert!(fd >= 0);
@@ -162,6 +245,10 @@ pub fn set_tx_csum(iface: &str, on: bool) {
         ifr.ifr_ifru.ifru_data = &mut val as *mut EthtoolValue as *mut libc::c_char;
         libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr)
     };
-    assert_eq!(r, 0, "SIOCETHTOOL on {iface}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "SIOCETHTOOL on {iface}: {}",
+        std::io::Error::last_os_error()
+    );
 }
-

@@ -56,7 +56,13 @@ impl Frame {
 
     /// The answer's frame: addresses swapped, from port `self.dport` to `self.sport`.
     pub fn reply(&self) -> Self {
-        Self { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..self.clone() }
+        Self {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            ..self.clone()
+        }
     }
 
     /// Ethernet (+VLAN) + IP + UDP + `payload`, all lengths and checksums valid.
@@ -145,7 +151,10 @@ pub fn check(frame: &[u8]) -> Result<Checked, String> {
             let total = be16(frame, off + 2)? as usize;
             ip_end = off + total;
             if ip_end != frame.len() {
-                return Err(format!("IPv4 total length {total} but frame has {} bytes of IP", frame.len() - off));
+                return Err(format!(
+                    "IPv4 total length {total} but frame has {} bytes of IP",
+                    frame.len() - off
+                ));
             }
             src = IpAddr::from(<[u8; 4]>::try_from(&hdr[12..16]).unwrap());
             dst = IpAddr::from(<[u8; 4]>::try_from(&hdr[16..20]).unwrap());
@@ -156,7 +165,10 @@ pub fn check(frame: &[u8]) -> Result<Checked, String> {
             let plen = be16(frame, off + 4)? as usize;
             ip_end = off + IPV6_LEN + plen;
             if ip_end != frame.len() {
-                return Err(format!("IPv6 payload length {plen} but frame has {}", frame.len() - off - IPV6_LEN));
+                return Err(format!(
+                    "IPv6 payload length {plen} but frame has {}",
+                    frame.len() - off - IPV6_LEN
+                ));
             }
             src = IpAddr::from(<[u8; 16]>::try_from(&hdr[8..24]).unwrap());
             dst = IpAddr::from(<[u8; 16]>::try_from(&hdr[24..40]).unwrap());
@@ -167,13 +179,19 @@ pub fn check(frame: &[u8]) -> Result<Checked, String> {
     let udp = &frame[udp_off..ip_end];
     let ulen = be16(udp, 4)? as usize;
     if ulen != udp.len() {
-        return Err(format!("UDP length {ulen} but {} bytes follow the IP header", udp.len()));
+        return Err(format!(
+            "UDP length {ulen} but {} bytes follow the IP header",
+            udp.len()
+        ));
     }
     let csum = be16(udp, 6)?;
     if !(csum == 0 && src.is_ipv4()) && fold(pseudo_sum(src, dst, udp.len()) + sum(udp)) != 0xffff {
         return Err(format!("bad UDP checksum {csum:#06x}"));
     }
-    Ok(Checked { payload: udp[UDP_LEN..].to_vec(), udp_checksum: csum })
+    Ok(Checked {
+        payload: udp[UDP_LEN..].to_vec(),
+        udp_checksum: csum,
+    })
 }
 
 fn be16(b: &[u8], at: usize) -> Result<u16, String> {
@@ -216,9 +234,20 @@ mod tests {
 
     #[test]
     fn built_frames_pass_the_checker() {
-        for f in [Frame::v4(5060), Frame::v6(5060), Frame { vlan: Some(7), ipv4_options: vec![1, 1, 1, 0], ..Frame::v4(5060) }] {
+        for f in [
+            Frame::v4(5060),
+            Frame::v6(5060),
+            Frame {
+                vlan: Some(7),
+                ipv4_options: vec![1, 1, 1, 0],
+                ..Frame::v4(5060)
+            },
+        ] {
             let frame = f.build(b"REGISTER sip:x SIP/2.0\r\n\r\n");
-            assert_eq!(check(&frame).unwrap().payload, b"REGISTER sip:x SIP/2.0\r\n\r\n");
+            assert_eq!(
+                check(&frame).unwrap().payload,
+                b"REGISTER sip:x SIP/2.0\r\n\r\n"
+            );
         }
     }
 

@@ -22,12 +22,21 @@ pub fn scenario(name: &str) -> String {
 /// The CSV line the JsSIP-style scenarios read for client number `i` with DN `dn`: the DN, the
 /// random Contact user/host and instance id JsSIP makes up, the expiry.
 pub fn csv_line(dn: u32, i: u32, expires: u32) -> String {
-    format!("{dn};{:08x};{:012x};{:012x};{expires}", 0x8000_0000u32 + i, 0x3000_0000u64 + i as u64, i)
+    format!(
+        "{dn};{:08x};{:012x};{:012x};{expires}",
+        0x8000_0000u32 + i,
+        0x3000_0000u64 + i as u64,
+        i
+    )
 }
 
 /// The Contact URI the scenarios send for client number `i` (see [`csv_line`]).
 pub fn original_contact(i: u32) -> String {
-    format!("<sip:{:08x}@{:012x}.invalid;transport=ws>", 0x8000_0000u32 + i, 0x3000_0000u64 + i as u64)
+    format!(
+        "<sip:{:08x}@{:012x}.invalid;transport=ws>",
+        0x8000_0000u32 + i,
+        0x3000_0000u64 + i as u64
+    )
 }
 
 /// `sipp ARGS` in namespace `ns` (nsenter, so bpffs stays visible), run in `dir` (its logs go

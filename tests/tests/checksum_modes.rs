@@ -33,20 +33,40 @@ const REGISTER: &str = include_str!("../shared-corpus/01-jssip-register.in.sip")
 
 /// Messages whose rewrite grows and shrinks the datagram by odd and even amounts.
 fn messages() -> Vec<(Vec<u8>, Vec<u8>)> {
-    let table: HashMap<&[u8], ContactUri> = [(&b"1002"[..], ContactUri::new(b"sip:1002@192.168.210.54:5060").unwrap())].into();
+    let table: HashMap<&[u8], ContactUri> = [(
+        &b"1002"[..],
+        ContactUri::new(b"sip:1002@192.168.210.54:5060").unwrap(),
+    )]
+    .into();
     let long = "<sip:84jp7d1i@3tglb5esjoiv.invalid;transport=ws>;+sip.ice;reg-id=1;+sip.instance=\"<urn:uuid:3a4a7f6c-1b2d-4c5e-9f00-0123456789ab>\";expires=600";
     let mut out = Vec::new();
-    for contact in [long, "<sip:a@b>;expires=600", "<sip:ab@b>;expires=600", "<sip:84jp7d1i@3tglb5esjoiv.invalid;ob>;expires=60", "<sip:84jp7d1i@3tglb5esjoiv.invalid;obx>;expires=60"] {
+    for contact in [
+        long,
+        "<sip:a@b>;expires=600",
+        "<sip:ab@b>;expires=600",
+        "<sip:84jp7d1i@3tglb5esjoiv.invalid;ob>;expires=60",
+        "<sip:84jp7d1i@3tglb5esjoiv.invalid;obx>;expires=60",
+    ] {
         for dn in ["1002", "1003"] {
-            let msg = REGISTER.replace(long, contact).replace("sip:1002@", &format!("sip:{dn}@"));
+            let msg = REGISTER
+                .replace(long, contact)
+                .replace("sip:1002@", &format!("sip:{dn}@"));
             let mut buf = vec![0u8; 4096];
-            let Decision::Rewritten { len, .. } = rewrite(msg.as_bytes(), &corpus_config(), |d| table.get(d).copied(), &mut buf) else {
+            let Decision::Rewritten { len, .. } = rewrite(
+                msg.as_bytes(),
+                &corpus_config(),
+                |d| table.get(d).copied(),
+                &mut buf,
+            ) else {
                 panic!("test message not rewritten: {msg}");
             };
             out.push((msg.into_bytes(), buf[..len].to_vec()));
         }
     }
-    let deltas: Vec<i64> = out.iter().map(|(i, o)| o.len() as i64 - i.len() as i64).collect();
+    let deltas: Vec<i64> = out
+        .iter()
+        .map(|(i, o)| o.len() as i64 - i.len() as i64)
+        .collect();
     for (what, ok) in [
         ("odd growth", deltas.iter().any(|d| *d > 0 && d % 2 != 0)),
         ("even growth", deltas.iter().any(|d| *d > 0 && d % 2 == 0)),
@@ -69,10 +89,20 @@ fn csum_errors() -> (u64, u64) {
             let i = names.iter().position(|n| *n == "InCsumErrors").unwrap();
             vals[i].parse().unwrap()
         } else {
-            text.lines().find(|l| l.starts_with("Udp6InCsumErrors")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+            text.lines()
+                .find(|l| l.starts_with("Udp6InCsumErrors"))
+                .unwrap()
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap()
         }
     };
-    (field("/proc/thread-self/net/snmp", "Udp:"), field("/proc/thread-self/net/snmp6", "Udp6"))
+    (
+        field("/proc/thread-self/net/snmp", "Udp:"),
+        field("/proc/thread-self/net/snmp6", "Udp6"),
+    )
 }
 
 /// An AF_PACKET socket on `iface` with PACKET_AUXDATA, in the calling thread's namespace.
@@ -98,7 +128,11 @@ impl Capture {
         let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
         // SAFETY: plain socket(2).
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: fresh fd owned from here on.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let ifindex = rewriter_user::netdev::ifindex(iface).unwrap();
@@ -108,14 +142,36 @@ impl Capture {
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_protocol = proto as u16;
             sll.sll_ifindex = ifindex as i32;
-            assert_eq!(libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, mem::size_of_val(&sll) as u32), 0);
-            let one: libc::c_int = 1;
             assert_eq!(
-                libc::setsockopt(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_AUXDATA, &one as *const _ as *const libc::c_void, 4),
+                libc::bind(
+                    fd.as_raw_fd(),
+                    &sll as *const _ as *const libc::sockaddr,
+                    mem::size_of_val(&sll) as u32
+                ),
                 0
             );
-            let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
-            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, mem::size_of_val(&tv) as u32);
+            let one: libc::c_int = 1;
+            assert_eq!(
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    PACKET_AUXDATA,
+                    &one as *const _ as *const libc::c_void,
+                    4
+                ),
+                0
+            );
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 200_000,
+            };
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                mem::size_of_val(&tv) as u32,
+            );
         }
         Capture(fd)
     }
@@ -126,7 +182,10 @@ impl Capture {
         let mut cbuf = [0u8; 256];
         // SAFETY: msghdr/iovec point at live local buffers of the given sizes.
         let (n, status) = unsafe {
-            let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
             let mut msg: libc::msghdr = mem::zeroed();
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
@@ -140,7 +199,8 @@ impl Capture {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
-                    let aux: TpacketAuxdata = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const TpacketAuxdata);
+                    let aux: TpacketAuxdata =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const TpacketAuxdata);
                     status = aux.tp_status;
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
@@ -160,7 +220,9 @@ fn fold(mut s: u64) -> u16 {
 }
 
 fn sum16(b: &[u8]) -> u64 {
-    b.chunks(2).map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
+    b.chunks(2)
+        .map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
 }
 
 /// UDP header + payload of an Ethernet frame to port 5060, with its addresses.
@@ -207,7 +269,8 @@ fn run_mode(offload: bool) {
     let _ns = InNetns::enter(&topo.edge).unwrap();
     set_tx_csum(&topo.edge_if, offload);
     let mut rw = Rewriter::load(&corpus_config()).unwrap();
-    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060").unwrap();
+    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060")
+        .unwrap();
     let att = rw.attach_egress(&topo.edge_if).unwrap();
     let tx4 = UdpSocket::bind((EDGE_V4, 0)).unwrap();
     let tx6 = UdpSocket::bind((EDGE_V6, 0)).unwrap();
@@ -227,15 +290,25 @@ fn run_mode(offload: bool) {
     assert_eq!(errs, errs_before, "InCsumErrors (Udp, Udp6) moved");
     let (mut partial, mut complete) = (0, 0);
     while let Some((frame, status)) = cap.next() {
-        let Some((src, dst, mut udp)) = udp_of(&frame) else { continue };
+        let Some((src, dst, mut udp)) = udp_of(&frame) else {
+            continue;
+        };
         if status & TP_STATUS_CSUMNOTREADY != 0 {
             // The field holds fold(pseudo-header) for the new length; the device would sum the
             // rest. Do what it would and check the result.
             let field = u16::from_be_bytes([udp[6], udp[7]]);
-            assert_eq!(field, fold(pseudo(src, dst, udp.len())), "pseudo-header sum for the new length");
+            assert_eq!(
+                field,
+                fold(pseudo(src, dst, udp.len())),
+                "pseudo-header sum for the new length"
+            );
             let c = !fold(sum16(&udp));
             udp[6..8].copy_from_slice(&c.to_be_bytes());
-            assert_eq!(fold(pseudo(src, dst, udp.len()) + sum16(&udp)), 0xffff, "completed checksum");
+            assert_eq!(
+                fold(pseudo(src, dst, udp.len()) + sum16(&udp)),
+                0xffff,
+                "completed checksum"
+            );
             partial += 1;
         } else {
             let c = u16::from_be_bytes([udp[6], udp[7]]);
@@ -246,11 +319,19 @@ fn run_mode(offload: bool) {
     }
     let n = msgs.len() * 2;
     if offload {
-        assert_eq!(partial, n, "with TX offload every datagram is CHECKSUM_PARTIAL ({complete} were not)");
+        assert_eq!(
+            partial, n,
+            "with TX offload every datagram is CHECKSUM_PARTIAL ({complete} were not)"
+        );
     } else {
-        assert_eq!(complete, n, "without TX offload every datagram carries a full checksum ({partial} did not)");
+        assert_eq!(
+            complete, n,
+            "without TX offload every datagram carries a full checksum ({partial} did not)"
+        );
     }
-    println!("checksum mode offload={offload}: {n} datagrams, {partial} partial, {complete} complete, InCsumErrors {errs:?}");
+    println!(
+        "checksum mode offload={offload}: {n} datagrams, {partial} partial, {complete} complete, InCsumErrors {errs:?}"
+    );
 }
 
 #[test]

@@ -14,11 +14,22 @@ fn cases() -> Vec<(String, Vec<u8>, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
     for dir in ["shared-corpus", "corpus"] {
-        let mut names: Vec<_> = fs::read_dir(root.join(dir)).unwrap().flatten().map(|e| e.path()).collect();
+        let mut names: Vec<_> = fs::read_dir(root.join(dir))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         names.sort();
-        for p in names.iter().filter(|p| p.to_string_lossy().ends_with(".in.sip")) {
+        for p in names
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".in.sip"))
+        {
             let expected = fs::read(p.to_string_lossy().replace(".in.sip", ".out.sip")).unwrap();
-            out.push((p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(p).unwrap(), expected));
+            out.push((
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                fs::read(p).unwrap(),
+                expected,
+            ));
         }
     }
     assert!(out.len() >= 49, "corpus went missing: {} cases", out.len());
@@ -28,7 +39,10 @@ fn cases() -> Vec<(String, Vec<u8>, Vec<u8>)> {
 fn run_all(frame_of: impl Fn() -> Frame, label: &str) {
     let mut rw = corpus_rewriter();
     let mut failures = Vec::new();
-    let deltas: Vec<i64> = cases().iter().map(|(_, i, e)| e.len() as i64 - i.len() as i64).collect();
+    let deltas: Vec<i64> = cases()
+        .iter()
+        .map(|(_, i, e)| e.len() as i64 - i.len() as i64)
+        .collect();
     for (what, present) in [
         ("growth", deltas.iter().any(|d| *d > 0)),
         ("shrink", deltas.iter().any(|d| *d < 0)),
@@ -60,7 +74,12 @@ fn run_all(frame_of: impl Fn() -> Frame, label: &str) {
             failures.push(format!("{name}: rewritten counter moved by {rewritten}"));
         }
     }
-    assert!(failures.is_empty(), "{label}: {} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{label}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -75,14 +94,25 @@ fn corpus_over_ipv6() {
 
 #[test]
 fn corpus_over_vlan_and_ipv4_options() {
-    run_all(|| Frame { vlan: Some(210), ipv4_options: vec![0x94, 0x04, 0, 0], ..Frame::v4(5060) }, "vlan+options");
+    run_all(
+        || Frame {
+            vlan: Some(210),
+            ipv4_options: vec![0x94, 0x04, 0, 0],
+            ..Frame::v4(5060)
+        },
+        "vlan+options",
+    );
 }
 
 #[test]
 fn corpus_with_zero_udp_checksum_keeps_it_zero() {
     let mut rw = corpus_rewriter();
     for (name, input, expected) in cases() {
-        let frame = Frame { zero_udp_csum: true, ..Frame::v4(5060) }.build(&input);
+        let frame = Frame {
+            zero_udp_csum: true,
+            ..Frame::v4(5060)
+        }
+        .build(&input);
         let out = run(&mut rw, &frame);
         let c = check(&out).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(c.payload, expected, "{name}");

@@ -18,8 +18,16 @@ fn assert_passes(rw: &mut Rewriter, frame: &[u8], stat: Stat, ctx: Option<SkbCtx
     let out = run_with(rw, frame, 1, ctx);
     let after = rw.counters().unwrap();
     assert_eq!(out, frame, "must leave byte-identical ({stat:?})");
-    assert_eq!(after.get(stat) - before.get(stat), 1, "{stat:?} must count it");
-    assert_eq!(after.get(Stat::Rewritten), before.get(Stat::Rewritten), "nothing rewritten");
+    assert_eq!(
+        after.get(stat) - before.get(stat),
+        1,
+        "{stat:?} must count it"
+    );
+    assert_eq!(
+        after.get(Stat::Rewritten),
+        before.get(Stat::Rewritten),
+        "nothing rewritten"
+    );
 }
 
 fn payload(out: &[u8]) -> Vec<u8> {
@@ -31,7 +39,11 @@ fn ipv4_fragments_pass_and_are_counted() {
     let mut rw = corpus_rewriter();
     // More-fragments set (first fragment) and a non-zero offset (later fragment).
     for frag in [0x2000u16, 0x0010] {
-        let frame = Frame { ipv4_frag: frag, ..Frame::v4(5060) }.build(JSSIP);
+        let frame = Frame {
+            ipv4_frag: frag,
+            ..Frame::v4(5060)
+        }
+        .build(JSSIP);
         assert_passes(&mut rw, &frame, Stat::Fragment, None);
     }
 }
@@ -62,7 +74,16 @@ fn oversize_register_passes_and_is_counted() {
 fn gso_skb_passes_and_is_counted() {
     let mut rw = corpus_rewriter();
     let frame = Frame::v4(5060).build(JSSIP);
-    assert_passes(&mut rw, &frame, Stat::TooBig, Some(SkbCtx { gso_size: 1400, gso_segs: 2, ..Default::default() }));
+    assert_passes(
+        &mut rw,
+        &frame,
+        Stat::TooBig,
+        Some(SkbCtx {
+            gso_size: 1400,
+            gso_segs: 2,
+            ..Default::default()
+        }),
+    );
 }
 
 #[test]
@@ -83,24 +104,44 @@ fn growth_past_the_device_mtu_is_not_attempted() {
     let _del = Del(ns.clone());
     // MTU = IP length of the frame as it is: any growth is too much.
     let mtu = (frame.len() - 14).to_string();
-    ip(&["-n", &ns, "link", "add", "d0", "mtu", &mtu, "type", "veth", "peer", "name", "d1"]).unwrap();
+    ip(&[
+        "-n", &ns, "link", "add", "d0", "mtu", &mtu, "type", "veth", "peer", "name", "d1",
+    ])
+    .unwrap();
     ip(&["-n", &ns, "link", "set", "d0", "up"]).unwrap();
     let _in = InNetns::enter(&ns).unwrap();
     let ifindex = rewriter_user::netdev::ifindex("d0").unwrap();
     let mut rw = corpus_rewriter();
-    assert_passes(&mut rw, &frame, Stat::TooBig, Some(SkbCtx { ifindex, ..Default::default() }));
+    assert_passes(
+        &mut rw,
+        &frame,
+        Stat::TooBig,
+        Some(SkbCtx {
+            ifindex,
+            ..Default::default()
+        }),
+    );
     // Same device, MTU raised by the growth: now it is rewritten.
     let grown = msg.replace("<sip:a@b>", "<sip:1002@192.168.210.54:5060>");
     let mtu = (frame.len() - 14 + grown.len() - msg.len()).to_string();
     ip(&["link", "set", "d0", "mtu", &mtu]).unwrap();
-    let out = run_with(&mut rw, &frame, 1, Some(SkbCtx { ifindex, ..Default::default() }));
+    let out = run_with(
+        &mut rw,
+        &frame,
+        1,
+        Some(SkbCtx {
+            ifindex,
+            ..Default::default()
+        }),
+    );
     assert_eq!(payload(&out), grown.as_bytes());
 }
 
 #[test]
 fn unknown_dn_without_template_passes() {
     let mut rw = Rewriter::load(&Config::default()).unwrap();
-    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060").unwrap();
+    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060")
+        .unwrap();
     let other = String::from_utf8_lossy(JSSIP).replace("sip:1002@", "sip:1003@");
     let frame = Frame::v4(5060).build(other.as_bytes());
     assert_passes(&mut rw, &frame, Stat::DnUnknown, None);
@@ -115,9 +156,17 @@ fn keep_all_and_keep_none() {
     let text = String::from_utf8_lossy(JSSIP);
     assert!(text.contains(contact_in));
     for (flags, keep, want) in [
-        (CFG_KEEP_ALL, false, "Contact: <sip:1002@192.168.210.54:5060>;+sip.ice;reg-id=1;+sip.instance=\"<urn:uuid:3a4a7f6c-1b2d-4c5e-9f00-0123456789ab>\";expires=600\r\n"),
+        (
+            CFG_KEEP_ALL,
+            false,
+            "Contact: <sip:1002@192.168.210.54:5060>;+sip.ice;reg-id=1;+sip.instance=\"<urn:uuid:3a4a7f6c-1b2d-4c5e-9f00-0123456789ab>\";expires=600\r\n",
+        ),
         (0, false, "Contact: <sip:1002@192.168.210.54:5060>\r\n"),
-        (0, true, "Contact: <sip:1002@192.168.210.54:5060>;reg-id=1\r\n"),
+        (
+            0,
+            true,
+            "Contact: <sip:1002@192.168.210.54:5060>;reg-id=1\r\n",
+        ),
     ] {
         let mut cfg = Config::new(5060);
         cfg.flags |= flags;
@@ -125,9 +174,14 @@ fn keep_all_and_keep_none() {
             assert!(cfg.add_keep(b"REG-ID"));
         }
         let mut rw = Rewriter::load(&cfg).unwrap();
-        rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060").unwrap();
+        rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060")
+            .unwrap();
         let out = run(&mut rw, &Frame::v4(5060).build(JSSIP));
-        assert_eq!(String::from_utf8(payload(&out)).unwrap(), text.replace(contact_in, want), "flags {flags:#x} keep {keep}");
+        assert_eq!(
+            String::from_utf8(payload(&out)).unwrap(),
+            text.replace(contact_in, want),
+            "flags {flags:#x} keep {keep}"
+        );
     }
 }
 
@@ -136,7 +190,8 @@ fn genesys_address_set_limits_candidates() {
     let mut cfg = corpus_config();
     cfg.flags |= CFG_ADDR_FILTER;
     let mut rw = Rewriter::load(&cfg).unwrap();
-    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060").unwrap();
+    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060")
+        .unwrap();
     rw.add_genesys("198.18.0.2".parse().unwrap()).unwrap();
     rw.add_genesys("2001:db8::2".parse().unwrap()).unwrap();
     for f in [Frame::v4(5060), Frame::v6(5060)] {
@@ -144,11 +199,25 @@ fn genesys_address_set_limits_candidates() {
         assert_eq!(payload(&out), JSSIP_OUT, "{:?} is in the set", f.dst);
     }
     for dst in ["198.18.0.3", "2001:db8::3"] {
-        let f = Frame { dst: dst.parse().unwrap(), src: if dst.contains(':') { "2001:db8::1" } else { "198.18.0.1" }.parse().unwrap(), ..Frame::v4(5060) };
+        let f = Frame {
+            dst: dst.parse().unwrap(),
+            src: if dst.contains(':') {
+                "2001:db8::1"
+            } else {
+                "198.18.0.1"
+            }
+            .parse()
+            .unwrap(),
+            ..Frame::v4(5060)
+        };
         let frame = f.build(JSSIP);
         let seen = rw.counters().unwrap().get(Stat::Seen);
         assert_eq!(run(&mut rw, &frame), frame, "{dst} is not Genesys");
-        assert_eq!(rw.counters().unwrap().get(Stat::Seen), seen, "{dst} is not even a candidate");
+        assert_eq!(
+            rw.counters().unwrap().get(Stat::Seen),
+            seen,
+            "{dst} is not even a candidate"
+        );
     }
 }
 
@@ -157,17 +226,39 @@ fn counters_add_up_over_the_corpus_kinds() {
     let mut rw = corpus_rewriter();
     let before = rw.counters().unwrap();
     for (input, want) in [
-        (&include_bytes!("../shared-corpus/03-unregister-all.in.sip")[..], Stat::Star),
-        (&include_bytes!("../shared-corpus/07-invite-untouched.in.sip")[..], Stat::NotRegister),
-        (&include_bytes!("../shared-corpus/09-invalid-dn-untouched.in.sip")[..], Stat::DnMissing),
-        (&include_bytes!("../corpus/52-to-dn-dquote-untouched.in.sip")[..], Stat::DnInvalid),
-        (&include_bytes!("../corpus/67-register-no-contact-untouched.in.sip")[..], Stat::NoContact),
-        (&include_bytes!("../corpus/65-truncated-no-empty-line-untouched.in.sip")[..], Stat::Malformed),
+        (
+            &include_bytes!("../shared-corpus/03-unregister-all.in.sip")[..],
+            Stat::Star,
+        ),
+        (
+            &include_bytes!("../shared-corpus/07-invite-untouched.in.sip")[..],
+            Stat::NotRegister,
+        ),
+        (
+            &include_bytes!("../shared-corpus/09-invalid-dn-untouched.in.sip")[..],
+            Stat::DnMissing,
+        ),
+        (
+            &include_bytes!("../corpus/52-to-dn-dquote-untouched.in.sip")[..],
+            Stat::DnInvalid,
+        ),
+        (
+            &include_bytes!("../corpus/67-register-no-contact-untouched.in.sip")[..],
+            Stat::NoContact,
+        ),
+        (
+            &include_bytes!("../corpus/65-truncated-no-empty-line-untouched.in.sip")[..],
+            Stat::Malformed,
+        ),
     ] {
         let frame = Frame::v4(5060).build(input);
         assert_passes(&mut rw, &frame, want, None);
     }
     let after = rw.counters().unwrap();
     assert_eq!(after.get(Stat::Seen) - before.get(Stat::Seen), 6);
-    assert_eq!(after.get(Stat::Register) - before.get(Stat::Register), 5, "all but the INVITE");
+    assert_eq!(
+        after.get(Stat::Register) - before.get(Stat::Register),
+        5,
+        "all but the INVITE"
+    );
 }

@@ -36,7 +36,10 @@ fn original(i: u32) -> String {
 fn udp_in_csum_errors() -> u64 {
     let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
-    let i = lines[0].split_whitespace().position(|n| n == "InCsumErrors").unwrap();
+    let i = lines[0]
+        .split_whitespace()
+        .position(|n| n == "InCsumErrors")
+        .unwrap();
     lines[1].split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
@@ -54,19 +57,33 @@ struct Rule {
 
 #[test]
 fn changes_under_load_never_lose_or_corrupt_a_register() {
-    assert!(Command::new("sipp").arg("-v").output().is_ok(), "sipp is missing: `cargo xtask setup` installs it");
+    assert!(
+        Command::new("sipp").arg("-v").output().is_ok(),
+        "sipp is missing: `cargo xtask setup` installs it"
+    );
     let topo = Topology::new("life").unwrap();
     let root = PinRoot::new();
-    let dir = std::env::temp_dir().join(format!("{}-life", root.0.file_name().unwrap().to_string_lossy()));
+    let dir = std::env::temp_dir().join(format!(
+        "{}-life",
+        root.0.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("config.toml");
     let config = |template: &str| {
-        format!("[contacts]\ndefault = \"sip:{{dn}}@{template}\"\n[contacts.map]\n\"{FIRST_DN}\" = \"sip:{FIRST_DN}@198.18.0.77\"\n")
+        format!(
+            "[contacts]\ndefault = \"sip:{{dn}}@{template}\"\n[contacts.map]\n\"{FIRST_DN}\" = \"sip:{FIRST_DN}@198.18.0.77\"\n"
+        )
     };
     std::fs::write(&cfg, config("192.168.210.54:5060")).unwrap();
     let mut csv = String::from("SEQUENTIAL\n");
     for i in 0..DNS {
-        csv.push_str(&format!("{};{};{:012x};{:012x};600\n", FIRST_DN + i, contact_user(i), 0x3000_0000u64 + i as u64, i));
+        csv.push_str(&format!(
+            "{};{};{:012x};{:012x};600\n",
+            FIRST_DN + i,
+            contact_user(i),
+            0x3000_0000u64 + i as u64,
+            i
+        ));
     }
     std::fs::write(dir.join("dns.csv"), csv).unwrap();
 
@@ -82,12 +99,38 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
     }
     let reg = Registrar::start(sock, Duration::from_secs(40));
     let attach_args = ["--config", cfg.to_str().unwrap(), "--max-contacts", "4"];
-    let mut att = Some(Attach::start(&topo.edge, &root, &topo.edge_if, &attach_args));
+    let mut att = Some(Attach::start(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &attach_args,
+    ));
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/sipp/uac-register.xml");
     let sipp = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", topo.edge))
-        .args(["sipp", &format!("{GENESYS_V4}:5060"), "-sf", scenario, "-inf", dir.join("dns.csv").to_str().unwrap(), "-i", EDGE_V4])
-        .args(["-p", "5070", "-m", &CALLS.to_string(), "-r", &RATE.to_string(), "-l", "2000", "-timeout", "40s", "-nostdin"])
+        .args([
+            "sipp",
+            &format!("{GENESYS_V4}:5060"),
+            "-sf",
+            scenario,
+            "-inf",
+            dir.join("dns.csv").to_str().unwrap(),
+            "-i",
+            EDGE_V4,
+        ])
+        .args([
+            "-p",
+            "5070",
+            "-m",
+            &CALLS.to_string(),
+            "-r",
+            &RATE.to_string(),
+            "-l",
+            "2000",
+            "-timeout",
+            "40s",
+            "-nostdin",
+        ])
         .current_dir(&dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -117,12 +160,31 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "as configured", want: settings(Some("198.18.0.77"), Some("192.168.210.54:5060")) });
+    rules.push(Rule {
+        from: mark(&reg),
+        until: usize::MAX,
+        what: "as configured",
+        want: settings(Some("198.18.0.77"), Some("192.168.210.54:5060")),
+    });
 
     // contact add takes effect on the next packet.
     cut(&mut rules, &reg);
-    ok(ns, &root, &["contact", "add", &FIRST_DN.to_string(), &format!("sip:{FIRST_DN}@198.18.0.88")]);
-    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "contact add", want: settings(Some("198.18.0.88"), Some("192.168.210.54:5060")) });
+    ok(
+        ns,
+        &root,
+        &[
+            "contact",
+            "add",
+            &FIRST_DN.to_string(),
+            &format!("sip:{FIRST_DN}@198.18.0.88"),
+        ],
+    );
+    rules.push(Rule {
+        from: mark(&reg),
+        until: usize::MAX,
+        what: "contact add",
+        want: settings(Some("198.18.0.88"), Some("192.168.210.54:5060")),
+    });
     // A full map (--max-contacts 4): a clear error, traffic unaffected.
     for dn in ["6001", "6002", "6003"] {
         ok(ns, &root, &["contact", "add", dn, "sip:x@198.18.0.5"]);
@@ -133,34 +195,79 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
     // contact del: the template serves it from the next packet on.
     cut(&mut rules, &reg);
     ok(ns, &root, &["contact", "del", &FIRST_DN.to_string()]);
-    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "contact del", want: settings(None, Some("192.168.210.54:5060")) });
+    rules.push(Rule {
+        from: mark(&reg),
+        until: usize::MAX,
+        what: "contact del",
+        want: settings(None, Some("192.168.210.54:5060")),
+    });
     // SIGHUP: the file's new template applies; its unchanged map entry is not re-applied over
     // the `contact del` (README: only what the file changed is written).
     cut(&mut rules, &reg);
     std::fs::write(&cfg, config("198.18.0.99")).unwrap();
     att.as_ref().unwrap().signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
-    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "SIGHUP", want: settings(None, Some("198.18.0.99")) });
+    rules.push(Rule {
+        from: mark(&reg),
+        until: usize::MAX,
+        what: "SIGHUP",
+        want: settings(None, Some("198.18.0.99")),
+    });
     // Detach (SIGTERM): REGISTERs pass unchanged; re-attach: the file's settings again.
     cut(&mut rules, &reg);
     let (code, log) = att.take().unwrap().stop();
     assert_eq!(code, 0, "{log}");
-    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "detached", want: settings(None, None) });
+    rules.push(Rule {
+        from: mark(&reg),
+        until: usize::MAX,
+        what: "detached",
+        want: settings(None, None),
+    });
     cut(&mut rules, &reg);
-    att = Some(Attach::start(&topo.edge, &root, &topo.edge_if, &attach_args));
-    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "re-attached", want: settings(Some("198.18.0.77"), Some("198.18.0.99")) });
+    att = Some(Attach::start(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &attach_args,
+    ));
+    rules.push(Rule {
+        from: mark(&reg),
+        until: usize::MAX,
+        what: "re-attached",
+        want: settings(Some("198.18.0.77"), Some("198.18.0.99")),
+    });
     // kill -9: the link dies with the process, REGISTERs pass unchanged; a new attach reuses
     // the pinned maps.
     cut(&mut rules, &reg);
     att.as_ref().unwrap().signal("KILL");
     let _ = att.take().unwrap().stop();
-    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "killed", want: settings(None, None) });
+    rules.push(Rule {
+        from: mark(&reg),
+        until: usize::MAX,
+        what: "killed",
+        want: settings(None, None),
+    });
     cut(&mut rules, &reg);
-    att = Some(Attach::start(&topo.edge, &root, &topo.edge_if, &attach_args));
-    rules.push(Rule { from: mark(&reg), until: usize::MAX, what: "re-attached after kill -9", want: settings(Some("198.18.0.77"), Some("198.18.0.99")) });
+    att = Some(Attach::start(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &attach_args,
+    ));
+    rules.push(Rule {
+        from: mark(&reg),
+        until: usize::MAX,
+        what: "re-attached after kill -9",
+        want: settings(Some("198.18.0.77"), Some("198.18.0.99")),
+    });
 
     let out = sipp.wait_with_output().unwrap();
-    assert!(out.status.success(), "sipp saw errors ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sipp saw errors ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(300));
     let seen = reg.received();
     let errs = {
@@ -173,12 +280,24 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
     // Every Contact is the client's or a well-formed rewrite, whatever the timing.
     let any_form = |dn: u32, c: &str| {
         c == original(dn - FIRST_DN)
-            || [format!("<sip:{dn}@192.168.210.54:5060>;expires=600"), format!("<sip:{dn}@198.18.0.99>;expires=600")].contains(&c.to_owned())
-            || (dn == FIRST_DN && ["198.18.0.77", "198.18.0.88"].iter().any(|ip| c == format!("<sip:{FIRST_DN}@{ip}>;expires=600")))
+            || [
+                format!("<sip:{dn}@192.168.210.54:5060>;expires=600"),
+                format!("<sip:{dn}@198.18.0.99>;expires=600"),
+            ]
+            .contains(&c.to_owned())
+            || (dn == FIRST_DN
+                && ["198.18.0.77", "198.18.0.88"]
+                    .iter()
+                    .any(|ip| c == format!("<sip:{FIRST_DN}@{ip}>;expires=600")))
     };
     let dn_of = |r: &integration_tests::registrar::Received| r.dn.parse::<u32>().unwrap_or(0);
     for (i, s) in seen.iter().enumerate() {
-        assert!(any_form(dn_of(s), &s.contact), "packet {i}: corrupted Contact {:?} for DN {}", s.contact, s.dn);
+        assert!(
+            any_form(dn_of(s), &s.contact),
+            "packet {i}: corrupted Contact {:?} for DN {}",
+            s.contact,
+            s.dn
+        );
     }
     // And exactly the settings in force, between one change and the next.
     for (k, r) in rules.iter().enumerate() {
@@ -186,11 +305,25 @@ fn changes_under_load_never_lose_or_corrupt_a_register() {
         let until = r.until.min(seen.len());
         let window = &seen[r.from.min(until)..until];
         assert!(!window.is_empty(), "no traffic during {}", r.what);
-        if let Some((j, s)) = window.iter().enumerate().find(|(_, s)| !(r.want)(dn_of(s), &s.contact)) {
-            panic!("{}: packet {} for DN {} has Contact {:?}", r.what, r.from + j, s.dn, s.contact);
+        if let Some((j, s)) = window
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(r.want)(dn_of(s), &s.contact))
+        {
+            panic!(
+                "{}: packet {} for DN {} has Contact {:?}",
+                r.what,
+                r.from + j,
+                s.dn,
+                s.contact
+            );
         }
     }
-    println!("lifecycle: {} REGISTERs at {RATE}/s through 9 changes, {} received, 0 lost, 0 checksum errors", CALLS, calls.len());
+    println!(
+        "lifecycle: {} REGISTERs at {RATE}/s through 9 changes, {} received, 0 lost, 0 checksum errors",
+        CALLS,
+        calls.len()
+    );
     drop(att);
     let _ = std::fs::remove_dir_all(&dir);
 }

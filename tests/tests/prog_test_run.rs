@@ -20,7 +20,11 @@ fn run(rw: &mut Rewriter, frame: &[u8], repeat: u32, stat: Stat) -> (Vec<u8>, u6
 #[test]
 fn udp_5060_frame_passes_identical_and_is_counted_per_repeat() {
     let mut rw = Rewriter::load(&Config::default()).unwrap();
-    let frame = Frame { dport: 5060, ..Frame::v4(5060) }.build(b"OPTIONS sip:x SIP/2.0\r\n\r\n");
+    let frame = Frame {
+        dport: 5060,
+        ..Frame::v4(5060)
+    }
+    .build(b"OPTIONS sip:x SIP/2.0\r\n\r\n");
     let (out, seen) = run(&mut rw, &frame, 17, Stat::Seen);
     assert_eq!(out, frame);
     assert_eq!(seen, 17);
@@ -38,7 +42,17 @@ fn udp_5061_frame_is_not_counted() {
 #[test]
 fn configured_port_is_honoured_over_ipv6_and_vlan() {
     let mut rw = Rewriter::load(&Config::new(5070)).unwrap();
-    for f in [Frame::v6(5070), Frame { vlan: Some(42), ..Frame::v4(5070) }, Frame { ipv4_options: vec![1; 8], ..Frame::v4(5070) }] {
+    for f in [
+        Frame::v6(5070),
+        Frame {
+            vlan: Some(42),
+            ..Frame::v4(5070)
+        },
+        Frame {
+            ipv4_options: vec![1; 8],
+            ..Frame::v4(5070)
+        },
+    ] {
         let frame = f.build(b"OPTIONS sip:x SIP/2.0\r\n\r\n");
         let (out, seen) = run(&mut rw, &frame, 3, Stat::Seen);
         check(&out).unwrap();

@@ -28,27 +28,43 @@ fn cases() -> Vec<Case> {
     let dir = std::env::var_os("RESTORE_CORPUS")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus-restore"));
-    let mut names: Vec<_> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     names.sort();
-    let read = |p: &Path, ext: &str| fs::read(p.to_string_lossy().replace(".req.sip", ext)).unwrap();
+    let read =
+        |p: &Path, ext: &str| fs::read(p.to_string_lossy().replace(".req.sip", ext)).unwrap();
     let out: Vec<Case> = names
         .iter()
         .filter(|p| p.to_string_lossy().ends_with(".req.sip"))
         .map(|p| Case {
-            name: p.file_name().unwrap().to_string_lossy().replace(".req.sip", ""),
+            name: p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(".req.sip", ""),
             req: fs::read(p).unwrap(),
             resp: read(p, ".resp.sip"),
             out: read(p, ".out.sip"),
         })
         .collect();
-    assert!(out.len() >= 20 || std::env::var_os("RESTORE_CORPUS").is_some(), "restore corpus went missing: {} cases", out.len());
+    assert!(
+        out.len() >= 20 || std::env::var_os("RESTORE_CORPUS").is_some(),
+        "restore corpus went missing: {} cases",
+        out.len()
+    );
     assert!(out.iter().any(|c| c.resp != c.out), "need restore cases");
     out
 }
 
 /// The request's frame (edge -> Genesys) and the response's (Genesys -> edge).
 fn frames(v6: bool) -> (Frame, Frame) {
-    let req = Frame { sport: 5070, ..if v6 { Frame::v6(5060) } else { Frame::v4(5060) } };
+    let req = Frame {
+        sport: 5070,
+        ..if v6 { Frame::v6(5060) } else { Frame::v4(5060) }
+    };
     let resp = req.reply();
     (req, resp)
 }
@@ -86,7 +102,12 @@ fn run_all(which: Ingress, v6: bool, vlan: bool) {
             failures.push(format!("{}: restored counter moved by {restored}", c.name));
         }
     }
-    assert!(failures.is_empty(), "{which} v6={v6}: {} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{which} v6={v6}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -118,19 +139,27 @@ fn userspace_restore_matches_corpus() {
     let mut failures = Vec::new();
     for c in cases() {
         let mut m = sip::Msg::zeroed();
-        let state = m.load(&c.req).then(|| sip::scan(&m, c.req.len(), &cfg)).and_then(|s| {
-            (s.outcome() == sip::Outcome::Rewrite).then_some(())?;
-            let dn = &c.req[s.dn_start as usize..(s.dn_start + s.dn_len) as usize];
-            let written = if dn == b"1002" {
-                mapped.bracketed().to_vec()
-            } else {
-                let (pre, post) = cfg.template().unwrap();
-                [pre, dn, post].concat()
-            };
-            restore::record(&c.req, &s, &written)
-        });
+        let state = m
+            .load(&c.req)
+            .then(|| sip::scan(&m, c.req.len(), &cfg))
+            .and_then(|s| {
+                (s.outcome() == sip::Outcome::Rewrite).then_some(())?;
+                let dn = &c.req[s.dn_start as usize..(s.dn_start + s.dn_len) as usize];
+                let written = if dn == b"1002" {
+                    mapped.bracketed().to_vec()
+                } else {
+                    let (pre, post) = cfg.template().unwrap();
+                    [pre, dn, post].concat()
+                };
+                restore::record(&c.req, &s, &written)
+            });
         let mut out = vec![0u8; MAX_SIP_LEN];
-        let got = match restore::restore(&c.resp, &cfg, |k| state.filter(|(sk, _)| sk == k).map(|(_, st)| st), &mut out) {
+        let got = match restore::restore(
+            &c.resp,
+            &cfg,
+            |k| state.filter(|(sk, _)| sk == k).map(|(_, st)| st),
+            &mut out,
+        ) {
             Decision::Restored { len, .. } => out[..len].to_vec(),
             Decision::Pass(_) => c.resp.clone(),
         };
@@ -143,7 +172,12 @@ fn userspace_restore_matches_corpus() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// A restore that keeps the length (original URI as long as the written one) goes through the
@@ -170,7 +204,11 @@ fn equal_length_restore_over_both_hooks() {
             let _ = run(&mut rw, &req_f.build(req.as_bytes()));
             let out = run_ingress(&mut rw, which, &resp_f.build(resp(written).as_bytes()));
             let got = check(&out).unwrap_or_else(|e| panic!("{which} v6={v6}: {e}"));
-            assert_eq!(String::from_utf8_lossy(&got.payload), resp(&original), "{which} v6={v6}");
+            assert_eq!(
+                String::from_utf8_lossy(&got.payload),
+                resp(&original),
+                "{which} v6={v6}"
+            );
         }
     }
 }
@@ -183,7 +221,8 @@ fn ingress_candidates_and_fragments() {
     let mut cfg = corpus_config();
     cfg.flags |= rewriter_common::CFG_ADDR_FILTER;
     let mut rw = rewriter_user::Rewriter::load(&cfg).unwrap();
-    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060").unwrap();
+    rw.set_contact(b"1002", b"sip:1002@192.168.210.54:5060")
+        .unwrap();
     rw.add_genesys("198.18.0.2".parse().unwrap()).unwrap();
     rw.add_genesys("2001:db8::2".parse().unwrap()).unwrap();
     for which in [Ingress::Xdp, Ingress::Tc] {
@@ -197,16 +236,41 @@ fn ingress_candidates_and_fragments() {
             let before = rw.counters().unwrap();
             // From another address or port: untouched, not counted.
             let other = if v6 { "2001:db8::3" } else { "198.18.0.3" };
-            for f in [Frame { src: other.parse().unwrap(), ..resp_f.clone() }, Frame { sport: 5061, ..resp_f.clone() }] {
+            for f in [
+                Frame {
+                    src: other.parse().unwrap(),
+                    ..resp_f.clone()
+                },
+                Frame {
+                    sport: 5061,
+                    ..resp_f.clone()
+                },
+            ] {
                 let frame = f.build(&c.resp);
                 assert_eq!(run_ingress(&mut rw, which, &frame), frame, "{which} {f:?}");
             }
-            assert_eq!(rw.counters().unwrap().get(Stat::Responses), before.get(Stat::Responses), "{which}: not candidates");
+            assert_eq!(
+                rw.counters().unwrap().get(Stat::Responses),
+                before.get(Stat::Responses),
+                "{which}: not candidates"
+            );
             if !v6 {
                 // A first fragment: untouched, counted.
-                let frame = Frame { ipv4_frag: 0x2000, ..resp_f.clone() }.build(&c.resp);
-                assert_eq!(run_ingress(&mut rw, which, &frame), frame, "{which}: fragment");
-                assert_eq!(rw.counters().unwrap().get(Stat::Fragment), before.get(Stat::Fragment) + 1, "{which}");
+                let frame = Frame {
+                    ipv4_frag: 0x2000,
+                    ..resp_f.clone()
+                }
+                .build(&c.resp);
+                assert_eq!(
+                    run_ingress(&mut rw, which, &frame),
+                    frame,
+                    "{which}: fragment"
+                );
+                assert_eq!(
+                    rw.counters().unwrap().get(Stat::Fragment),
+                    before.get(Stat::Fragment) + 1,
+                    "{which}"
+                );
             }
         }
     }
@@ -216,7 +280,10 @@ fn ingress_candidates_and_fragments() {
 /// changed under the same Call-ID replaces it: the response then gets the new contact back.
 #[test]
 fn refresh_keeps_and_a_changed_contact_replaces_the_record() {
-    let c = cases().into_iter().find(|c| c.name.starts_with("01-")).unwrap();
+    let c = cases()
+        .into_iter()
+        .find(|c| c.name.starts_with("01-"))
+        .unwrap();
     let (req_f, resp_f) = frames(false);
     let mut rw = corpus_rewriter();
     let req = String::from_utf8_lossy(&c.req).into_owned();
@@ -242,7 +309,10 @@ fn refresh_keeps_and_a_changed_contact_replaces_the_record() {
 /// for the TC ingress restore, whose checksum helpers know the skb's checksum mode.
 #[test]
 fn xdp_leaves_frames_with_an_unverified_checksum_to_tc() {
-    let c = cases().into_iter().find(|c| c.name.starts_with("01-")).unwrap();
+    let c = cases()
+        .into_iter()
+        .find(|c| c.name.starts_with("01-"))
+        .unwrap();
     let mut rw = corpus_rewriter();
     for v6 in [false, true] {
         let (req_f, resp_f) = frames(v6);
@@ -253,10 +323,18 @@ fn xdp_leaves_frames_with_an_unverified_checksum_to_tc() {
         let before = rw.counters().unwrap();
         // BPF_PROG_TEST_RUN hands back XDP metadata in front of the frame: the handoff mark.
         let marked = [&rewriter_common::XDP_HANDOFF.to_ne_bytes()[..], &frame].concat();
-        assert_eq!(run_ingress(&mut rw, Ingress::Xdp, &frame), marked, "v6={v6}: untouched, marked for TC");
+        assert_eq!(
+            run_ingress(&mut rw, Ingress::Xdp, &frame),
+            marked,
+            "v6={v6}: untouched, marked for TC"
+        );
         let after = rw.counters().unwrap();
         assert_eq!(after.get(Stat::ToTc), before.get(Stat::ToTc) + 1, "v6={v6}");
-        assert_eq!(after.get(Stat::Restored), before.get(Stat::Restored), "v6={v6}");
+        assert_eq!(
+            after.get(Stat::Restored),
+            before.get(Stat::Restored),
+            "v6={v6}"
+        );
         // The same response with its checksum intact is restored by XDP itself.
         let out = run_ingress(&mut rw, Ingress::Xdp, &resp_f.build(&c.resp));
         assert_eq!(check(&out).unwrap().payload, c.out, "v6={v6}");
@@ -267,7 +345,10 @@ fn xdp_leaves_frames_with_an_unverified_checksum_to_tc() {
 /// it holds was reused for another registration) is not used: the response passes untouched.
 #[test]
 fn a_record_of_another_key_is_not_used() {
-    let c = cases().into_iter().find(|c| c.name.starts_with("01-")).unwrap();
+    let c = cases()
+        .into_iter()
+        .find(|c| c.name.starts_with("01-"))
+        .unwrap();
     let (req_f, resp_f) = frames(false);
     let mut rw = corpus_rewriter();
     let _ = run(&mut rw, &req_f.build(&c.req));
@@ -278,6 +359,10 @@ fn a_record_of_another_key_is_not_used() {
         let frame = resp_f.build(&c.resp);
         let before = rw.counters().unwrap().get(Stat::NoState);
         assert_eq!(run_ingress(&mut rw, which, &frame), frame, "{which}");
-        assert_eq!(rw.counters().unwrap().get(Stat::NoState), before + 1, "{which}");
+        assert_eq!(
+            rw.counters().unwrap().get(Stat::NoState),
+            before + 1,
+            "{which}"
+        );
     }
 }

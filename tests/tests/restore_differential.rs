@@ -24,8 +24,16 @@ use rewriter_common::{
 use rewriter_user::{Ingress, Rewriter};
 
 /// Stats an ingress run may move (the egress ones cannot).
-const INGRESS: [Stat; 8] =
-    [Stat::RespOther, Stat::Malformed, Stat::NoState, Stat::NoMatch, Stat::TooBig, Stat::Restored, Stat::Error, Stat::ToTc];
+const INGRESS: [Stat; 8] = [
+    Stat::RespOther,
+    Stat::Malformed,
+    Stat::NoState,
+    Stat::NoMatch,
+    Stat::TooBig,
+    Stat::Restored,
+    Stat::Error,
+    Stat::ToTc,
+];
 
 fn lookup_table(dn: &[u8]) -> Option<ContactUri> {
     (dn == b"1002").then(|| ContactUri::new(b"sip:1002@192.168.210.54:5060").unwrap())
@@ -36,7 +44,15 @@ fn lookup_table(dn: &[u8]) -> Option<ContactUri> {
 fn response(rng: &mut Rng, register: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(register).into_owned();
     let (head, _) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = *rng.pick(&["200 OK", "200 OK", "200 OK", "200 OK", "202 Accepted", "401 Unauthorized", "100 Trying"]);
+    let status = *rng.pick(&[
+        "200 OK",
+        "200 OK",
+        "200 OK",
+        "200 OK",
+        "202 Accepted",
+        "401 Unauthorized",
+        "100 Trying",
+    ]);
     let mut lines: Vec<String> = vec![format!("SIP/2.0 {status}")];
     for l in head.split("\r\n").skip(1) {
         let lower = l.to_ascii_lowercase();
@@ -53,7 +69,10 @@ fn response(rng: &mut Rng, register: &[u8]) -> Vec<u8> {
         lines.push(l);
     }
     if rng.chance(20) {
-        lines.insert(1 + rng.below(lines.len()), "Contact: <sip:other@198.18.0.9;transport=udp>;expires=60".into());
+        lines.insert(
+            1 + rng.below(lines.len()),
+            "Contact: <sip:other@198.18.0.9;transport=udp>;expires=60".into(),
+        );
     }
     if rng.chance(10) {
         lines.push("Server: Genesys SIP Server".into());
@@ -66,26 +85,48 @@ fn response(rng: &mut Rng, register: &[u8]) -> Vec<u8> {
 }
 
 /// One generated REGISTER and its response; a description of the divergence, if any.
-fn compare(rw: &mut Rewriter, rng: &mut Rng, register: &[u8], v6: bool) -> Option<(String, Vec<u8>)> {
+fn compare(
+    rw: &mut Rewriter,
+    rng: &mut Rng,
+    register: &[u8],
+    v6: bool,
+) -> Option<(String, Vec<u8>)> {
     let cfg = corpus_config();
     let mut rewritten = vec![0u8; 4096];
-    let sip::Decision::Rewritten { len, .. } = rewrite(register, &cfg, lookup_table, &mut rewritten) else {
+    let sip::Decision::Rewritten { len, .. } =
+        rewrite(register, &cfg, lookup_table, &mut rewritten)
+    else {
         return None;
     };
     rewritten.truncate(len);
     let state = restore::record_rewritten(register, &rewritten, &cfg);
     rw.clear_registrations().unwrap();
-    let req = Frame { sport: 5070, ..if v6 { Frame::v6(5060) } else { Frame::v4(5060) } };
+    let req = Frame {
+        sport: 5070,
+        ..if v6 { Frame::v6(5060) } else { Frame::v4(5060) }
+    };
     let _ = run(rw, &req.build(register));
     // The kernel recorded exactly what userspace computes.
-    let kernel_state: Vec<(RegKey, RegState)> = rw.registrations().unwrap().iter().map(|r| r.unwrap()).collect();
+    let kernel_state: Vec<(RegKey, RegState)> = rw
+        .registrations()
+        .unwrap()
+        .iter()
+        .map(|r| r.unwrap())
+        .collect();
     // What counts: the key, the URI written and the originals in use (slots past `n` are
     // scratch space the kernel does not clear).
     let meaning = |v: &[(RegKey, RegState)]| -> Vec<(RegKey, Vec<u8>, Vec<Vec<u8>>)> {
         v.iter()
             .map(|(k, st)| {
                 let n = (st.n as usize).min(restore::MAX_ORIGINALS);
-                (*k, st.written.bracketed().to_vec(), st.orig[..n].iter().map(|o| o.bracketed().to_vec()).collect())
+                (
+                    *k,
+                    st.written.bracketed().to_vec(),
+                    st.orig[..n]
+                        .iter()
+                        .map(|o| o.bracketed().to_vec())
+                        .collect(),
+                )
             })
             .collect()
     };
@@ -98,23 +139,43 @@ fn compare(rw: &mut Rewriter, rng: &mut Rng, register: &[u8], v6: bool) -> Optio
                         String::from_utf8_lossy(&k.call_id).trim_end_matches('\0'),
                         String::from_utf8_lossy(k.dn.as_bytes()),
                         String::from_utf8_lossy(st.written.bracketed()),
-                        st.orig[..(st.n as usize).min(4)].iter().map(|o| String::from_utf8_lossy(o.bracketed()).into_owned()).collect::<Vec<_>>()
+                        st.orig[..(st.n as usize).min(4)]
+                            .iter()
+                            .map(|o| String::from_utf8_lossy(o.bracketed()).into_owned())
+                            .collect::<Vec<_>>()
                     )
                 })
                 .collect::<Vec<_>>()
         };
-        let why = format!("recorded state differs: kernel {:?}, userspace {:?}", show(&kernel_state), show(&state.into_iter().collect::<Vec<_>>()));
+        let why = format!(
+            "recorded state differs: kernel {:?}, userspace {:?}",
+            show(&kernel_state),
+            show(&state.into_iter().collect::<Vec<_>>())
+        );
         return Some((why, register.to_vec()));
     }
     let resp = response(rng, &rewritten);
-    let which = if rng.chance(50) { Ingress::Xdp } else { Ingress::Tc };
+    let which = if rng.chance(50) {
+        Ingress::Xdp
+    } else {
+        Ingress::Tc
+    };
     let frame = req.reply().build(&resp);
     let before = rw.counters().unwrap();
     let got = run_ingress(rw, which, &frame);
     let after = rw.counters().unwrap();
-    let moved: Vec<Stat> = INGRESS.iter().copied().filter(|s| after.get(*s) != before.get(*s)).collect();
+    let moved: Vec<Stat> = INGRESS
+        .iter()
+        .copied()
+        .filter(|s| after.get(*s) != before.get(*s))
+        .collect();
     let mut out = vec![0u8; 4096];
-    let decision = restore::restore(&resp, &cfg, |k| state.filter(|(sk, _)| sk == k).map(|(_, st)| st), &mut out);
+    let decision = restore::restore(
+        &resp,
+        &cfg,
+        |k| state.filter(|(sk, _)| sk == k).map(|(_, st)| st),
+        &mut out,
+    );
     let fail = |why: String| Some((format!("{which}: {why}"), resp.clone()));
     let checked = match check(&got) {
         Ok(c) => c,
@@ -131,10 +192,14 @@ fn compare(rw: &mut Rewriter, rng: &mut Rng, register: &[u8], v6: bool) -> Optio
         }
         Decision::Pass(stat) => {
             if got != frame {
-                return fail(format!("userspace passed ({stat:?}) but the kernel changed the frame"));
+                return fail(format!(
+                    "userspace passed ({stat:?}) but the kernel changed the frame"
+                ));
             }
             if moved != [stat] {
-                return fail(format!("userspace passed as {stat:?}, kernel counted {moved:?}"));
+                return fail(format!(
+                    "userspace passed as {stat:?}, kernel counted {moved:?}"
+                ));
             }
         }
     }
@@ -143,10 +208,19 @@ fn compare(rw: &mut Rewriter, rng: &mut Rng, register: &[u8], v6: bool) -> Optio
 
 #[test]
 fn kernel_and_userspace_agree_on_generated_responses() {
-    let count: u64 = std::env::var("FUZZ_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let count: u64 = std::env::var("FUZZ_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let seed: u64 = std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     println!("restore differential: {count} REGISTER/response pairs, FUZZ_SEED={seed}");
     let mut rng = Rng::new(seed);
     let mut rw = corpus_rewriter();
@@ -156,15 +230,23 @@ fn kernel_and_userspace_agree_on_generated_responses() {
         let v6 = rng.chance(50);
         let before = rw.counters().unwrap().get(Stat::Restored);
         if let Some((why, resp)) = compare(&mut rw, &mut rng, &register, v6) {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions").join("restore");
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("regressions")
+                .join("restore");
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(format!("seed-{seed}-{i}.req.sip")), &register).unwrap();
             std::fs::write(dir.join(format!("seed-{seed}-{i}.resp.sip")), &resp).unwrap();
-            panic!("pair {i} (FUZZ_SEED={seed}, v6={v6}): {why}; saved under {}", dir.display());
+            panic!(
+                "pair {i} (FUZZ_SEED={seed}, v6={v6}): {why}; saved under {}",
+                dir.display()
+            );
         }
         pairs += 1;
         restored += rw.counters().unwrap().get(Stat::Restored) - before;
     }
     println!("restore differential: {pairs} pairs agreed, {restored} responses restored");
-    assert!(restored > count / 10, "the generator should mostly produce restorable responses");
+    assert!(
+        restored > count / 10,
+        "the generator should mostly produce restorable responses"
+    );
 }

@@ -33,7 +33,11 @@ fn expected(i: u32) -> String {
     }
     let dn = (FIRST_DN + i).to_string();
     let expires = if i % 10 == 9 { "0" } else { "600" };
-    let uri = if i < DNS / 2 { format!("sip:{dn}@198.18.0.77:5070") } else { format!("sip:{dn}@192.168.210.54:5060") };
+    let uri = if i < DNS / 2 {
+        format!("sip:{dn}@198.18.0.77:5070")
+    } else {
+        format!("sip:{dn}@192.168.210.54:5060")
+    };
     format!("<{uri}>;expires={expires}")
 }
 
@@ -50,10 +54,14 @@ fn run(v6: bool, offload: bool) {
         set_tx_csum(&topo.edge_if, offload);
     }
     let root = PinRoot::new();
-    let dir = std::env::temp_dir().join(format!("{}-sipp", root.0.file_name().unwrap().to_string_lossy()));
+    let dir = std::env::temp_dir().join(format!(
+        "{}-sipp",
+        root.0.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     // Half the DNs in the map, the rest served by the template.
-    let mut cfg = String::from("[contacts]\ndefault = \"sip:{dn}@192.168.210.54:5060\"\n[contacts.map]\n");
+    let mut cfg =
+        String::from("[contacts]\ndefault = \"sip:{dn}@192.168.210.54:5060\"\n[contacts.map]\n");
     for i in 0..DNS / 2 {
         let dn = FIRST_DN + i;
         cfg.push_str(&format!("\"{dn}\" = \"sip:{dn}@198.18.0.77:5070\"\n"));
@@ -76,42 +84,99 @@ fn run(v6: bool, offload: bool) {
     std::fs::write(&stars_path, stars_csv).unwrap();
     let stars = (0..DNS).filter(|i| star(*i)).count() as u64;
 
-    let att = Attach::start(&topo.edge, &root, &topo.edge_if, &["--config", cfg_path.to_str().unwrap()]);
-    let (genesys, edge, remote) =
-        if v6 { (GENESYS_V6, EDGE_V6, format!("[{GENESYS_V6}]:5060")) } else { (GENESYS_V4, EDGE_V4, format!("{GENESYS_V4}:5060")) };
+    let att = Attach::start(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &["--config", cfg_path.to_str().unwrap()],
+    );
+    let (genesys, edge, remote) = if v6 {
+        (GENESYS_V6, EDGE_V6, format!("[{GENESYS_V6}]:5060"))
+    } else {
+        (GENESYS_V4, EDGE_V4, format!("{GENESYS_V4}:5060"))
+    };
     let sock = {
         let _ns = InNetns::enter(&topo.genesys).unwrap();
         UdpSocket::bind((genesys, 5060)).unwrap()
     };
     let reg = Registrar::start(sock, Duration::from_secs(60));
-    for (scenario, csv, calls) in [("uac-register.xml", &csv_path, DNS as u64 - stars), ("uac-unregister-all.xml", &stars_path, stars)] {
+    for (scenario, csv, calls) in [
+        ("uac-register.xml", &csv_path, DNS as u64 - stars),
+        ("uac-unregister-all.xml", &stars_path, stars),
+    ] {
         let scenario = format!("{}/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", topo.edge))
-            .args(["sipp", &remote, "-sf", &scenario, "-inf", csv.to_str().unwrap(), "-i", edge, "-p", "5070"])
-            .args(["-m", &calls.to_string(), "-r", "200", "-rp", "1000", "-l", "100", "-timeout", "50s", "-nostdin", "-trace_err"])
+            .args([
+                "sipp",
+                &remote,
+                "-sf",
+                &scenario,
+                "-inf",
+                csv.to_str().unwrap(),
+                "-i",
+                edge,
+                "-p",
+                "5070",
+            ])
+            .args([
+                "-m",
+                &calls.to_string(),
+                "-r",
+                "200",
+                "-rp",
+                "1000",
+                "-l",
+                "100",
+                "-timeout",
+                "50s",
+                "-nostdin",
+                "-trace_err",
+            ])
             .args(["-error_file", dir.join("errors.log").to_str().unwrap()])
             .current_dir(&dir)
             .output()
             .expect("running sipp");
         let errors = std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default();
-        assert!(out.status.success(), "sipp {scenario} failed ({}):\n{}\n{errors}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sipp {scenario} failed ({}):\n{}\n{errors}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Let the registrar finish, then compare.
     std::thread::sleep(Duration::from_millis(300));
-    let seen: HashMap<String, String> = reg.received().into_iter().map(|r| (r.dn, r.contact)).collect();
+    let seen: HashMap<String, String> = reg
+        .received()
+        .into_iter()
+        .map(|r| (r.dn, r.contact))
+        .collect();
     assert_eq!(seen.len(), DNS as usize, "Genesys must see every DN once");
     let mut wrong = Vec::new();
     for i in 0..DNS {
         let dn = (FIRST_DN + i).to_string();
         if seen.get(&dn).map(String::as_str) != Some(expected(i).as_str()) {
-            wrong.push(format!("{dn}: got {:?}, want {:?}", seen.get(&dn), expected(i)));
+            wrong.push(format!(
+                "{dn}: got {:?}, want {:?}",
+                seen.get(&dn),
+                expected(i)
+            ));
         }
     }
-    assert!(wrong.is_empty(), "{} wrong Contacts, e.g.:\n{}", wrong.len(), wrong[..wrong.len().min(5)].join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong Contacts, e.g.:\n{}",
+        wrong.len(),
+        wrong[..wrong.len().min(5)].join("\n")
+    );
     let stats: serde_json::Value =
         serde_json::from_str(ok(Some(&topo.edge), &root, &["stats", "--json"]).trim()).unwrap();
-    assert_eq!(stats["counters"]["rewritten"]["total"], DNS as u64 - stars, "{stats}");
+    assert_eq!(
+        stats["counters"]["rewritten"]["total"],
+        DNS as u64 - stars,
+        "{stats}"
+    );
     assert_eq!(stats["counters"]["star"]["total"], stars, "{stats}");
     assert_eq!(stats["counters"]["error"]["total"], 0, "{stats}");
     println!(

@@ -23,8 +23,16 @@ const FIRST_DN: u32 = 5000;
 
 /// `Udp: ... InCsumErrors` (or `Udp6InCsumErrors`) of namespace `ns`.
 fn csum_errors(ns: &str, v6: bool) -> u64 {
-    let file = if v6 { "/proc/net/snmp6" } else { "/proc/net/snmp" };
-    let out = Command::new("nsenter").arg(format!("--net=/run/netns/{ns}")).args(["cat", file]).output().unwrap();
+    let file = if v6 {
+        "/proc/net/snmp6"
+    } else {
+        "/proc/net/snmp"
+    };
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["cat", file])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if v6 {
         return text
@@ -36,7 +44,10 @@ fn csum_errors(ns: &str, v6: bool) -> u64 {
     let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
     let names: Vec<&str> = udp[0].split_whitespace().collect();
     let values: Vec<&str> = udp[1].split_whitespace().collect();
-    let i = names.iter().position(|n| *n == "InCsumErrors").expect("InCsumErrors in /proc/net/snmp");
+    let i = names
+        .iter()
+        .position(|n| *n == "InCsumErrors")
+        .expect("InCsumErrors in /proc/net/snmp");
     values[i].parse().unwrap()
 }
 
@@ -48,16 +59,27 @@ fn run(hook: &str, v6: bool, offload: bool) {
 
 fn run_with(hook: &str, v6: bool, offload: bool, clients: u32, rate: u32) {
     sipp::require();
-    let topo = Topology::new(&format!("rst{}{}{}", &hook[..1], if v6 { 6 } else { 4 }, if offload { "o" } else { "" })).unwrap();
+    let topo = Topology::new(&format!(
+        "rst{}{}{}",
+        &hook[..1],
+        if v6 { 6 } else { 4 },
+        if offload { "o" } else { "" }
+    ))
+    .unwrap();
     {
         let _ns = InNetns::enter(&topo.genesys).unwrap();
         set_tx_csum(&topo.genesys_if, offload);
     }
     let root = PinRoot::new();
-    let dir = std::env::temp_dir().join(format!("{}-restore", root.0.file_name().unwrap().to_string_lossy()));
+    let dir = std::env::temp_dir().join(format!(
+        "{}-restore",
+        root.0.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     // Half the DNs in the map, half served by the template.
-    let mut cfg = format!("ingress = \"{hook}\"\n[contacts]\ndefault = \"sip:{{dn}}@192.168.210.54:5060\"\n[contacts.map]\n");
+    let mut cfg = format!(
+        "ingress = \"{hook}\"\n[contacts]\ndefault = \"sip:{{dn}}@192.168.210.54:5060\"\n[contacts.map]\n"
+    );
     for i in 0..clients / 2 {
         let dn = FIRST_DN + i;
         cfg.push_str(&format!("\"{dn}\" = \"sip:{dn}@198.18.0.77:5070\"\n"));
@@ -69,15 +91,39 @@ fn run_with(hook: &str, v6: bool, offload: bool, clients: u32, rate: u32) {
         csv.push('\n');
     }
     std::fs::write(dir.join("dns.csv"), csv).unwrap();
-    let att = Attach::start(&topo.edge, &root, &topo.edge_if, &["--config", dir.join("config.toml").to_str().unwrap()]);
-    let (genesys, edge) = if v6 { (GENESYS_V6, EDGE_V6) } else { (GENESYS_V4, EDGE_V4) };
-    let remote = if v6 { format!("[{genesys}]:5060") } else { format!("{genesys}:5060") };
+    let att = Attach::start(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &["--config", dir.join("config.toml").to_str().unwrap()],
+    );
+    let (genesys, edge) = if v6 {
+        (GENESYS_V6, EDGE_V6)
+    } else {
+        (GENESYS_V4, EDGE_V4)
+    };
+    let remote = if v6 {
+        format!("[{genesys}]:5060")
+    } else {
+        format!("{genesys}:5060")
+    };
     let errors_before = csum_errors(&topo.edge, v6);
     let calls = clients.to_string();
     let uas = sipp::spawn(
         &topo.genesys,
         &dir,
-        &["-sf", &sipp::scenario("restore-uas.xml"), "-i", genesys, "-p", "5060", "-m", &calls, "-timeout", "60s"],
+        &[
+            "-sf",
+            &sipp::scenario("restore-uas.xml"),
+            "-i",
+            genesys,
+            "-p",
+            "5060",
+            "-m",
+            &calls,
+            "-timeout",
+            "60s",
+        ],
     );
     // Let the UAS bind before the first REGISTER.
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -85,8 +131,26 @@ fn run_with(hook: &str, v6: bool, offload: bool, clients: u32, rate: u32) {
         &topo.edge,
         &dir,
         &[
-            &remote, "-sf", &sipp::scenario("restore-uac.xml"), "-inf", dir.join("dns.csv").to_str().unwrap(), "-i", edge, "-p",
-            "5070", "-m", &calls, "-r", &rate.to_string(), "-rp", "1000", "-l", "100", "-timeout", "50s", "-trace_err",
+            &remote,
+            "-sf",
+            &sipp::scenario("restore-uac.xml"),
+            "-inf",
+            dir.join("dns.csv").to_str().unwrap(),
+            "-i",
+            edge,
+            "-p",
+            "5070",
+            "-m",
+            &calls,
+            "-r",
+            &rate.to_string(),
+            "-rp",
+            "1000",
+            "-l",
+            "100",
+            "-timeout",
+            "50s",
+            "-trace_err",
         ],
     );
     let uac = uac.wait_with_output().expect("waiting for sipp");
@@ -102,7 +166,11 @@ fn run_with(hook: &str, v6: bool, offload: bool, clients: u32, rate: u32) {
     assert_eq!(c["restored"]["total"], n, "{stats}");
     assert_eq!(c["restored_contacts"]["total"], n, "{stats}");
     assert_eq!(c["error"]["total"], 0, "{stats}");
-    assert_eq!(csum_errors(&topo.edge, v6), errors_before, "the edge stack saw UDP checksum errors");
+    assert_eq!(
+        csum_errors(&topo.edge, v6),
+        errors_before,
+        "the edge stack saw UDP checksum errors"
+    );
     println!(
         "restore e2e, ingress {hook}, {}, Genesys TX checksum offload {}: {clients} REGISTERs at {rate}/s rewritten and recorded, {clients} 200 OKs restored \
          ({} of them handed from XDP to TC), every Contact checked by sipp, 0 checksum errors",
@@ -112,7 +180,10 @@ fn run_with(hook: &str, v6: bool, offload: bool, clients: u32, rate: u32) {
     );
     let (code, log) = att.stop();
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains(&format!("restore on ingress: {hook}")), "{log}");
+    assert!(
+        log.contains(&format!("restore on ingress: {hook}")),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

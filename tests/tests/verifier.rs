@@ -13,12 +13,20 @@ fn verifier_processed_instructions_stay_within_budget() {
     rw.load_ingress(Ingress::Xdp).unwrap();
     rw.load_ingress(Ingress::Tc).unwrap();
     let counts = [
-        ("sip_rewriter (egress)", rw.program_mut().unwrap().info().unwrap()),
+        (
+            "sip_rewriter (egress)",
+            rw.program_mut().unwrap().info().unwrap(),
+        ),
         ("sip_restore_xdp", rw.xdp_mut().unwrap().info().unwrap()),
-        ("sip_restore_tc", rw.tc_ingress_mut().unwrap().info().unwrap()),
+        (
+            "sip_restore_tc",
+            rw.tc_ingress_mut().unwrap().info().unwrap(),
+        ),
     ];
     for (name, info) in counts {
-        let n = info.verified_instruction_count().expect("kernel >= 5.16 reports verified_insns");
+        let n = info
+            .verified_instruction_count()
+            .expect("kernel >= 5.16 reports verified_insns");
         println!("verifier: {name} processed {n} instructions (budget {BUDGET})");
         assert!(n < BUDGET, "{name}: verifier processed {n} instructions");
     }

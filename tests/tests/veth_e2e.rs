@@ -16,7 +16,9 @@ fn drain(sock: &UdpSocket, want: usize, deadline: Instant) -> Vec<Vec<u8>> {
     while got.len() < want && Instant::now() < deadline {
         match sock.recv(&mut buf) {
             Ok(n) => got.push(buf[..n].to_vec()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => panic!("recv: {e}"),
         }
     }
@@ -34,7 +36,8 @@ fn datagrams_cross_the_attached_veth_unchanged_and_only_5060_is_counted() {
             .iter()
             .map(|p| {
                 let s = UdpSocket::bind((GENESYS_V4, *p)).unwrap();
-                s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
                 s
             })
             .collect()
@@ -47,7 +50,9 @@ fn datagrams_cross_the_attached_veth_unchanged_and_only_5060_is_counted() {
     assert!(err.contains("already attached"), "{err}");
 
     let sender = UdpSocket::bind("198.18.0.1:0").unwrap();
-    let payload = |port: u16, i: usize| format!("OPTIONS sip:genesys SIP/2.0\r\nX-Seq: {port}-{i}\r\n\r\n").into_bytes();
+    let payload = |port: u16, i: usize| {
+        format!("OPTIONS sip:genesys SIP/2.0\r\nX-Seq: {port}-{i}\r\n\r\n").into_bytes()
+    };
     for i in 0..N {
         for port in [5060u16, 5061] {
             let to: SocketAddr = format!("{GENESYS_V4}:{port}").parse().unwrap();
@@ -63,7 +68,11 @@ fn datagrams_cross_the_attached_veth_unchanged_and_only_5060_is_counted() {
         let got = drain(sock, N, deadline);
         assert_eq!(got.len(), N, "datagrams received on {port}");
         for (i, g) in got.iter().enumerate() {
-            assert_eq!(g, &payload(port, i), "datagram {i} to {port} changed or reordered");
+            assert_eq!(
+                g,
+                &payload(port, i),
+                "datagram {i} to {port} changed or reordered"
+            );
         }
     }
     assert_eq!(rw.counters().unwrap().get(Stat::Seen), N as u64);

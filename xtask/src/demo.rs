@@ -40,9 +40,16 @@ const REGISTER_1002: &str = include_str!("../../tests/shared-corpus/01-jssip-reg
 const UNREGISTER_1002: &str = include_str!("../../tests/shared-corpus/02-jssip-unregister.in.sip");
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -56,7 +63,9 @@ struct Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         if let Some(mut c) = self.attach.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
                 thread::sleep(Duration::from_millis(50));
@@ -74,10 +83,12 @@ impl Drop for Demo {
 
 /// Moves the calling thread into a network namespace (for its sockets).
 fn enter(ns: &str) -> anyhow::Result<()> {
-    let f = File::open(format!("/run/netns/{ns}")).with_context(|| format!("opening netns {ns}"))?;
+    let f =
+        File::open(format!("/run/netns/{ns}")).with_context(|| format!("opening netns {ns}"))?;
     // SAFETY: setns on a valid fd; affects only the calling thread.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("entering netns {ns}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("entering netns {ns}"));
     }
     Ok(())
 }
@@ -99,10 +110,20 @@ fn status(bin: &Path, args: &[&str]) -> anyhow::Result<String> {
 /// What a registrar answers: 200 OK with the request's Via, From, To (tagged), Call-ID and
 /// CSeq, and the binding it stored: the received Contact URI with `;expires=` of the request.
 fn ok_response(register: &str) -> String {
-    let header = |name: &str| register.split("\r\n").find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    let header = |name: &str| {
+        register
+            .split("\r\n")
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
     let contact = contact(register);
     let uri = contact.split('>').next().unwrap_or_default().to_owned() + ">";
-    let expires = contact.split(";expires=").nth(1).unwrap_or("600").to_owned();
+    let expires = contact
+        .split(";expires=")
+        .nth(1)
+        .unwrap_or("600")
+        .to_owned();
     format!(
         "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=gen-1\r\n{}\r\n{}\r\nContact: {uri};expires={expires}\r\nContent-Length: 0\r\n\r\n",
         header("Via:"),
@@ -127,18 +148,46 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
             bail!("network namespace {ns:?} already exists; remove it with: ip netns del {ns}");
         }
     }
-    let mut demo = Demo { attach: None, config: std::env::temp_dir().join(format!("sip-rewriter-demo-{}.toml", std::process::id())) };
+    let mut demo = Demo {
+        attach: None,
+        config: std::env::temp_dir().join(format!("sip-rewriter-demo-{}.toml", std::process::id())),
+    };
     std::fs::write(&demo.config, CONFIG).context("writing the demo config")?;
     ip(&["netns", "add", EDGE])?;
     ip(&["netns", "add", GENESYS])?;
-    ip(&["link", "add", "veth-edge", "netns", EDGE, "type", "veth", "peer", "name", "veth-genesys", "netns", GENESYS])?;
-    for (ns, dev, addr) in [(EDGE, "veth-edge", "198.18.0.1/30"), (GENESYS, "veth-genesys", "198.18.0.2/30")] {
+    ip(&[
+        "link",
+        "add",
+        "veth-edge",
+        "netns",
+        EDGE,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "veth-genesys",
+        "netns",
+        GENESYS,
+    ])?;
+    for (ns, dev, addr) in [
+        (EDGE, "veth-edge", "198.18.0.1/30"),
+        (GENESYS, "veth-genesys", "198.18.0.2/30"),
+    ] {
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
         ip(&["-n", ns, "link", "set", dev, "up"])?;
     }
-    println!("topology: netns {EDGE} (198.18.0.1, veth-edge) <-> netns {GENESYS} (198.18.0.2:5060)");
-    println!("config:\n{}", CONFIG.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "topology: netns {EDGE} (198.18.0.1, veth-edge) <-> netns {GENESYS} (198.18.0.2:5060)"
+    );
+    println!(
+        "config:\n{}",
+        CONFIG
+            .lines()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     let child = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{EDGE}"))
@@ -171,9 +220,12 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
         for _ in 0..3 {
-            let (n, from) = sock.recv_from(&mut buf).context("waiting for a REGISTER at genesys")?;
+            let (n, from) = sock
+                .recv_from(&mut buf)
+                .context("waiting for a REGISTER at genesys")?;
             let register = String::from_utf8_lossy(&buf[..n]).into_owned();
-            sock.send_to(ok_response(&register).as_bytes(), from).context("answering 200 OK")?;
+            sock.send_to(ok_response(&register).as_bytes(), from)
+                .context("answering 200 OK")?;
             got.push(register);
         }
         Ok(got)
@@ -181,7 +233,12 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
     thread::sleep(Duration::from_millis(200));
     let sent = vec![
         ("1002 (in the map)", REGISTER_1002.to_owned()),
-        ("1003 (template)", REGISTER_1002.replace("1002", "1003").replace("84jp7d1i@3tglb5esjoiv", "6cfmsers@cu6so260g0k3")),
+        (
+            "1003 (template)",
+            REGISTER_1002
+                .replace("1002", "1003")
+                .replace("84jp7d1i@3tglb5esjoiv", "6cfmsers@cu6so260g0k3"),
+        ),
         ("1002 un-REGISTER", UNREGISTER_1002.to_owned()),
     ];
     let sender = thread::spawn({
@@ -194,14 +251,20 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
             let mut buf = [0u8; 2048];
             for (_, msg) in &sent {
                 sock.send_to(msg.as_bytes(), "198.18.0.2:5060")?;
-                let n = sock.recv(&mut buf).context("waiting for the 200 OK at the client")?;
+                let n = sock
+                    .recv(&mut buf)
+                    .context("waiting for the 200 OK at the client")?;
                 back.push(String::from_utf8_lossy(&buf[..n]).into_owned());
             }
             Ok(back)
         }
     });
-    let back = sender.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
-    let got = receiver.join().map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
+    let back = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+    let got = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
     println!();
     for (((what, s), g), b) in sent.iter().zip(&got).zip(&back) {
         println!("REGISTER {what}");
@@ -213,12 +276,18 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
     println!("{}", status(bin, &[])?);
     for (i, (_, s)) in sent.iter().enumerate() {
         if contact(s) == contact(&got[i]) {
-            bail!("REGISTER {} reached Genesys with its Contact unchanged", i + 1);
+            bail!(
+                "REGISTER {} reached Genesys with its Contact unchanged",
+                i + 1
+            );
         }
         // The 200 OK lists the stored binding as `<uri>;expires=N`: the client's own URI again.
         let own = contact(s).split('>').next().unwrap_or_default().to_owned() + ">";
         if !contact(&back[i]).starts_with(&own) {
-            bail!("the 200 OK to REGISTER {} came back without the client's own Contact {own}", i + 1);
+            bail!(
+                "the 200 OK to REGISTER {} came back without the client's own Contact {own}",
+                i + 1
+            );
         }
     }
     drop(demo);

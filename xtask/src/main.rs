@@ -97,9 +97,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Bench { quick, no_kamailio } => {
-            setup::require_root("cargo xtask bench (it loads eBPF programs and creates network namespaces)")?;
+            setup::require_root(
+                "cargo xtask bench (it loads eBPF programs and creates network namespaces)",
+            )?;
             let mut cmd = cargo();
-            cmd.args(["run", "--release", "-p", "integration-tests", "--bin", "bench", "--"]);
+            cmd.args([
+                "run",
+                "--release",
+                "-p",
+                "integration-tests",
+                "--bin",
+                "bench",
+                "--",
+            ]);
             if quick {
                 cmd.arg("--quick");
             }
@@ -109,15 +119,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cargo_like(&mut cmd)
         }
         Cmd::FuzzParser { seconds } => {
-            let has = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+            let has = Command::new("cargo")
+                .args(["fuzz", "--version"])
+                .output()
+                .is_ok_and(|o| o.status.success());
             if !has {
                 eprintln!("xtask: installing cargo-fuzz");
-                cargo_like(cargo().args(["install", "cargo-fuzz", "--locked"]).current_dir(std::env::temp_dir()))?;
+                cargo_like(
+                    cargo()
+                        .args(["install", "cargo-fuzz", "--locked"])
+                        .current_dir(std::env::temp_dir()),
+                )?;
             }
             // Seed the fuzzer with every corpus case (first byte: configuration selector).
             let root = workspace_root()?;
             let seeds = root.join("fuzz/corpus/parser");
-            std::fs::create_dir_all(&seeds).with_context(|| format!("creating {}", seeds.display()))?;
+            std::fs::create_dir_all(&seeds)
+                .with_context(|| format!("creating {}", seeds.display()))?;
             for dir in ["tests/corpus", "tests/shared-corpus"] {
                 for e in std::fs::read_dir(root.join(dir))?.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
@@ -130,7 +148,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // The restore target: every restore corpus response, with the "any state" selector.
             let seeds = root.join("fuzz/corpus/restore");
-            std::fs::create_dir_all(&seeds).with_context(|| format!("creating {}", seeds.display()))?;
+            std::fs::create_dir_all(&seeds)
+                .with_context(|| format!("creating {}", seeds.display()))?;
             for e in std::fs::read_dir(root.join("tests/corpus-restore"))?.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(stem) = name.strip_suffix(".resp.sip") {
@@ -143,7 +162,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for target in ["parser", "restore"] {
                 cargo_like(
                     Command::new("cargo")
-                        .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={}", seconds.div_ceil(2))])
+                        .args([
+                            "+nightly",
+                            "fuzz",
+                            "run",
+                            target,
+                            "--",
+                            &format!("-max_total_time={}", seconds.div_ceil(2)),
+                        ])
                         .current_dir(workspace_root()?)
                         .stdin(std::process::Stdio::null()),
                 )?;
@@ -153,7 +179,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Fuzz { count, seed } => {
             setup::require_root("cargo xtask fuzz (it loads the eBPF program)")?;
             let mut cmd = cargo();
-            cmd.args(["test", "--release", "-p", "integration-tests", "--test", "differential", "--test", "restore_differential"]);
+            cmd.args([
+                "test",
+                "--release",
+                "-p",
+                "integration-tests",
+                "--test",
+                "differential",
+                "--test",
+                "restore_differential",
+            ]);
             cmd.args(["kernel_and_userspace", "--", "--nocapture"]);
             cmd.env("FUZZ_COUNT", count.to_string());
             if let Some(s) = seed {
@@ -179,13 +214,21 @@ fn build(release: bool) -> anyhow::Result<()> {
 }
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
-    setup::require_root("cargo xtask test (it loads eBPF programs and creates network namespaces)")?;
+    setup::require_root(
+        "cargo xtask test (it loads eBPF programs and creates network namespaces)",
+    )?;
     let started = Instant::now();
     // The CLI tests run the real binary.
     build(false)?;
     let bin = workspace_root()?.join("target/debug/sip-rewriter");
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--exclude", "rewriter-ebpf", "--no-fail-fast"]);
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "rewriter-ebpf",
+        "--no-fail-fast",
+    ]);
     cmd.args(extra);
     cmd.env("SIP_REWRITER_BIN", &bin);
     let (tests, passed, failed) = run_counting(&mut cmd);
@@ -195,7 +238,15 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask: running the demo");
         demo::run(&bin).and_then(|()| {
             eprintln!("xtask: running cargo xtask bench --quick (smoke test)");
-            cargo_like(cargo().args(["run", "-p", "integration-tests", "--bin", "bench", "--", "--quick"]))
+            cargo_like(cargo().args([
+                "run",
+                "-p",
+                "integration-tests",
+                "--bin",
+                "bench",
+                "--",
+                "--quick",
+            ]))
         })
     } else {
         Ok(())
@@ -221,7 +272,11 @@ fn run_counting(cmd: &mut Command) -> (anyhow::Result<()>, u64, u64) {
             if let Some(rest) = line.strip_prefix("test result: ") {
                 let num = |word: &str| {
                     rest.split(';')
-                        .find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok()))
+                        .find_map(|part| {
+                            part.trim()
+                                .strip_suffix(word)
+                                .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                        })
                         .unwrap_or(0)
                 };
                 passed += num(" passed");

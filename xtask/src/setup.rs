@@ -50,14 +50,28 @@ fn nightly() -> anyhow::Result<Nightly> {
         .next()
         .and_then(|m| m.parse().ok())
         .with_context(|| format!("unparsable LLVM version {llvm:?}"))?;
-    let sysroot = PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
-    let release = vv.lines().find_map(|l| l.strip_prefix("release: ")).unwrap_or("?");
+    let sysroot = PathBuf::from(
+        output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim(),
+    );
+    let release = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("release: "))
+        .unwrap_or("?");
     eprintln!("setup: nightly {release} with LLVM {llvm_major}");
-    Ok(Nightly { sysroot, llvm_major })
+    Ok(Nightly {
+        sysroot,
+        llvm_major,
+    })
 }
 
 fn rust_src() -> anyhow::Result<()> {
-    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("setup: rust-src present");
         return Ok(());
@@ -70,7 +84,10 @@ fn rust_src() -> anyhow::Result<()> {
 fn bpf_linker(nightly: &Nightly) -> anyhow::Result<()> {
     if let Ok(v) = output(Command::new("bpf-linker").arg("--version")) {
         let v = v.trim();
-        if v.split_whitespace().nth(1).is_some_and(|n| n.starts_with(BPF_LINKER_SERIES)) {
+        if v.split_whitespace()
+            .nth(1)
+            .is_some_and(|n| n.starts_with(BPF_LINKER_SERIES))
+        {
             eprintln!("setup: {v} works");
             return Ok(());
         }
@@ -88,17 +105,28 @@ fn bpf_linker(nightly: &Nightly) -> anyhow::Result<()> {
         std::os::unix::fs::symlink(&lib, &link)
             .with_context(|| format!("linking {} -> {}", link.display(), lib.display()))?;
     }
-    eprintln!("setup: building bpf-linker {BPF_LINKER_REQ} against {} (about a minute or more)", lib.display());
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_REQ} against {} (about a minute or more)",
+        lib.display()
+    );
     let rustflags = format!("-C link-arg=-Wl,-rpath,{}", lib_dir.display());
     let feature = format!("llvm-{major}");
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_REQ, "--no-default-features", "--features", &feature])
-        .env("LLVM_PREFIX", &prefix)
-        .env("RUSTFLAGS", &rustflags)
-        // The workspace's own settings must not leak into the install build.
-        .env_remove("CARGO_TARGET_DIR")
-        .stdin(std::process::Stdio::null())
-        .current_dir(env::temp_dir());
+    cmd.args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_REQ,
+        "--no-default-features",
+        "--features",
+        &feature,
+    ])
+    .env("LLVM_PREFIX", &prefix)
+    .env("RUSTFLAGS", &rustflags)
+    // The workspace's own settings must not leak into the install build.
+    .env_remove("CARGO_TARGET_DIR")
+    .stdin(std::process::Stdio::null())
+    .current_dir(env::temp_dir());
     run(&mut cmd).with_context(|| {
         format!(
             "bpf-linker could not be built; fix with:\n  LLVM_PREFIX={} RUSTFLAGS=\"{rustflags}\" cargo install bpf-linker --version '{BPF_LINKER_REQ}' --no-default-features --features {feature}",
@@ -114,7 +142,8 @@ fn bpf_linker(nightly: &Nightly) -> anyhow::Result<()> {
 /// `<sysroot>/lib/libLLVM.so.NN.*` (the nightly ships its LLVM as a shared library).
 fn find_libllvm(lib_dir: &Path, major: u32) -> anyhow::Result<PathBuf> {
     let want = format!("libLLVM.so.{major}.");
-    let entries = fs::read_dir(lib_dir).with_context(|| format!("reading {}", lib_dir.display()))?;
+    let entries =
+        fs::read_dir(lib_dir).with_context(|| format!("reading {}", lib_dir.display()))?;
     for e in entries.flatten() {
         if e.file_name().to_string_lossy().starts_with(&want) {
             return Ok(e.path());
@@ -136,7 +165,11 @@ fn cache_dir() -> anyhow::Result<PathBuf> {
 
 fn tool_found(tool: &str) -> bool {
     env::var_os("PATH")
-        .map(|p| env::split_paths(&p).chain(["/usr/sbin".into(), "/sbin".into()]).any(|d| d.join(tool).is_file()))
+        .map(|p| {
+            env::split_paths(&p)
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .any(|d| d.join(tool).is_file())
+        })
         .unwrap_or(false)
 }
 
@@ -161,7 +194,10 @@ fn apt_install(pkg: &str) -> anyhow::Result<()> {
     if install() {
         return Ok(());
     }
-    let _ = Command::new("apt-get").args(["update", "-qq"]).stdin(std::process::Stdio::null()).status();
+    let _ = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .stdin(std::process::Stdio::null())
+        .status();
     if install() {
         return Ok(());
     }
@@ -182,7 +218,10 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     String::from_utf8(out.stdout).with_context(|| format!("{cmd:?} printed non-UTF-8"))
 }

@@ -109,10 +109,9 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let iface = settings
-        .interface
-        .clone()
-        .ok_or_else(|| usage("no interface: give --iface IF or `interface = \"IF\"` in --config"))?;
+    let iface = settings.interface.clone().ok_or_else(|| {
+        usage("no interface: give --iface IF or `interface = \"IF\"` in --config")
+    })?;
     netdev::require_root()?;
     netdev::ifindex(&iface)?;
     let pins = PinDir::for_iface(&iface);
@@ -123,12 +122,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(id) = netdev::attached_program(&iface)? {
-        anyhow::bail!("sip-rewriter is already attached to {iface} egress (program id {id}); detach it first");
+        anyhow::bail!(
+            "sip-rewriter is already attached to {iface} egress (program id {id}); detach it first"
+        );
     }
     pins::ensure_root()?;
-    std::fs::create_dir_all(&pins.path).with_context(|| format!("creating {}", pins.path.display()))?;
+    std::fs::create_dir_all(&pins.path)
+        .with_context(|| format!("creating {}", pins.path.display()))?;
     let reused = pins.map_path("CONTACTS").exists();
-    let mut rw = match Rewriter::load_pinned(&settings.kernel_config(), &pins, args.max_contacts, args.max_registrations) {
+    let mut rw = match Rewriter::load_pinned(
+        &settings.kernel_config(),
+        &pins,
+        args.max_contacts,
+        args.max_registrations,
+    ) {
         Ok(rw) => rw,
         Err(e) => {
             if !reused {
@@ -143,8 +150,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             pins.path.display()
         );
     }
-    let mut applied = Applied { ingress: settings.ingress, ..Applied::default() };
-    let result = apply(&mut rw, &settings, &mut applied).and_then(|()| rw.attach(&iface, settings.ingress));
+    let mut applied = Applied {
+        ingress: settings.ingress,
+        ..Applied::default()
+    };
+    let result =
+        apply(&mut rw, &settings, &mut applied).and_then(|()| rw.attach(&iface, settings.ingress));
     let (attachment, hook) = match result {
         Ok(a) => a,
         Err(e) => {
@@ -162,7 +173,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     if args.persist {
         rw.persist(attachment, &pins.link_path(), &pins)?;
-        println!("sip-rewriter stays attached to {iface}; remove it with: sip-rewriter detach --iface {iface}");
+        println!(
+            "sip-rewriter stays attached to {iface}; remove it with: sip-rewriter detach --iface {iface}"
+        );
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -209,7 +222,12 @@ fn apply(rw: &mut Rewriter, settings: &Settings, applied: &mut Applied) -> anyho
 }
 
 /// Logs counters, forwards eBPF logs, serves metrics, reloads on SIGHUP, until SIGINT/SIGTERM.
-async fn serve(rw: &mut Rewriter, args: &Args, pins: &PinDir, mut applied: Applied) -> anyhow::Result<()> {
+async fn serve(
+    rw: &mut Rewriter,
+    args: &Args,
+    pins: &PinDir,
+    mut applied: Applied,
+) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;

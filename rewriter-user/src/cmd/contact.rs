@@ -86,7 +86,8 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             let (k, v) = (key(&dn)?, value(&uri)?);
             let pins = open(iface)?;
             let mut map = pins.contacts()?;
-            map.insert(k, v, 0).map_err(|e| full_or(e, "adding to map CONTACTS"))?;
+            map.insert(k, v, 0)
+                .map_err(|e| full_or(e, "adding to map CONTACTS"))?;
             println!("{dn} -> {uri}");
         }
         Cmd::Del { dn, iface } => {
@@ -110,7 +111,10 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::List { json, iface } => {
             let all = entries(&open(iface)?)?;
             if json {
-                let v: Vec<_> = all.iter().map(|(dn, uri)| serde_json::json!({ "dn": dn, "uri": uri })).collect();
+                let v: Vec<_> = all
+                    .iter()
+                    .map(|(dn, uri)| serde_json::json!({ "dn": dn, "uri": uri }))
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for (dn, uri) in all {
@@ -126,7 +130,11 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                 writeln!(out, "{dn},{uri}")?;
             }
         }
-        Cmd::Import { file, replace, iface } => import(&file, replace, iface)?,
+        Cmd::Import {
+            file,
+            replace,
+            iface,
+        } => import(&file, replace, iface)?,
     }
     Ok(())
 }
@@ -139,7 +147,9 @@ fn open(iface: Option<String>) -> anyhow::Result<PinDir> {
 fn full_or(e: aya::maps::MapError, what: &str) -> anyhow::Error {
     let full = matches!(&e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG));
     if full {
-        anyhow::anyhow!("map CONTACTS is full; remove entries first (or attach with a larger --max-contacts)")
+        anyhow::anyhow!(
+            "map CONTACTS is full; remove entries first (or attach with a larger --max-contacts)"
+        )
     } else {
         anyhow::Error::new(e).context(what.to_owned())
     }
@@ -151,7 +161,10 @@ fn import(file: &std::path::Path, replace: bool, iface: Option<String>) -> anyho
     let pins = open(iface)?;
     let existing = entries(&pins)?;
     let capacity = pins.contacts_capacity()? as usize;
-    let new_keys = wanted.iter().filter(|(dn, _)| !existing.contains_key(dn)).count();
+    let new_keys = wanted
+        .iter()
+        .filter(|(dn, _)| !existing.contains_key(dn))
+        .count();
     let kept = if replace { 0 } else { existing.len() };
     let overlap = wanted.len() - new_keys;
     if kept + new_keys + if replace { overlap } else { 0 } > capacity {
@@ -166,19 +179,31 @@ fn import(file: &std::path::Path, replace: bool, iface: Option<String>) -> anyho
     let total = wanted.len();
     let progress = total > 10_000;
     for (i, (dn, uri)) in wanted.iter().enumerate() {
-        map.insert(key(dn)?, value(uri)?, 0).map_err(|e| full_or(e, "adding to map CONTACTS"))?;
+        map.insert(key(dn)?, value(uri)?, 0)
+            .map_err(|e| full_or(e, "adding to map CONTACTS"))?;
         if progress && (i + 1) % 5_000 == 0 {
-            eprint!("\rimporting {file}: {done}/{total} [{bar:<30}]", file = file.display(), done = i + 1, bar = "#".repeat((i + 1) * 30 / total));
+            eprint!(
+                "\rimporting {file}: {done}/{total} [{bar:<30}]",
+                file = file.display(),
+                done = i + 1,
+                bar = "#".repeat((i + 1) * 30 / total)
+            );
         }
     }
     if progress {
-        eprintln!("\rimporting {}: {total}/{total} [{}]", file.display(), "#".repeat(30));
+        eprintln!(
+            "\rimporting {}: {total}/{total} [{}]",
+            file.display(),
+            "#".repeat(30)
+        );
     }
     let mut removed = 0;
     if replace {
-        let keep: std::collections::HashSet<&str> = wanted.iter().map(|(dn, _)| dn.as_str()).collect();
+        let keep: std::collections::HashSet<&str> =
+            wanted.iter().map(|(dn, _)| dn.as_str()).collect();
         for dn in existing.keys().filter(|dn| !keep.contains(dn.as_str())) {
-            map.remove(&key(dn)?).context("removing from map CONTACTS")?;
+            map.remove(&key(dn)?)
+                .context("removing from map CONTACTS")?;
             removed += 1;
         }
     }
@@ -186,7 +211,11 @@ fn import(file: &std::path::Path, replace: bool, iface: Option<String>) -> anyho
         "imported {total} entries from {} ({new_keys} new, {} updated{})",
         file.display(),
         total - new_keys,
-        if replace { format!(", {removed} removed") } else { String::new() }
+        if replace {
+            format!(", {removed} removed")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

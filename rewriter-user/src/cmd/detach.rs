@@ -21,11 +21,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if link.exists() {
         // Egress first, then the restore (the reverse of attach). Unpinning drops the last
         // reference to a link, which detaches its program.
-        for p in [link.clone(), pins.ingress_link_path(), pins.ingress_tc_link_path()] {
+        for p in [
+            link.clone(),
+            pins.ingress_link_path(),
+            pins.ingress_tc_link_path(),
+        ] {
             if p.exists() {
-                let pinned =
-                    PinnedLink::from_pin(&p).map_err(|e| anyhow::anyhow!("opening pinned link {}: {e}", p.display()))?;
-                drop(pinned.unpin().map_err(|e| anyhow::anyhow!("unpinning {}: {e}", p.display()))?);
+                let pinned = PinnedLink::from_pin(&p)
+                    .map_err(|e| anyhow::anyhow!("opening pinned link {}: {e}", p.display()))?;
+                drop(
+                    pinned
+                        .unpin()
+                        .map_err(|e| anyhow::anyhow!("unpinning {}: {e}", p.display()))?,
+                );
             }
         }
         pins.remove()?;
@@ -42,8 +50,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if pins.path.exists() {
         pins.remove()?;
-        println!("sip-rewriter was not attached to {}; removed stale pins in {}", args.iface, pins.path.display());
+        println!(
+            "sip-rewriter was not attached to {}; removed stale pins in {}",
+            args.iface,
+            pins.path.display()
+        );
         return Ok(());
     }
-    anyhow::bail!("sip-rewriter is not attached to {} (no pins in {})", args.iface, pins.path.display())
+    anyhow::bail!(
+        "sip-rewriter is not attached to {} (no pins in {})",
+        args.iface,
+        pins.path.display()
+    )
 }

@@ -38,9 +38,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut msg = Vec::new();
     if args.input.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut msg).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut msg)
+            .context("reading standard input")?;
     } else {
-        msg = std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+        msg = std::fs::read(&args.input)
+            .with_context(|| format!("reading {}", args.input.display()))?;
     }
     let table: HashMap<&[u8], ContactUri> = settings
         .contacts
@@ -48,11 +51,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .filter_map(|(dn, uri)| ContactUri::new(uri.as_bytes()).map(|v| (dn.as_bytes(), v)))
         .collect();
     let mut out = vec![0u8; MAX_SIP_LEN * 2];
-    let decision = rewrite(&msg, &settings.kernel_config(), |dn| table.get(dn).copied(), &mut out);
+    let decision = rewrite(
+        &msg,
+        &settings.kernel_config(),
+        |dn| table.get(dn).copied(),
+        &mut out,
+    );
     let mut stdout = std::io::stdout().lock();
     let rewritten = match decision {
         Decision::Rewritten { len, contacts } => {
-            eprintln!("REGISTER: rewritten {contacts} contact(s), {} -> {len} bytes", msg.len());
+            eprintln!(
+                "REGISTER: rewritten {contacts} contact(s), {} -> {len} bytes",
+                msg.len()
+            );
             Some(&out[..len])
         }
         Decision::Pass(stat) => {
@@ -65,16 +76,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     };
     let resp = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let state = rewritten.and_then(|new| restore::record_rewritten(&msg, new, &settings.kernel_config()));
+    let state =
+        rewritten.and_then(|new| restore::record_rewritten(&msg, new, &settings.kernel_config()));
     if rewritten.is_some() && state.is_none() {
-        eprintln!("REGISTER: not recorded (no Call-ID or one over 64 bytes, more than 4 contacts, or a URI over 128 bytes)");
+        eprintln!(
+            "REGISTER: not recorded (no Call-ID or one over 64 bytes, more than 4 contacts, or a URI over 128 bytes)"
+        );
     }
     let mut restored = vec![0u8; MAX_SIP_LEN * 2];
     let lookup = |k: &restore::RegKey| state.filter(|(sk, _)| sk == k).map(|(_, st)| st);
     match restore::restore(&resp, &settings.kernel_config(), lookup, &mut restored) {
         restore::Decision::Restored { len, contacts } => {
             stdout.write_all(&restored[..len])?;
-            eprintln!("response: restored {contacts} contact(s), {} -> {len} bytes", resp.len());
+            eprintln!(
+                "response: restored {contacts} contact(s), {} -> {len} bytes",
+                resp.len()
+            );
         }
         restore::Decision::Pass(stat) => {
             stdout.write_all(&resp)?;

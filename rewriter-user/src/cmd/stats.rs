@@ -38,18 +38,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn print(iface: &str, before: &Counters, now: &Counters, secs: f64, json: bool) -> anyhow::Result<()> {
+fn print(
+    iface: &str,
+    before: &Counters,
+    now: &Counters,
+    secs: f64,
+    json: bool,
+) -> anyhow::Result<()> {
     let rate = |s: Stat| now.get(s).saturating_sub(before.get(s)) as f64 / secs;
     if json {
         let counters: serde_json::Map<String, serde_json::Value> = Stat::ALL
             .iter()
-            .map(|s| (s.name().to_owned(), serde_json::json!({ "total": now.get(*s), "per_sec": rate(*s) })))
+            .map(|s| {
+                (
+                    s.name().to_owned(),
+                    serde_json::json!({ "total": now.get(*s), "per_sec": rate(*s) }),
+                )
+            })
             .collect();
-        println!("{}", serde_json::json!({ "iface": iface, "counters": counters }));
+        println!(
+            "{}",
+            serde_json::json!({ "iface": iface, "counters": counters })
+        );
     } else {
-        println!("{iface}: {:<14} {:>14} {:>12}", "counter", "total", "per second");
+        println!(
+            "{iface}: {:<14} {:>14} {:>12}",
+            "counter", "total", "per second"
+        );
         for s in Stat::ALL {
-            println!("{iface}: {:<14} {:>14} {:>12.1}", s.name(), now.get(s), rate(s));
+            println!(
+                "{iface}: {:<14} {:>14} {:>12.1}",
+                s.name(),
+                now.get(s),
+                rate(s)
+            );
         }
     }
     Ok(())

@@ -50,20 +50,50 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     for s in all {
-        println!("{}: {}{}", s.iface, s.state, s.program_id.map(|i| format!(", program id {i}")).unwrap_or_default());
+        println!(
+            "{}: {}{}",
+            s.iface,
+            s.state,
+            s.program_id
+                .map(|i| format!(", program id {i}"))
+                .unwrap_or_default()
+        );
         println!("  ingress restore {}", s.ingress);
         println!("  pins            {}", s.pins);
         println!("  genesys port    {}", s.port);
         println!(
             "  genesys addrs   {}",
-            if s.genesys.is_empty() { "any".to_owned() } else { s.genesys.join(", ") }
+            if s.genesys.is_empty() {
+                "any".to_owned()
+            } else {
+                s.genesys.join(", ")
+            }
         );
-        println!("  default         {}", s.default_template.as_deref().unwrap_or("(none)"));
-        println!("  keep params     {}", if s.keep_params.is_empty() { "(none)" } else { &s.keep_params });
-        println!("  DN entries      {} of {}", s.contacts, s.contacts_capacity);
+        println!(
+            "  default         {}",
+            s.default_template.as_deref().unwrap_or("(none)")
+        );
+        println!(
+            "  keep params     {}",
+            if s.keep_params.is_empty() {
+                "(none)"
+            } else {
+                &s.keep_params
+            }
+        );
+        println!(
+            "  DN entries      {} of {}",
+            s.contacts, s.contacts_capacity
+        );
         let line: Vec<String> = rewriter_common::Stat::ALL
             .iter()
-            .map(|st| format!("{}={}", st.name(), s.counters.get(st.name()).copied().unwrap_or(0)))
+            .map(|st| {
+                format!(
+                    "{}={}",
+                    st.name(),
+                    s.counters.get(st.name()).copied().unwrap_or(0)
+                )
+            })
             .collect();
         println!("  counters        {}", line.join(" "));
     }
@@ -72,8 +102,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn status(d: &PinDir) -> anyhow::Result<Status> {
     let cfg: Config = d.config()?.get(&0, 0)?;
-    let program_id = SchedClassifier::from_pin(d.prog_path()).ok().and_then(|p| p.info().ok()).map(|i| i.id());
-    let attached = netdev::ifindex(&d.iface).is_ok() && netdev::attached_program(&d.iface)?.is_some();
+    let program_id = SchedClassifier::from_pin(d.prog_path())
+        .ok()
+        .and_then(|p| p.info().ok())
+        .map(|i| i.id());
+    let attached =
+        netdev::ifindex(&d.iface).is_ok() && netdev::attached_program(&d.iface)?.is_some();
     let state = if d.link_path().exists() {
         "persisted"
     } else if attached {
@@ -87,7 +121,9 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
         .filter_map(Result::ok)
         .map(|k| {
             let v6 = std::net::Ipv6Addr::from(k.0);
-            v6.to_ipv4_mapped().map(|a| a.to_string()).unwrap_or_else(|| v6.to_string())
+            v6.to_ipv4_mapped()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| v6.to_string())
         })
         .collect::<Vec<_>>();
     let default_template = cfg.template().map(|(pre, post)| {
@@ -104,7 +140,9 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
                 let mut b = [0u8; 16];
                 b[..8].copy_from_slice(&k[0].to_le_bytes());
                 b[8..].copy_from_slice(&k[1].to_le_bytes());
-                String::from_utf8_lossy(&b).trim_end_matches('\0').to_owned()
+                String::from_utf8_lossy(&b)
+                    .trim_end_matches('\0')
+                    .to_owned()
             })
             .collect::<Vec<_>>()
             .join(",")
@@ -123,11 +161,22 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
         ingress: ingress.to_owned(),
         pins: d.path.display().to_string(),
         port: cfg.port,
-        genesys: if cfg.flags & CFG_ADDR_FILTER != 0 { genesys } else { Vec::new() },
-        default_template: if cfg.flags & CFG_HAS_DEFAULT != 0 { default_template } else { None },
+        genesys: if cfg.flags & CFG_ADDR_FILTER != 0 {
+            genesys
+        } else {
+            Vec::new()
+        },
+        default_template: if cfg.flags & CFG_HAS_DEFAULT != 0 {
+            default_template
+        } else {
+            None
+        },
         keep_params,
         contacts: d.contacts()?.keys().count(),
         contacts_capacity: d.contacts_capacity()?,
-        counters: rewriter_common::Stat::ALL.iter().map(|s| (s.name(), counters.get(*s))).collect(),
+        counters: rewriter_common::Stat::ALL
+            .iter()
+            .map(|s| (s.name(), counters.get(*s)))
+            .collect(),
     })
 }

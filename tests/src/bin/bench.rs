@@ -48,7 +48,15 @@ struct Row {
 impl Row {
     /// A row measured once (CPU time over a run), not a distribution.
     fn once(group: &'static str, name: String, bytes: usize, ns: f64, how: String) -> Self {
-        Row { group, name, bytes, median: ns, min: ns, max: ns, how }
+        Row {
+            group,
+            name,
+            bytes,
+            median: ns,
+            min: ns,
+            max: ns,
+            how,
+        }
     }
 }
 
@@ -91,7 +99,11 @@ fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(&opts.out)?;
         std::fs::write(opts.out.join("BENCHMARKS.md"), &report)?;
         std::fs::write(opts.out.join("bench.svg"), svg(&rows))?;
-        println!("wrote {} and {}", opts.out.join("BENCHMARKS.md").display(), opts.out.join("bench.svg").display());
+        println!(
+            "wrote {} and {}",
+            opts.out.join("BENCHMARKS.md").display(),
+            opts.out.join("bench.svg").display()
+        );
     }
     Ok(())
 }
@@ -133,7 +145,11 @@ where
 /// floor is measured both ways.
 fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut rw = corpus_rewriter();
-    let (runs, repeat, singles) = if opts.quick { (3, 10_000, 200) } else { (7, 100_000, 5_000) };
+    let (runs, repeat, singles) = if opts.quick {
+        (3, 10_000, 200)
+    } else {
+        (7, 100_000, 5_000)
+    };
     let jssip = read_case("10-jssip-register-digest-map-1002");
     let jssip_tpl = read_case("11-jssip-register-digest-template-2001");
     let sipp = read_case("04-sipp-display-name-default-template");
@@ -145,59 +161,168 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let grow = {
         let start = grow.find("Contact: ").unwrap();
         let end = start + grow[start..].find("\r\n").unwrap();
-        format!("{}Contact: <sip:a@b>;expires=600{}", &grow[..start], &grow[end..])
+        format!(
+            "{}Contact: <sip:a@b>;expires=600{}",
+            &grow[..start],
+            &grow[end..]
+        )
     };
     let mut tcp = Frame::v4(5060).build(&jssip);
     tcp[14 + 9] = 6;
     let mut pass_cases: Vec<(&'static str, String, Vec<u8>)> = vec![
-        ("floor", "empty TC program".into(), Frame::v4(5060).build(&jssip)),
+        (
+            "floor",
+            "empty TC program".into(),
+            Frame::v4(5060).build(&jssip),
+        ),
         ("pass", "non-UDP (TCP) packet".into(), tcp),
-        ("pass", "UDP to another port (5061)".into(), Frame::v4(5061).build(&jssip)),
-        ("pass", "SIP INVITE to 5060".into(), Frame::v4(5060).build(&invite)),
+        (
+            "pass",
+            "UDP to another port (5061)".into(),
+            Frame::v4(5061).build(&jssip),
+        ),
+        (
+            "pass",
+            "SIP INVITE to 5060".into(),
+            Frame::v4(5060).build(&invite),
+        ),
     ];
     let case01 = read_case("01-jssip-register");
     let rewrite_cases: Vec<(&'static str, String, Vec<u8>)> = vec![
-        ("rewrite", format!("REGISTER shared corpus case 01, JsSIP ({} B)", case01.len()), Frame::v4(5060).build(&case01)),
-        ("rewrite", format!("REGISTER sipp-style, template ({} B)", sipp.len()), Frame::v4(5060).build(&sipp)),
-        ("rewrite", format!("REGISTER JsSIP + Digest, DN in map ({} B)", jssip.len()), Frame::v4(5060).build(&jssip)),
-        ("rewrite", format!("REGISTER JsSIP + Digest, template ({} B)", jssip_tpl.len()), Frame::v4(5060).build(&jssip_tpl)),
-        ("rewrite", format!("REGISTER JsSIP padded ({} B)", big.len()), Frame::v4(5060).build(big.as_bytes())),
-        ("rewrite", "REGISTER JsSIP + Digest over IPv6".into(), Frame::v6(5060).build(&jssip)),
-        ("rewrite", "REGISTER JsSIP + Digest, 802.1Q".into(), Frame { vlan: Some(7), ..Frame::v4(5060) }.build(&jssip)),
-        ("rewrite", format!("REGISTER growing ({} B)", grow.len()), Frame::v4(5060).build(grow.as_bytes())),
+        (
+            "rewrite",
+            format!("REGISTER shared corpus case 01, JsSIP ({} B)", case01.len()),
+            Frame::v4(5060).build(&case01),
+        ),
+        (
+            "rewrite",
+            format!("REGISTER sipp-style, template ({} B)", sipp.len()),
+            Frame::v4(5060).build(&sipp),
+        ),
+        (
+            "rewrite",
+            format!("REGISTER JsSIP + Digest, DN in map ({} B)", jssip.len()),
+            Frame::v4(5060).build(&jssip),
+        ),
+        (
+            "rewrite",
+            format!("REGISTER JsSIP + Digest, template ({} B)", jssip_tpl.len()),
+            Frame::v4(5060).build(&jssip_tpl),
+        ),
+        (
+            "rewrite",
+            format!("REGISTER JsSIP padded ({} B)", big.len()),
+            Frame::v4(5060).build(big.as_bytes()),
+        ),
+        (
+            "rewrite",
+            "REGISTER JsSIP + Digest over IPv6".into(),
+            Frame::v6(5060).build(&jssip),
+        ),
+        (
+            "rewrite",
+            "REGISTER JsSIP + Digest, 802.1Q".into(),
+            Frame {
+                vlan: Some(7),
+                ..Frame::v4(5060)
+            }
+            .build(&jssip),
+        ),
+        (
+            "rewrite",
+            format!("REGISTER growing ({} B)", grow.len()),
+            Frame::v4(5060).build(grow.as_bytes()),
+        ),
     ];
     // Phases of the JsSIP rewrite: these programs stop early and leave the packet alone, so
     // `repeat` measures them warm.
     // A REGISTER already in rewritten form is rewritten to itself: `repeat` then times the
     // whole path warm, and against its scan alone gives the write stage.
-    let rewritten = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/10-jssip-register-digest-map-1002.out.sip"))?;
+    let rewritten = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus/10-jssip-register-digest-map-1002.out.sip"),
+    )?;
     let phases: Vec<(&'static str, &'static str, String, Vec<u8>)> = vec![
-        ("phase", "bench_copy", "JsSIP REGISTER: parse headers + copy payload".into(), Frame::v4(5060).build(&jssip)),
-        ("phase", "bench_scan", "JsSIP REGISTER: ... + SIP scan".into(), Frame::v4(5060).build(&jssip)),
-        ("phase", "bench_scan", "already-rewritten JsSIP REGISTER: ... + SIP scan".into(), Frame::v4(5060).build(&rewritten)),
-        ("phase", rewriter_user::PROGRAM, "already-rewritten JsSIP REGISTER: ... + rewrite (to itself)".into(), Frame::v4(5060).build(&rewritten)),
+        (
+            "phase",
+            "bench_copy",
+            "JsSIP REGISTER: parse headers + copy payload".into(),
+            Frame::v4(5060).build(&jssip),
+        ),
+        (
+            "phase",
+            "bench_scan",
+            "JsSIP REGISTER: ... + SIP scan".into(),
+            Frame::v4(5060).build(&jssip),
+        ),
+        (
+            "phase",
+            "bench_scan",
+            "already-rewritten JsSIP REGISTER: ... + SIP scan".into(),
+            Frame::v4(5060).build(&rewritten),
+        ),
+        (
+            "phase",
+            rewriter_user::PROGRAM,
+            "already-rewritten JsSIP REGISTER: ... + rewrite (to itself)".into(),
+            Frame::v4(5060).build(&rewritten),
+        ),
     ];
     // The floor, timed like the rewrite cases too.
-    pass_cases.push(("floor", "empty TC program (single runs)".into(), Frame::v4(5060).build(&jssip)));
+    pass_cases.push((
+        "floor",
+        "empty TC program (single runs)".into(),
+        Frame::v4(5060).build(&jssip),
+    ));
 
     for (group, name, frame) in pass_cases {
         let single = name.contains("single");
-        let prog_name = if group == "floor" { "bench_empty" } else { rewriter_user::PROGRAM };
+        let prog_name = if group == "floor" {
+            "bench_empty"
+        } else {
+            rewriter_user::PROGRAM
+        };
         let prog = program(&mut rw, prog_name)?;
         let samples: Vec<f64> = if single {
-            (0..singles).map(|_| test_run(prog, &frame, 1, PASS)).collect::<anyhow::Result<_>>()?
+            (0..singles)
+                .map(|_| test_run(prog, &frame, 1, PASS))
+                .collect::<anyhow::Result<_>>()?
         } else {
-            (0..runs).map(|_| test_run(prog, &frame, repeat, PASS)).collect::<anyhow::Result<_>>()?
+            (0..runs)
+                .map(|_| test_run(prog, &frame, repeat, PASS))
+                .collect::<anyhow::Result<_>>()?
         };
         let (m, lo, hi) = median(samples);
-        let how = if single { format!("median of {singles} single runs") } else { format!("median of {runs} runs x {repeat}") };
-        rows.push(Row { group, name, bytes: frame.len(), median: m, min: lo, max: hi, how });
+        let how = if single {
+            format!("median of {singles} single runs")
+        } else {
+            format!("median of {runs} runs x {repeat}")
+        };
+        rows.push(Row {
+            group,
+            name,
+            bytes: frame.len(),
+            median: m,
+            min: lo,
+            max: hi,
+            how,
+        });
     }
     for (group, prog_name, name, frame) in phases {
         let prog = program(&mut rw, prog_name)?;
-        let samples: Vec<f64> = (0..runs).map(|_| test_run(prog, &frame, repeat, PASS)).collect::<anyhow::Result<_>>()?;
+        let samples: Vec<f64> = (0..runs)
+            .map(|_| test_run(prog, &frame, repeat, PASS))
+            .collect::<anyhow::Result<_>>()?;
         let (m, lo, hi) = median(samples);
-        rows.push(Row { group, name, bytes: frame.len(), median: m, min: lo, max: hi, how: format!("median of {runs} runs x {repeat}") });
+        rows.push(Row {
+            group,
+            name,
+            bytes: frame.len(),
+            median: m,
+            min: lo,
+            max: hi,
+            how: format!("median of {runs} runs x {repeat}"),
+        });
     }
     // A new registration each time (other Call-ID): the restore state is inserted, where the
     // rows above (the same REGISTER again, like a refresh) find it in place.
@@ -213,7 +338,10 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         let (m, lo, hi) = median(samples);
         rows.push(Row {
             group: "rewrite",
-            name: format!("REGISTER JsSIP + Digest, DN in map, new Call-ID each ({} B)", jssip.len() + 7),
+            name: format!(
+                "REGISTER JsSIP + Digest, DN in map, new Call-ID each ({} B)",
+                jssip.len() + 7
+            ),
             bytes: jssip.len() + 7 + 42,
             median: m,
             min: lo,
@@ -223,9 +351,19 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     for (group, name, frame) in rewrite_cases {
         let prog = program(&mut rw, rewriter_user::PROGRAM)?;
-        let samples: Vec<f64> = (0..singles).map(|_| test_run(prog, &frame, 1, PASS)).collect::<anyhow::Result<_>>()?;
+        let samples: Vec<f64> = (0..singles)
+            .map(|_| test_run(prog, &frame, 1, PASS))
+            .collect::<anyhow::Result<_>>()?;
         let (m, lo, hi) = median(samples);
-        rows.push(Row { group, name, bytes: frame.len(), median: m, min: lo, max: hi, how: format!("median of {singles} single runs") });
+        rows.push(Row {
+            group,
+            name,
+            bytes: frame.len(),
+            median: m,
+            min: lo,
+            max: hi,
+            how: format!("median of {singles} single runs"),
+        });
     }
     Ok(())
 }
@@ -237,46 +375,114 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
 /// rewrite rows; pass-through rows use `repeat`.
 fn ingress_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut rw = corpus_rewriter();
-    let (runs, repeat, singles) = if opts.quick { (3, 10_000, 200) } else { (7, 100_000, 5_000) };
+    let (runs, repeat, singles) = if opts.quick {
+        (3, 10_000, 200)
+    } else {
+        (7, 100_000, 5_000)
+    };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus-restore");
     let req = std::fs::read(dir.join("01-jssip-map-1002-restored.req.sip"))?;
     let resp = std::fs::read(dir.join("01-jssip-map-1002-restored.resp.sip"))?;
     // Record the REGISTER (edge -> Genesys) the response answers.
     let egress = program(&mut rw, rewriter_user::PROGRAM)?;
-    test_run(egress, &Frame { sport: 5070, ..Frame::v4(5060) }.build(&req), 1, PASS)?;
+    test_run(
+        egress,
+        &Frame {
+            sport: 5070,
+            ..Frame::v4(5060)
+        }
+        .build(&req),
+        1,
+        PASS,
+    )?;
     let back = |f: Frame| Frame { sport: 5070, ..f }.reply();
     let resp_v4 = back(Frame::v4(5060)).build(&resp);
     let resp_v6 = back(Frame::v6(5060)).build(&resp);
-    let other_call = back(Frame::v4(5060)).build(&String::from_utf8_lossy(&resp).replacen("Call-ID: ", "Call-ID: x", 1).into_bytes());
-    let other_port = Frame { sport: 5080, ..back(Frame::v4(5060)) }.build(&resp);
+    let other_call = back(Frame::v4(5060)).build(
+        &String::from_utf8_lossy(&resp)
+            .replacen("Call-ID: ", "Call-ID: x", 1)
+            .into_bytes(),
+    );
+    let other_port = Frame {
+        sport: 5080,
+        ..back(Frame::v4(5060))
+    }
+    .build(&resp);
     let bytes = resp_v4.len();
     let mut push = |name: String, bytes: usize, samples: Vec<f64>, how: String| {
         let (m, lo, hi) = median(samples);
-        rows.push(Row { group: "ingress", name, bytes, median: m, min: lo, max: hi, how });
+        rows.push(Row {
+            group: "ingress",
+            name,
+            bytes,
+            median: m,
+            min: lo,
+            max: hi,
+            how,
+        });
     };
     let how_single = format!("median of {singles} single runs");
     let how_repeat = format!("median of {runs} runs x {repeat}");
-    for (prog_name, label) in [("bench_empty_xdp", "empty XDP program (floor)"), (rewriter_user::PROGRAM_XDP, "XDP restore")] {
+    for (prog_name, label) in [
+        ("bench_empty_xdp", "empty XDP program (floor)"),
+        (rewriter_user::PROGRAM_XDP, "XDP restore"),
+    ] {
         let prog = xdp_program(&mut rw, prog_name)?;
-        let s = (0..singles).map(|_| test_run(prog, &resp_v4, 1, XDP_PASS)).collect::<anyhow::Result<_>>()?;
-        push(format!("{label}: JsSIP 200 OK to REGISTER ({} B)", resp.len()), bytes, s, how_single.clone());
+        let s = (0..singles)
+            .map(|_| test_run(prog, &resp_v4, 1, XDP_PASS))
+            .collect::<anyhow::Result<_>>()?;
+        push(
+            format!("{label}: JsSIP 200 OK to REGISTER ({} B)", resp.len()),
+            bytes,
+            s,
+            how_single.clone(),
+        );
     }
     let prog = xdp_program(&mut rw, rewriter_user::PROGRAM_XDP)?;
-    let s = (0..singles).map(|_| test_run(prog, &resp_v6, 1, XDP_PASS)).collect::<anyhow::Result<_>>()?;
-    push("XDP restore: JsSIP 200 OK over IPv6".into(), resp_v6.len(), s, how_single.clone());
-    for (frame, label) in [(&other_call, "XDP: 200 OK with no recorded state (scan, lookup, pass)"), (&other_port, "XDP: UDP from another port (pass)")] {
-        let s = (0..runs).map(|_| test_run(prog, frame, repeat, XDP_PASS)).collect::<anyhow::Result<_>>()?;
+    let s = (0..singles)
+        .map(|_| test_run(prog, &resp_v6, 1, XDP_PASS))
+        .collect::<anyhow::Result<_>>()?;
+    push(
+        "XDP restore: JsSIP 200 OK over IPv6".into(),
+        resp_v6.len(),
+        s,
+        how_single.clone(),
+    );
+    for (frame, label) in [
+        (
+            &other_call,
+            "XDP: 200 OK with no recorded state (scan, lookup, pass)",
+        ),
+        (&other_port, "XDP: UDP from another port (pass)"),
+    ] {
+        let s = (0..runs)
+            .map(|_| test_run(prog, frame, repeat, XDP_PASS))
+            .collect::<anyhow::Result<_>>()?;
         push(label.into(), frame.len(), s, how_repeat.clone());
     }
     rw.load_ingress(rewriter_user::Ingress::Tc)?;
     let prog = rw.tc_ingress_mut()?;
-    let s = (0..singles).map(|_| test_run(prog, &resp_v4, 1, PASS)).collect::<anyhow::Result<_>>()?;
-    push(format!("TC ingress restore: JsSIP 200 OK to REGISTER ({} B)", resp.len()), bytes, s, how_single);
+    let s = (0..singles)
+        .map(|_| test_run(prog, &resp_v4, 1, PASS))
+        .collect::<anyhow::Result<_>>()?;
+    push(
+        format!(
+            "TC ingress restore: JsSIP 200 OK to REGISTER ({} B)",
+            resp.len()
+        ),
+        bytes,
+        s,
+        how_single,
+    );
     Ok(())
 }
 
 fn xdp_program<'a>(rw: &'a mut Rewriter, name: &str) -> anyhow::Result<&'a mut Xdp> {
-    let prog: &mut Xdp = rw.ebpf_mut().program_mut(name).with_context(|| format!("program {name}"))?.try_into()?;
+    let prog: &mut Xdp = rw
+        .ebpf_mut()
+        .program_mut(name)
+        .with_context(|| format!("program {name}"))?
+        .try_into()?;
     if prog.fd().is_err() {
         prog.load().with_context(|| format!("loading {name}"))?;
     }
@@ -284,7 +490,11 @@ fn xdp_program<'a>(rw: &'a mut Rewriter, name: &str) -> anyhow::Result<&'a mut X
 }
 
 fn program<'a>(rw: &'a mut Rewriter, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
-    let prog: &mut SchedClassifier = rw.ebpf_mut().program_mut(name).with_context(|| format!("program {name}"))?.try_into()?;
+    let prog: &mut SchedClassifier = rw
+        .ebpf_mut()
+        .program_mut(name)
+        .with_context(|| format!("program {name}"))?
+        .try_into()?;
     if prog.fd().is_err() {
         prog.load().with_context(|| format!("loading {name}"))?;
     }
@@ -300,27 +510,50 @@ fn scale(opts: &Opts, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyhow::R
     let frame = Frame::v4(5060).build(&jssip);
     let mut measure = |rw: &mut Rewriter, label: String| -> anyhow::Result<()> {
         let prog = program(rw, rewriter_user::PROGRAM)?;
-        let samples: Vec<f64> = (0..singles).map(|_| test_run(prog, &frame, 1, PASS)).collect::<anyhow::Result<_>>()?;
+        let samples: Vec<f64> = (0..singles)
+            .map(|_| test_run(prog, &frame, 1, PASS))
+            .collect::<anyhow::Result<_>>()?;
         let (m, lo, hi) = median(samples);
-        rows.push(Row { group: "scale", name: label, bytes: frame.len(), median: m, min: lo, max: hi, how: format!("median of {singles} single runs") });
+        rows.push(Row {
+            group: "scale",
+            name: label,
+            bytes: frame.len(),
+            median: m,
+            min: lo,
+            max: hi,
+            how: format!("median of {singles} single runs"),
+        });
         Ok(())
     };
-    for dn in ["1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "1010", "1011"] {
-        rw.set_contact(dn.as_bytes(), format!("sip:{dn}@192.168.210.54:5060").as_bytes())?;
+    for dn in [
+        "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "1010", "1011",
+    ] {
+        rw.set_contact(
+            dn.as_bytes(),
+            format!("sip:{dn}@192.168.210.54:5060").as_bytes(),
+        )?;
     }
     measure(&mut rw, "REGISTER JsSIP, DN map with 10 entries".into())?;
     let t = Instant::now();
     {
         let map = rw.ebpf_mut().map_mut("CONTACTS").context("CONTACTS")?;
-        let mut map: aya::maps::HashMap<&mut aya::maps::MapData, DnKey, ContactUri> = aya::maps::HashMap::try_from(map)?;
+        let mut map: aya::maps::HashMap<&mut aya::maps::MapData, DnKey, ContactUri> =
+            aya::maps::HashMap::try_from(map)?;
         for i in 0..n {
             let dn = format!("{}", 100_000_000 + i);
-            map.insert(DnKey::new(dn.as_bytes()).unwrap(), ContactUri::new(format!("sip:{dn}@192.168.210.54:5060").as_bytes()).unwrap(), 0)?;
+            map.insert(
+                DnKey::new(dn.as_bytes()).unwrap(),
+                ContactUri::new(format!("sip:{dn}@192.168.210.54:5060").as_bytes()).unwrap(),
+                0,
+            )?;
         }
     }
     let secs = t.elapsed().as_secs_f64();
     notes.push(format!("Loading {n} DN entries into the map (one bpf(BPF_MAP_UPDATE_ELEM) each): {secs:.2} s, {:.0} entries/s.", n as f64 / secs));
-    measure(&mut rw, format!("REGISTER JsSIP, DN map with {} entries", n + 10))?;
+    measure(
+        &mut rw,
+        format!("REGISTER JsSIP, DN map with {} entries", n + 10),
+    )?;
     Ok(())
 }
 
@@ -368,7 +601,9 @@ fn live_cost(rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyhow::Result<()>
             tx.send_to(&jssip, (GENESYS_V4, 5060))?;
         }
         let sent_in = t0.elapsed().as_secs_f64();
-        let got = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))?;
+        let got = receiver
+            .join()
+            .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
         let socket_drops = {
             let _g = InNetns::enter(&topo.genesys)?;
             udp_counter("RcvbufErrors") - drops0
@@ -376,7 +611,13 @@ fn live_cost(rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyhow::Result<()>
         let info1 = rw.program_mut()?.info()?;
         let runs = info1.run_count() - info0.run_count();
         let ns = (info1.run_time() - info0.run_time()).as_nanos() as f64 / runs.max(1) as f64;
-        rows.push(Row::once("live", format!("veth, JsSIP REGISTER at {rate}/s"), jssip.len(), ns, "run_time_ns / run_cnt (kernel BPF stats)".into()));
+        rows.push(Row::once(
+            "live",
+            format!("veth, JsSIP REGISTER at {rate}/s"),
+            jssip.len(),
+            ns,
+            "run_time_ns / run_cnt (kernel BPF stats)".into(),
+        ));
         notes.push(format!(
             "Live at {rate}/s: sent {count} in {sent_in:.2} s ({:.0}/s achieved), received {got}, lost {} (receiver socket buffer drops so far: {socket_drops}; the program never drops); program ran {runs} times.",
             count as f64 / sent_in,
@@ -393,7 +634,13 @@ fn big_rcvbuf(s: &UdpSocket) {
     let size: libc::c_int = 16 << 20;
     // SAFETY: valid socket fd, pointer to a live c_int of the size passed.
     unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size as *const _ as *const libc::c_void, 4);
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &size as *const _ as *const libc::c_void,
+            4,
+        );
     }
 }
 
@@ -404,8 +651,15 @@ fn udp_counter(name: &str) -> u64 {
     if lines.len() < 2 {
         return 0;
     }
-    let i = lines[0].split_whitespace().position(|n| n == name).unwrap_or(0);
-    lines[1].split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or(0)
+    let i = lines[0]
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or(0);
+    lines[1]
+        .split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU ns the calling thread has run (`/proc/thread-self/schedstat`, first field).
@@ -437,17 +691,27 @@ fn relay_cost(opts: &Opts, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyh
     big_rcvbuf(&relay_sock);
     relay_sock.set_nonblocking(true)?;
     let relay = std::thread::spawn(move || -> anyhow::Result<(u64, u64)> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async move {
             let sock = tokio::net::UdpSocket::from_std(relay_sock)?;
             let cfg = corpus_config();
-            let table: HashMap<&[u8], ContactUri> = [(&b"1002"[..], ContactUri::new(b"sip:1002@192.168.210.54:5060").unwrap())].into();
+            let table: HashMap<&[u8], ContactUri> = [(
+                &b"1002"[..],
+                ContactUri::new(b"sip:1002@192.168.210.54:5060").unwrap(),
+            )]
+            .into();
             let mut buf = vec![0u8; 2048];
             let mut out = vec![0u8; 4096];
             let mut n = 0u64;
             let cpu0 = thread_cpu_ns();
             while n < count {
-                let Ok(Ok(len)) = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await else { break };
+                let Ok(Ok(len)) =
+                    tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await
+                else {
+                    break;
+                };
                 let msg = &buf[..len];
                 // Only complete messages are rewritten (memchr finds the end of the headers).
                 let reply: &[u8] = if memchr::memmem::find(msg, b"\r\n\r\n").is_some() {
@@ -483,11 +747,23 @@ fn relay_cost(opts: &Opts, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyh
         }
         tx.send_to(&jssip, "127.0.0.1:5060")?;
     }
-    let (relayed, cpu) = relay.join().map_err(|_| anyhow::anyhow!("relay panicked"))??;
-    let sunk = sink_thread.join().map_err(|_| anyhow::anyhow!("sink panicked"))?;
+    let (relayed, cpu) = relay
+        .join()
+        .map_err(|_| anyhow::anyhow!("relay panicked"))??;
+    let sunk = sink_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("sink panicked"))?;
     let per = cpu as f64 / relayed.max(1) as f64;
-    rows.push(Row::once("userspace", "tokio+memchr relay, same algorithm, JsSIP REGISTER".into(), jssip.len(), per, format!("relay thread CPU ns / messages ({relayed} at {rate}/s)")));
-    notes.push(format!("Userspace relay: {count} sent, {relayed} relayed, {sunk} received by the sink."));
+    rows.push(Row::once(
+        "userspace",
+        "tokio+memchr relay, same algorithm, JsSIP REGISTER".into(),
+        jssip.len(),
+        per,
+        format!("relay thread CPU ns / messages ({relayed} at {rate}/s)"),
+    ));
+    notes.push(format!(
+        "Userspace relay: {count} sent, {relayed} relayed, {sunk} received by the sink."
+    ));
     Ok(())
 }
 
@@ -495,14 +771,23 @@ fn relay_cost(opts: &Opts, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyh
 /// namespace: CPU ns per REGISTER from /proc/PID/task/*/schedstat over all its processes.
 fn kamailio_cost(rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyhow::Result<()> {
     let bin = which("kamailio").or_else(|| {
-        let _ = Command::new("apt-get").args(["install", "-y", "-qq", "kamailio"]).env("DEBIAN_FRONTEND", "noninteractive").status();
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "kamailio"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
         which("kamailio")
     });
-    let Some(bin) = bin else { bail!("kamailio is not installed and `apt-get install kamailio` failed") };
-    let mpath = ["/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules", "/usr/lib64/kamailio/modules"]
-        .into_iter()
-        .find(|p| Path::new(p).join("textops.so").exists())
-        .context("kamailio modules (textops.so) not found")?;
+    let Some(bin) = bin else {
+        bail!("kamailio is not installed and `apt-get install kamailio` failed")
+    };
+    let mpath = [
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+        "/usr/lib/kamailio/modules",
+        "/usr/lib64/kamailio/modules",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).join("textops.so").exists())
+    .context("kamailio modules (textops.so) not found")?;
     let cfg = format!(
         r#"#!KAMAILIO
 debug=0
@@ -526,7 +811,8 @@ request_route {{
 }}
 "#
     );
-    let cfg_path = std::env::temp_dir().join(format!("sipr-bench-kamailio-{}.cfg", std::process::id()));
+    let cfg_path =
+        std::env::temp_dir().join(format!("sipr-bench-kamailio-{}.cfg", std::process::id()));
     std::fs::write(&cfg_path, cfg)?;
     let ns = format!("sipr-bench-kam-{}", std::process::id());
     ip(&["netns", "add", &ns])?;
@@ -534,7 +820,9 @@ request_route {{
     impl Drop for Cleanup {
         fn drop(&mut self) {
             if let Some(mut c) = self.1.take() {
-                let _ = Command::new("pkill").args(["-TERM", "-P", &c.id().to_string()]).status();
+                let _ = Command::new("pkill")
+                    .args(["-TERM", "-P", &c.id().to_string()])
+                    .status();
                 let _ = c.kill();
                 let _ = c.wait();
             }
@@ -547,14 +835,31 @@ request_route {{
     ip(&["-n", &ns, "link", "set", "lo", "up"])?;
     let _in = InNetns::enter(&ns)?;
     let jssip = read_case("10-jssip-register-digest-map-1002");
-    for (label, extra) in [("default allocator", &[][..]), ("-x fm -X fm", &["-x", "fm", "-X", "fm"][..])] {
+    for (label, extra) in [
+        ("default allocator", &[][..]),
+        ("-x fm -X fm", &["-x", "fm", "-X", "fm"][..]),
+    ] {
         let sink = UdpSocket::bind("127.0.0.1:5080")?;
         sink.set_read_timeout(Some(Duration::from_secs(2)))?;
         big_rcvbuf(&sink);
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{ns}"))
             .arg(&bin)
-            .args(["-f", cfg_path.to_str().unwrap(), "-DD", "-E", "-m", "64", "-M", "16", "-u", "root", "-g", "root", "-P"])
+            .args([
+                "-f",
+                cfg_path.to_str().unwrap(),
+                "-DD",
+                "-E",
+                "-m",
+                "64",
+                "-M",
+                "16",
+                "-u",
+                "root",
+                "-g",
+                "root",
+                "-P",
+            ])
             .arg(cfg_path.with_extension("pid"))
             .args(extra)
             .stdout(Stdio::null())
@@ -604,13 +909,25 @@ request_route {{
             }
             tx.send_to(&jssip, "127.0.0.1:5060")?;
         }
-        let got = sink_thread.join().map_err(|_| anyhow::anyhow!("sink panicked"))?;
+        let got = sink_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("sink panicked"))?;
         let cpu = tree_cpu_ns(pid) - cpu0;
         let per = cpu as f64 / got.max(1) as f64;
-        rows.push(Row::once("kamailio", format!("Kamailio 5.6 textops rewrite + forward, {label}"), jssip.len(), per, format!("CPU ns of all its processes / forwarded ({got} of {count} at {rate}/s)")));
-        notes.push(format!("Kamailio ({label}): {count} sent at {rate}/s, {got} forwarded."));
+        rows.push(Row::once(
+            "kamailio",
+            format!("Kamailio 5.6 textops rewrite + forward, {label}"),
+            jssip.len(),
+            per,
+            format!("CPU ns of all its processes / forwarded ({got} of {count} at {rate}/s)"),
+        ));
+        notes.push(format!(
+            "Kamailio ({label}): {count} sent at {rate}/s, {got} forwarded."
+        ));
         if let Some(mut c) = cleanup.1.take() {
-            let _ = Command::new("pkill").args(["-TERM", "-P", &c.id().to_string()]).status();
+            let _ = Command::new("pkill")
+                .args(["-TERM", "-P", &c.id().to_string()])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -628,7 +945,11 @@ fn tree_cpu_ns(pid: u32) -> u64 {
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for t in tasks.flatten() {
                 if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                    total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                    total += s
+                        .split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
                 }
                 if let Ok(ch) = std::fs::read_to_string(t.path().join("children")) {
                     stack.extend(ch.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
@@ -640,7 +961,13 @@ fn tree_cpu_ns(pid: u32) -> u64 {
 }
 
 fn which(bin: &str) -> Option<PathBuf> {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"] {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/sbin",
+    ] {
         let p = Path::new(dir).join(bin);
         if p.exists() {
             return Some(p);
@@ -650,30 +977,57 @@ fn which(bin: &str) -> Option<PathBuf> {
 }
 
 fn sh(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd).args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn render(rows: &[Row], notes: &[String], opts: &Opts, took: Duration) -> String {
-    let floor = rows.iter().find(|r| r.name == "empty TC program").map(|r| r.median).unwrap_or(f64::NAN);
-    let floor1 = rows.iter().find(|r| r.name.starts_with("empty TC program (single")).map(|r| r.median).unwrap_or(f64::NAN);
+    let floor = rows
+        .iter()
+        .find(|r| r.name == "empty TC program")
+        .map(|r| r.median)
+        .unwrap_or(f64::NAN);
+    let floor1 = rows
+        .iter()
+        .find(|r| r.name.starts_with("empty TC program (single"))
+        .map(|r| r.median)
+        .unwrap_or(f64::NAN);
     // Ingress rows are compared with the empty XDP program (single runs, like the restores).
-    let floor_xdp = rows.iter().find(|r| r.name.starts_with("empty XDP program")).map(|r| r.median).unwrap_or(f64::NAN);
+    let floor_xdp = rows
+        .iter()
+        .find(|r| r.name.starts_with("empty XDP program"))
+        .map(|r| r.median)
+        .unwrap_or(f64::NAN);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let mut s = String::new();
     let _ = writeln!(s, "# sip-rewriter benchmarks\n");
     let _ = writeln!(
         s,
         "Machine: {cpu}, {} CPUs; kernel {}; {}. Command: `cargo xtask bench{}` (took {:.0} s).\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
         sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         if opts.quick { " --quick" } else { "" },
         took.as_secs_f64()
     );
-    let _ = writeln!(s, "| group | case | frame B | ns/packet (median) | min | max | x floor | how |");
+    let _ = writeln!(
+        s,
+        "| group | case | frame B | ns/packet (median) | min | max | x floor | how |"
+    );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---|");
     for r in rows {
         let base = if r.group == "ingress" {
@@ -683,16 +1037,40 @@ fn render(rows: &[Row], notes: &[String], opts: &Opts, took: Duration) -> String
         } else {
             floor
         };
-        let ratio = if r.group == "kamailio" || r.group == "userspace" || r.group == "live" { String::from("-") } else { format!("{:.1}", r.median / base) };
-        let _ = writeln!(s, "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |", r.group, r.name, r.bytes, r.median, r.min, r.max, ratio, r.how);
+        let ratio = if r.group == "kamailio" || r.group == "userspace" || r.group == "live" {
+            String::from("-")
+        } else {
+            format!("{:.1}", r.median / base)
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            r.group, r.name, r.bytes, r.median, r.min, r.max, ratio, r.how
+        );
     }
-    let rewrite_jssip = rows.iter().find(|r| r.name.starts_with("REGISTER JsSIP + Digest, DN in map (")).map(|r| r.median);
-    let new_registration = rows.iter().find(|r| r.name.contains("new Call-ID each")).map(|r| r.median);
-    let non_candidate = rows.iter().find(|r| r.name.starts_with("UDP to another port")).map(|r| r.median);
-    let kam_fm = rows.iter().find(|r| r.name.contains("-x fm")).map(|r| r.median);
+    let rewrite_jssip = rows
+        .iter()
+        .find(|r| r.name.starts_with("REGISTER JsSIP + Digest, DN in map ("))
+        .map(|r| r.median);
+    let new_registration = rows
+        .iter()
+        .find(|r| r.name.contains("new Call-ID each"))
+        .map(|r| r.median);
+    let non_candidate = rows
+        .iter()
+        .find(|r| r.name.starts_with("UDP to another port"))
+        .map(|r| r.median);
+    let kam_fm = rows
+        .iter()
+        .find(|r| r.name.contains("-x fm"))
+        .map(|r| r.median);
     let _ = writeln!(s, "\n## Against the targets\n");
     if let Some(v) = rewrite_jssip {
-        let _ = writeln!(s, "- Rewritten JsSIP REGISTER: {v:.0} ns (single runs, floor {floor1:.0} ns in the same mode) against a target of 250 ns: {}.", verdict(v, 250.0));
+        let _ = writeln!(
+            s,
+            "- Rewritten JsSIP REGISTER: {v:.0} ns (single runs, floor {floor1:.0} ns in the same mode) against a target of 250 ns: {}.",
+            verdict(v, 250.0)
+        );
     }
     if let Some(v) = new_registration {
         let _ = writeln!(
@@ -701,18 +1079,33 @@ fn render(rows: &[Row], notes: &[String], opts: &Opts, took: Duration) -> String
         );
     }
     if let Some(v) = non_candidate {
-        let _ = writeln!(s, "- Non-candidate packet (UDP to another port): {v:.0} ns against a target of 50 ns: {}.", verdict(v, 50.0));
+        let _ = writeln!(
+            s,
+            "- Non-candidate packet (UDP to another port): {v:.0} ns against a target of 50 ns: {}.",
+            verdict(v, 50.0)
+        );
     }
     match (kam_fm, rewrite_jssip) {
         (Some(k), Some(v)) => {
-            let _ = writeln!(s, "- Kamailio with fm: {k:.0} ns CPU per REGISTER, {:.1}x the kernel rewrite (target: at least 30x).", k / v);
+            let _ = writeln!(
+                s,
+                "- Kamailio with fm: {k:.0} ns CPU per REGISTER, {:.1}x the kernel rewrite (target: at least 30x).",
+                k / v
+            );
         }
         _ => {
             let _ = writeln!(s, "- Kamailio: not measured in this run.");
         }
     }
-    let find = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| r.median);
-    if let (Some(x), Some(t)) = (find("XDP restore: JsSIP 200 OK to REGISTER"), find("TC ingress restore: JsSIP")) {
+    let find = |prefix: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(prefix))
+            .map(|r| r.median)
+    };
+    if let (Some(x), Some(t)) = (
+        find("XDP restore: JsSIP 200 OK to REGISTER"),
+        find("TC ingress restore: JsSIP"),
+    ) {
         let _ = writeln!(
             s,
             "- Restore of Genesys' 200 OK to a JsSIP REGISTER (ingress): XDP {x:.0} ns, TC ingress {t:.0} ns (single runs; empty XDP \
@@ -750,15 +1143,24 @@ fn render(rows: &[Row], notes: &[String], opts: &Opts, took: Duration) -> String
 }
 
 fn verdict(v: f64, target: f64) -> String {
-    if v <= target { "met".into() } else { format!("missed by {:.0} ns ({:.1}x)", v - target, v / target) }
+    if v <= target {
+        "met".into()
+    } else {
+        format!("missed by {:.0} ns ({:.1}x)", v - target, v / target)
+    }
 }
 
 /// A horizontal bar chart of every row, with the floor marked.
 fn svg(rows: &[Row]) -> String {
     let max = rows.iter().map(|r| r.median).fold(1.0, f64::max).log10();
     let h = 30 + rows.len() * 24;
-    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="{h}" font-family="sans-serif" font-size="12">"#);
-    let _ = write!(s, r#"<text x="10" y="18" font-weight="bold">ns per packet (log scale)</text>"#);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        s,
+        r#"<text x="10" y="18" font-weight="bold">ns per packet (log scale)</text>"#
+    );
     for (i, r) in rows.iter().enumerate() {
         let y = 30 + i * 24;
         let w = (r.median.max(1.0).log10() / max * 480.0).max(2.0);
@@ -773,8 +1175,17 @@ fn svg(rows: &[Row]) -> String {
         };
         let name = r.name.replace('&', "&amp;").replace('<', "&lt;");
         let _ = write!(s, r#"<text x="10" y="{}">{name}</text>"#, y + 14);
-        let _ = write!(s, r#"<rect x="420" y="{y}" width="{w:.0}" height="18" fill="{color}"/>"#);
-        let _ = write!(s, r#"<text x="{:.0}" y="{}">{:.0}</text>"#, 425.0 + w, y + 14, r.median);
+        let _ = write!(
+            s,
+            r#"<rect x="420" y="{y}" width="{w:.0}" height="18" fill="{color}"/>"#
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{:.0}" y="{}">{:.0}</text>"#,
+            425.0 + w,
+            y + 14,
+            r.median
+        );
     }
     s.push_str("</svg>\n");
     s
