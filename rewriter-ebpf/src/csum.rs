@@ -46,6 +46,16 @@ pub fn verifier_size(len: usize) -> usize {
     ((core::hint::black_box(len) - 1) & MASK) + 1
 }
 
+/// `i & MASK`, kept even where LLVM proves it redundant from an earlier bounds check: the
+/// verifier may not know that bound. Before v6.9 (commit 26b560765e67 "bpf: Assign ID to
+/// scalars on spill") a bound learned on a register does not reach its copy spilled to the
+/// stack, so a length checked in one register and reloaded later is unbounded again (v6.1:
+/// "math between map_value pointer and register with unbounded min value is not allowed").
+#[inline(always)]
+pub fn masked(i: usize) -> usize {
+    core::hint::black_box(i) & MASK
+}
+
 /// Writes `len` bytes of `msg` starting at `from` to packet offset `off`; returns the offset
 /// after them. Invalidates packet pointers.
 #[inline(always)]
@@ -77,12 +87,19 @@ pub fn store_msg<R: Raw>(
 /// Invalidates packet pointers.
 #[inline(always)]
 pub fn store_uri<R: Raw>(r: R, off: usize, text: &[u8; URI_BUF], len: usize) -> Result<usize, i64> {
-    if len == 0 || len > URI_BUF {
+    // One compare of `len - 1` then `+ 1`: the verifier sees [1, URI_BUF] on the size register.
+    // `len == 0 || len > URI_BUF` is the same test, but v6.1's verifier learns nothing on the
+    // fall-through of `if len == 0` ("invalid access to map value … size=0"): that refinement
+    // came in v6.8 (`regs_refine_cond_op`, BPF_JNE, "bpf: make the verifier tracks the "not
+    // equal" for regs", Dec 2023). The `black_box` keeps LLVM from folding `- 1 … + 1` away.
+    let m1 = core::hint::black_box(len.wrapping_sub(1));
+    if m1 >= URI_BUF {
         return Err(-1);
     }
-    // `len` <= URI_BUF, the length of `text`.
-    let e = r.store(off as u32, text.as_ptr() as *const c_void, len as u32);
-    if e != 0 { Err(e) } else { Ok(off + len) }
+    let size = m1 + 1;
+    // `size` <= URI_BUF, the length of `text`.
+    let e = r.store(off as u32, text.as_ptr() as *const c_void, size as u32);
+    if e != 0 { Err(e) } else { Ok(off + size) }
 }
 
 /// Grows or shrinks the packet to `len` bytes (new bytes are zero; a CHECKSUM_PARTIAL skb keeps

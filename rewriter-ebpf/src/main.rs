@@ -69,8 +69,6 @@ static REGS: LruHashMap<RegKey, RegState> = LruHashMap::with_max_entries(MAX_REG
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-const MASK: usize = BUF_SIZE - 1;
-
 /// Egress entry point.
 #[classifier]
 pub fn sip_rewriter(ctx: TcContext) -> i32 {
@@ -366,7 +364,7 @@ fn load_payload<P: Pkt>(ctx: &P, off: usize, n: usize, s: &mut Scratch) -> Verdi
     }
     for i in 0..TAIL_PAD {
         // SAFETY: masked index inside the buffer; volatile keeps it from becoming a `memset`.
-        unsafe { core::ptr::write_volatile(s.msg.0.as_mut_ptr().add((n + i) & MASK), 0) };
+        unsafe { core::ptr::write_volatile(s.msg.0.as_mut_ptr().add(csum::masked(n + i)), 0) };
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod netdev;
 pub mod pins;
 pub mod stats;
+pub mod support;
 
 pub use loader::{Attachment, Ingress, Rewriter};
 

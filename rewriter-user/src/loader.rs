@@ -141,7 +141,7 @@ impl Rewriter {
         this.set_config(config)?;
         let prog = this.program_mut()?;
         prog.load()
-            .context("verifier rejected the sip-rewriter program")?;
+            .map_err(|e| crate::support::explain_load_error(e.into(), PROGRAM))?;
         Ok(this)
     }
 
@@ -183,15 +183,16 @@ impl Rewriter {
                 let p = self.xdp_mut()?;
                 if p.fd().is_err() {
                     p.load()
-                        .context("verifier rejected the XDP restore program")?;
+                        .map_err(|e| crate::support::explain_load_error(e.into(), PROGRAM_XDP))?;
                 }
                 Ok(())
             }
             Ingress::Tc => {
                 let p = self.tc_ingress_mut()?;
                 if p.fd().is_err() {
-                    p.load()
-                        .context("verifier rejected the TC ingress restore program")?;
+                    p.load().map_err(|e| {
+                        crate::support::explain_load_error(e.into(), PROGRAM_TC_INGRESS)
+                    })?;
                 }
                 Ok(())
             }
@@ -548,4 +549,88 @@ pub fn addr_key(addr: IpAddr) -> AddrKey {
         IpAddr::V4(a) => AddrKey::v4(a.octets()),
         IpAddr::V6(a) => AddrKey(a.octets()),
     }
+}
+
+/// The verifier's reason for refusing a program, in one line, if `e` is such a refusal: the
+/// first line after the last instruction the log printed (e.g. `R3 min value is outside of the
+/// allowed memory range`'s preceding `invalid access to map value, …`), else its last line.
+pub fn verifier_reason(e: &anyhow::Error) -> Option<String> {
+    let log = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<aya::programs::ProgramError>() {
+            Some(aya::programs::ProgramError::LoadError {
+                verifier_log,
+                io_error,
+            }) => Some((verifier_log.to_string(), io_error.to_string())),
+            _ => None,
+        })?;
+    let (log, io) = log;
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let is_insn = |l: &str| {
+        l.split_once(':')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let is_summary = |l: &str| {
+        [
+            "processed ",
+            "verification time",
+            "stack depth",
+            "max_states_per_insn",
+        ]
+        .iter()
+        .any(|p| l.starts_with(p))
+    };
+    let after_last_insn = lines.iter().rposition(|l| is_insn(l)).map_or(0, |i| i + 1);
+    let line = lines[after_last_insn..]
+        .iter()
+        .find(|l| !is_summary(l))
+        .or_else(|| lines.iter().rev().find(|l| !is_summary(l) && !is_insn(l)))
+        .map(|l| (*l).to_owned());
+    Some(line.unwrap_or(io))
+}
+
+/// Loads the object and each program on its own: per program, the instructions the verifier
+/// processed, or its one-line reason for refusing (see [`verifier_reason`]) and the whole error
+/// with the verifier's log.
+pub fn verify_programs(
+    config: &Config,
+) -> anyhow::Result<Vec<(&'static str, Result<u32, (String, String)>)>> {
+    let mut this = Rewriter {
+        ebpf: EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .context("loading the sip-rewriter eBPF object")?,
+        logger: None,
+    };
+    this.logger = aya_log::EbpfLogger::init(&mut this.ebpf).ok();
+    this.set_config(config)?;
+    let mut out = Vec::new();
+    for name in [PROGRAM, PROGRAM_XDP, PROGRAM_TC_INGRESS] {
+        let loaded: anyhow::Result<u32> = (|| {
+            let info = if name == PROGRAM_XDP {
+                let p = this.xdp_mut()?;
+                p.load()?;
+                p.info()?
+            } else {
+                let p = this.typed_program::<SchedClassifier>(name)?;
+                p.load()?;
+                p.info()?
+            };
+            info.verified_instruction_count()
+                .context("the kernel reports no verified_insns (before 5.16)")
+        })();
+        out.push((
+            name,
+            loaded.map_err(|e| {
+                (
+                    verifier_reason(&e).unwrap_or_else(|| format!("{e:#}")),
+                    format!("{e:?}"),
+                )
+            }),
+        ));
+    }
+    Ok(out)
 }

@@ -18,6 +18,10 @@ use rewriter_user::config::{ConfigError, ValidationError};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Debug logging of sip-rewriter itself (e.g. the whole verifier log when the kernel
+    /// refuses a program); RUST_LOG overrides it.
+    #[arg(long, short, global = true)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -36,8 +40,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    let level = if cli.verbose {
+        "info,sip_rewriter=debug,rewriter_user=debug"
+    } else {
+        "info"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
         Command::Attach(args) => cmd::attach::run(args),
         Command::Detach(args) => cmd::detach::run(args),

@@ -31,10 +31,39 @@ pub fn has_tcx() -> bool {
     aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
 }
 
-/// Id of the sip-rewriter program attached to `iface`'s TCX egress, if any.
+/// Id of the program `name` among `iface`'s clsact filters in direction `dir` (`egress` or
+/// `ingress`), from `tc filter show` (before TCX, the kernel's only record of a cls_bpf
+/// attachment is the filter; its netlink dump is what `tc` prints).
+fn clsact_program(iface: &str, dir: &str, name: &str) -> anyhow::Result<Option<u32>> {
+    let out = std::process::Command::new("tc")
+        .args(["filter", "show", "dev", iface, dir])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running `tc filter show dev {iface} {dir}` (iproute2)"))?;
+    if !out.status.success() {
+        // No clsact qdisc: nothing attached.
+        return Ok(None);
+    }
+    // `filter protocol all pref 49152 bpf chain 0 handle 0x1 sip_rewriter direct-action not_in_hw id 42 …`
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if !words.contains(&name) {
+                return None;
+            }
+            words
+                .windows(2)
+                .find(|w| w[0] == "id")
+                .and_then(|w| w[1].parse().ok())
+        }))
+}
+
+/// Id of the sip-rewriter program attached to `iface`'s egress (TCX, or clsact before 6.6), if
+/// any.
 pub fn attached_program(iface: &str) -> anyhow::Result<Option<u32>> {
     if !has_tcx() {
-        return Ok(None);
+        return clsact_program(iface, "egress", crate::PROGRAM);
     }
     let (_, progs) =
         aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Egress)
@@ -47,8 +76,11 @@ pub fn attached_program(iface: &str) -> anyhow::Result<Option<u32>> {
 
 /// Whether the TC ingress restore is attached to `iface` (behind XDP or on its own).
 pub fn attached_ingress(iface: &str) -> anyhow::Result<bool> {
-    if !has_tcx() || ifindex(iface).is_err() {
+    if ifindex(iface).is_err() {
         return Ok(false);
+    }
+    if !has_tcx() {
+        return Ok(clsact_program(iface, "ingress", crate::PROGRAM_TC_INGRESS)?.is_some());
     }
     let (_, progs) =
         aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Ingress)

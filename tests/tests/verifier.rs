@@ -1,33 +1,32 @@
-//! Verifier cost of the programs, printed so that regressions show in the test output.
+//! Verifier cost of the programs, printed so that regressions show in the test output (and so
+//! that `cargo xtask vm-test` can report them per kernel): one line per program,
+//! `verifier: NAME processed N instructions` or `verifier: NAME rejected: REASON`.
 
 use rewriter_common::Config;
-use rewriter_user::{Ingress, Rewriter};
 
-/// Far below the kernel's 1 000 000 processed-instructions limit; fails loudly if a change
-/// makes verification explode.
-const BUDGET: u32 = 300_000;
+/// Half the kernel's 1 000 000 processed-instructions limit, on every kernel of the matrix
+/// (`cargo xtask vm-test`): v6.1's verifier prunes fewer states and processes about twice what
+/// v6.18's does for the same object. Fails loudly if a change makes verification explode.
+const BUDGET: u32 = 500_000;
 
 #[test]
 fn verifier_processed_instructions_stay_within_budget() {
-    let mut rw = Rewriter::load(&Config::default()).unwrap();
-    rw.load_ingress(Ingress::Xdp).unwrap();
-    rw.load_ingress(Ingress::Tc).unwrap();
-    let counts = [
-        (
-            "sip_rewriter (egress)",
-            rw.program_mut().unwrap().info().unwrap(),
-        ),
-        ("sip_restore_xdp", rw.xdp_mut().unwrap().info().unwrap()),
-        (
-            "sip_restore_tc",
-            rw.tc_ingress_mut().unwrap().info().unwrap(),
-        ),
-    ];
-    for (name, info) in counts {
-        let n = info
-            .verified_instruction_count()
-            .expect("kernel >= 5.16 reports verified_insns");
-        println!("verifier: {name} processed {n} instructions (budget {BUDGET})");
-        assert!(n < BUDGET, "{name}: verifier processed {n} instructions");
+    let results = rewriter_user::loader::verify_programs(&Config::default()).unwrap();
+    let mut bad = Vec::new();
+    for (name, r) in results {
+        match r {
+            Ok(n) => {
+                println!("verifier: {name} processed {n} instructions (budget {BUDGET})");
+                if n >= BUDGET {
+                    bad.push(format!("{name}: {n} instructions"));
+                }
+            }
+            Err((reason, full)) => {
+                eprintln!("{name}: {full}");
+                println!("verifier: {name} rejected: {reason}");
+                bad.push(format!("{name}: {reason}"));
+            }
+        }
     }
+    assert!(bad.is_empty(), "{bad:?}");
 }

@@ -142,7 +142,8 @@ fn contact(msg: &str) -> String {
         .join(", ")
 }
 
-pub fn run(bin: &Path) -> anyhow::Result<()> {
+/// Returns the hooks `attach` reported (egress attach mode, ingress hooks).
+pub fn run(bin: &Path) -> anyhow::Result<String> {
     for ns in [EDGE, GENESYS] {
         if Path::new("/run/netns").join(ns).exists() {
             bail!("network namespace {ns:?} already exists; remove it with: ip netns del {ns}");
@@ -189,15 +190,39 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
             .join("\n")
     );
 
-    let child = Command::new("nsenter")
+    let mut child = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{EDGE}"))
         .arg(bin)
         .args(["attach", "--interval", "3600", "--config"])
         .arg(&demo.config)
         .env("SIP_REWRITER_PIN_ROOT", PIN_ROOT)
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .context("starting sip-rewriter attach")?;
+    // The log goes on to our stderr; its `attached to` line names the hooks attach chose.
+    // Its error line, if it fails, goes into ours.
+    let hooks = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let failure = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(err) = child.stderr.take() {
+        let (hooks, failure) = (hooks.clone(), failure.clone());
+        thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                if let Some(rest) = line.split_once("attached to ").map(|(_, r)| r) {
+                    *hooks.lock().unwrap_or_else(|e| e.into_inner()) = rest
+                        .split(", Genesys port")
+                        .next()
+                        .unwrap_or(rest)
+                        .to_owned();
+                }
+                if line.starts_with("sip-rewriter: ") {
+                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = line;
+                }
+            }
+        });
+    }
     demo.attach = Some(child);
     // `status` says "running" once the egress program is attached, which `attach` does last.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -205,7 +230,9 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
         if let Some(c) = demo.attach.as_mut()
             && let Some(status) = c.try_wait()?
         {
-            bail!("sip-rewriter attach exited early: {status}");
+            thread::sleep(Duration::from_millis(200));
+            let line = failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            bail!("sip-rewriter attach exited early ({status}): {line}");
         }
         if Instant::now() > deadline {
             bail!("sip-rewriter attach did not come up within 20 s");
@@ -292,5 +319,6 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
     }
     drop(demo);
     println!("\ndemo passed; topology, pins and process removed");
-    Ok(())
+    let hooks = hooks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(hooks)
 }

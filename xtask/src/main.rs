@@ -5,6 +5,7 @@
 
 mod demo;
 mod setup;
+mod vm;
 
 use std::{
     process::{Command, ExitCode},
@@ -70,6 +71,40 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// The kernel matrix: boot Debian kernels in qemu and run the kernel tests and a real
+    /// attach inside each (needs root; downloads each kernel once into ~/.cache/sip-rewriter/vm).
+    VmTest {
+        /// Kernels to run (repeatable): 5.10, 6.1, 6.12-bpo, 6.12, host. Default: all.
+        #[arg(long = "kernel", value_name = "SPEC")]
+        kernels: Vec<String>,
+        /// Seconds one guest may take before it is killed.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Use KVM instead of TCG (where /dev/kvm is a real hypervisor).
+        #[arg(long)]
+        kvm: bool,
+        /// Generated packets per differential test inside the guest.
+        #[arg(long, default_value_t = 2_000)]
+        fuzz_count: u64,
+        /// Download the kernels again even if the cache has them.
+        #[arg(long)]
+        refresh: bool,
+        /// Only these guest tests (comma-separated, e.g. `verifier`); the attach check still runs.
+        #[arg(long, value_delimiter = ',')]
+        tests: Vec<String>,
+        /// Run this shell command in each guest instead of the checks (prints its output).
+        #[arg(long, value_name = "CMD")]
+        exec: Option<String>,
+    },
+    /// Inside a vm-test guest: run the given test binaries and the demo, report `@@VM` lines.
+    #[command(hide = true)]
+    VmGuest {
+        #[arg(long)]
+        sip_rewriter: std::path::PathBuf,
+        /// NAME=EXECUTABLE (repeatable).
+        #[arg(long = "test")]
+        tests: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,8 +118,37 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // The guest has a read-only root and everything already built.
+    if let Cmd::VmGuest {
+        sip_rewriter,
+        tests,
+    } = &cli.command
+    {
+        return vm::guest::run(sip_rewriter, tests);
+    }
     setup::ensure()?;
     match cli.command {
+        Cmd::VmGuest { .. } => unreachable!("handled above"),
+        Cmd::VmTest {
+            kernels,
+            timeout,
+            kvm,
+            fuzz_count,
+            refresh,
+            tests,
+            exec,
+        } => vm::run(
+            &workspace_root()?,
+            &vm::Options {
+                kernels,
+                timeout: std::time::Duration::from_secs(timeout),
+                kvm,
+                fuzz_count,
+                refresh,
+                tests,
+                exec,
+            },
+        ),
         Cmd::Setup => Ok(()),
         Cmd::Build { release } => build(release),
         Cmd::Run { release, args } => {
@@ -199,7 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo => {
             setup::require_root("cargo xtask demo (it creates network namespaces and loads eBPF)")?;
             build(false)?;
-            demo::run(&workspace_root()?.join("target/debug/sip-rewriter"))
+            demo::run(&workspace_root()?.join("target/debug/sip-rewriter")).map(drop)
         }
     }
 }
@@ -236,7 +300,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // Then the bench as a smoke test (it reports, it never judges timings).
     let demo = if extra.is_empty() {
         eprintln!("xtask: running the demo");
-        demo::run(&bin).and_then(|()| {
+        demo::run(&bin).and_then(|_| {
             eprintln!("xtask: running cargo xtask bench --quick (smoke test)");
             cargo_like(cargo().args([
                 "run",
@@ -251,11 +315,97 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     } else {
         Ok(())
     };
+    // The kernel matrix (qemu): the kernels our users run, each timed.
+    let vm = if extra.is_empty() && std::env::var_os("XTASK_NO_VM").is_none() {
+        eprintln!(
+            "xtask: running the kernel matrix (cargo xtask vm-test --kernel {})",
+            TEST_KERNELS.join(" --kernel ")
+        );
+        vm::run(
+            &workspace_root()?,
+            &vm::Options {
+                kernels: TEST_KERNELS.iter().map(|k| (*k).to_owned()).collect(),
+                timeout: std::time::Duration::from_secs(900),
+                kvm: false,
+                fuzz_count: 2_000,
+                refresh: false,
+                tests: Vec::new(),
+                exec: None,
+            },
+        )
+    } else {
+        Ok(())
+    };
     eprintln!("xtask: tests took {:.1} s", started.elapsed().as_secs_f64());
     // One closing line for the whole run (cargo's last summary is a doc-test binary's).
     println!("tests: {passed} passed, {failed} failed");
     tests?;
-    demo
+    demo?;
+    vm
+}
+
+/// The kernels `cargo xtask test` boots: Debian 11 (where `attach` must refuse in one line),
+/// Debian 12 and Debian 13. `XTASK_NO_VM=1` skips them in a local run.
+const TEST_KERNELS: &[&str] = &["5.10", "6.1", "6.12"];
+
+/// The kernel tests that run in every vm-test guest.
+const GUEST_TESTS: &[&str] = &[
+    "verifier",
+    "kernel_corpus",
+    "kernel_rules",
+    "prog_test_run",
+    "restore",
+    "differential",
+    "restore_differential",
+];
+
+/// Builds what a vm-test guest runs: the sip-rewriter binary, this xtask binary and the kernel
+/// test binaries (the same debug build `cargo xtask test` uses).
+fn build_guest_payload(root: &std::path::Path) -> anyhow::Result<vm::Payload> {
+    build(false)?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--no-run", "-p", "integration-tests"]);
+    for t in GUEST_TESTS {
+        cmd.args(["--test", t]);
+    }
+    let out = cmd
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        eprint!("{err}");
+        bail!("{cmd:?} failed: {}", out.status);
+    }
+    // cargo prints `Executable tests/foo.rs (target/debug/deps/foo-HASH)` for each.
+    let mut tests = Vec::new();
+    for line in err.lines() {
+        if let Some(rest) = line.trim().strip_prefix("Executable ")
+            && let Some((src, exe)) = rest.split_once(" (")
+        {
+            let name = std::path::Path::new(src)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if GUEST_TESTS.contains(&name.as_str()) {
+                tests.push((name, root.join(exe.trim_end_matches(')'))));
+            }
+        }
+    }
+    tests.sort_by_key(|(n, _)| GUEST_TESTS.iter().position(|t| t == n));
+    if tests.len() != GUEST_TESTS.len() {
+        bail!(
+            "cargo test --no-run listed {} of the {} guest test binaries",
+            tests.len(),
+            GUEST_TESTS.len()
+        );
+    }
+    let xtask = std::env::current_exe().context("locating the xtask binary")?;
+    Ok(vm::Payload {
+        xtask,
+        sip_rewriter: root.join("target/debug/sip-rewriter"),
+        tests,
+    })
 }
 
 /// Runs `cmd`, echoing its stdout, and adds up cargo test's `N passed; M failed` summaries.

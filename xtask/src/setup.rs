@@ -155,7 +155,7 @@ fn find_libllvm(lib_dir: &Path, major: u32) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn cache_dir() -> anyhow::Result<PathBuf> {
+pub fn cache_dir() -> anyhow::Result<PathBuf> {
     if let Some(x) = env::var_os("XDG_CACHE_HOME") {
         return Ok(PathBuf::from(x).join("sip-rewriter"));
     }
@@ -204,6 +204,31 @@ fn apt_install(pkg: &str) -> anyhow::Result<()> {
     bail!("could not install {pkg}; fix with: apt-get update && apt-get install -y {pkg}")
 }
 
+/// What `cargo xtask vm-test` needs on the host: qemu, a static busybox for the initramfs,
+/// the decompressors for Debian's modules.
+pub fn vm_tools() -> anyhow::Result<()> {
+    for (tool, pkg) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("xz", "xz-utils"),
+        ("zstd", "zstd"),
+        ("dpkg-deb", "dpkg"),
+    ] {
+        if !tool_found(tool) {
+            apt_install(pkg)?;
+        }
+    }
+    // Debian's `busybox` package is dynamically linked; the initramfs needs the static one.
+    // (A dynamic one names its ELF interpreter.)
+    let dynamic = fs::read("/bin/busybox")
+        .map(|b| b.windows(8).any(|w| w == b"/lib64/l"))
+        .unwrap_or(true);
+    if dynamic {
+        apt_install("busybox-static")?;
+    }
+    eprintln!("setup: qemu and busybox-static present");
+    Ok(())
+}
+
 pub fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_ok_and(|u| u.trim() == "0")
 }
@@ -215,7 +240,7 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
     if !out.status.success() {
         bail!(

@@ -108,7 +108,7 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let settings = args.settings()?;
+    let mut settings = args.settings()?;
     let iface = settings.interface.clone().ok_or_else(|| {
         usage("no interface: give --iface IF or `interface = \"IF\"` in --config")
     })?;
@@ -126,6 +126,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "sip-rewriter is already attached to {iface} egress (program id {id}); detach it first"
         );
     }
+    // Before anything is loaded or pinned: one line if this kernel cannot run the programs.
+    settings.ingress = rewriter_user::support::check(settings.ingress)?;
     pins::ensure_root()?;
     std::fs::create_dir_all(&pins.path)
         .with_context(|| format!("creating {}", pins.path.display()))?;

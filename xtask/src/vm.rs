@@ -1,0 +1,952 @@
+//! `cargo xtask vm-test`: the kernel matrix.
+//!
+//! Each kernel is a Debian `linux-image-*` package fetched with a private apt state (own
+//! sources list, lists and cache; the mirror is read from this machine's apt sources, whose
+//! configuration is never changed), extracted once into the cache. It boots in qemu with this
+//! machine's root file system shared read-only over virtio-9p and a tiny busybox initramfs that
+//! loads the modules the tests need, mounts proc, sys, dev, tmpfs on /tmp and /run and bpffs,
+//! and runs `xtask vm-guest` (the checks, see [`guest`]) as root. The guest prints `@@VM` lines
+//! on the serial console; the host reads them and prints one row per kernel.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::BufRead as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// One kernel of the matrix.
+pub struct Kernel {
+    /// What `--kernel` takes.
+    pub spec: &'static str,
+    /// Debian suites searched for `linux-image-amd64` (the newest wins).
+    suites: &'static [&'static str],
+    /// The distributions this kernel stands for.
+    pub stands_for: &'static str,
+    /// The product does not run here: the check is that `attach` says so in one line.
+    pub refused: bool,
+}
+
+/// The matrix. `host` is the running kernel's own image from /boot, when it has one.
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        spec: "5.10",
+        suites: &["bullseye", "bullseye-security"],
+        stands_for: "Debian 11",
+        refused: true,
+    },
+    Kernel {
+        spec: "6.1",
+        suites: &["bookworm"],
+        stands_for: "Debian 12, Amazon Linux 2023",
+        refused: false,
+    },
+    Kernel {
+        spec: "6.12-bpo",
+        suites: &["bookworm-backports"],
+        stands_for: "Debian 12 backports",
+        refused: false,
+    },
+    Kernel {
+        spec: "6.12",
+        suites: &["trixie"],
+        stands_for: "Debian 13",
+        refused: false,
+    },
+];
+
+/// Modules the checks need beyond what Debian builds in (their dependencies are resolved from
+/// each module's `.modinfo`: Debian's packages ship no `modules.dep`).
+const MODULES: &[&str] = &[
+    "virtio_pci",
+    "9pnet_virtio",
+    "9p",
+    "veth",
+    "sch_ingress",
+    "cls_bpf",
+    "act_bpf",
+];
+
+pub struct Options {
+    pub kernels: Vec<String>,
+    pub timeout: Duration,
+    pub kvm: bool,
+    pub fuzz_count: u64,
+    pub refresh: bool,
+    /// Only these guest tests (empty: all).
+    pub tests: Vec<String>,
+    /// A shell command to run in the guest instead of the checks.
+    pub exec: Option<String>,
+}
+
+/// What one guest reported.
+#[derive(Default)]
+struct Row {
+    kernel: String,
+    release: String,
+    progs: Vec<(String, String)>,
+    passed: u64,
+    failed: u64,
+    hooks: String,
+    rewrite: String,
+    restore: String,
+    /// `attach`'s one-line refusal, if it refused the kernel.
+    refused: Option<String>,
+    /// Whether a refusal is the expected result here.
+    expect_refusal: bool,
+    stands_for: &'static str,
+    secs: f64,
+    error: Option<String>,
+}
+
+impl Row {
+    fn ok(&self) -> bool {
+        if self.expect_refusal {
+            // One line that names what is missing, before anything was loaded.
+            return self.error.is_none()
+                && self
+                    .refused
+                    .as_deref()
+                    .is_some_and(|l| l.contains(" lacks "));
+        }
+        self.error.is_none()
+            && self.failed == 0
+            && self.passed > 0
+            && self.rewrite == "ok"
+            && self.restore == "ok"
+            && self.progs.iter().all(|(_, v)| v.parse::<u64>().is_ok())
+    }
+}
+
+pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    crate::setup::require_root("cargo xtask vm-test (the guests load eBPF programs)")?;
+    crate::setup::vm_tools()?;
+    let specs: Vec<&str> = if opts.kernels.is_empty() {
+        KERNELS.iter().map(|k| k.spec).chain(["host"]).collect()
+    } else {
+        opts.kernels.iter().map(String::as_str).collect()
+    };
+    for s in &specs {
+        if *s != "host" && !KERNELS.iter().any(|k| k.spec == *s) {
+            let known: Vec<&str> = KERNELS.iter().map(|k| k.spec).chain(["host"]).collect();
+            bail!("unknown kernel {s:?}; known: {}", known.join(", "));
+        }
+    }
+    // Everything the guest runs is built here, once, before any guest boots.
+    let build = crate::build_guest_payload(root)?;
+    let cache = crate::setup::cache_dir()?.join("vm");
+    let mut rows = Vec::new();
+    for spec in specs {
+        let started = Instant::now();
+        eprintln!("vm-test: kernel {spec}");
+        let mut row = match boot_one(root, &cache, spec, &build, opts) {
+            Ok(r) => r,
+            Err(e) => Row {
+                error: Some(format!("{e:#}")),
+                ..Row::default()
+            },
+        };
+        row.kernel = spec.to_owned();
+        let k = KERNELS.iter().find(|k| k.spec == spec);
+        row.expect_refusal = k.is_some_and(|k| k.refused);
+        row.stands_for = k.map_or("this machine", |k| k.stands_for);
+        row.secs = started.elapsed().as_secs_f64();
+        eprintln!("vm-test: kernel {spec} took {:.0} s", row.secs);
+        rows.push(row);
+    }
+    print_table(&rows);
+    let failed = rows.iter().filter(|r| !r.ok()).count();
+    println!("vm-test: {} passed, {failed} failed", rows.len() - failed);
+    if failed > 0 {
+        bail!("{failed} kernel(s) failed");
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    let progs: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for r in rows {
+            for (p, _) in &r.progs {
+                if !v.contains(p) {
+                    v.push(p.clone());
+                }
+            }
+        }
+        v
+    };
+    println!();
+    for r in rows {
+        let release = if r.release.is_empty() {
+            "?"
+        } else {
+            &r.release
+        };
+        let verdict = match (r.ok(), r.expect_refusal) {
+            (true, true) => "PASS (refused, as expected)",
+            (true, false) => "PASS",
+            (false, _) => "FAIL",
+        };
+        println!(
+            "kernel {} ({release}, {}): {verdict}  [{:.0} s]",
+            r.kernel, r.stands_for, r.secs
+        );
+        for p in &progs {
+            let v = r
+                .progs
+                .iter()
+                .find(|(n, _)| n == p)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("not loaded");
+            match v.parse::<u64>() {
+                Ok(n) => println!("  {p:<16} {n} insns processed"),
+                Err(_) => println!("  {p:<16} rejected: {v}"),
+            }
+        }
+        println!(
+            "  tests            {} passed, {} failed",
+            r.passed, r.failed
+        );
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        println!(
+            "  attach           hooks {}; rewrite {}; restore {}",
+            dash(&r.hooks),
+            dash(&r.rewrite),
+            dash(&r.restore)
+        );
+        if let Some(l) = &r.refused {
+            println!("  attach refused   {l}");
+        }
+        if let Some(e) = &r.error {
+            println!("  error            {e}");
+        }
+    }
+    println!();
+}
+
+/// What the guest runs, built on the host.
+pub struct Payload {
+    pub xtask: PathBuf,
+    pub sip_rewriter: PathBuf,
+    /// (test name, executable).
+    pub tests: Vec<(String, PathBuf)>,
+}
+
+fn boot_one(
+    root: &Path,
+    cache: &Path,
+    spec: &str,
+    payload: &Payload,
+    opts: &Options,
+) -> anyhow::Result<Row> {
+    let run_dir = cache.join("run").join(spec);
+    if spec == "host" {
+        // This machine's own kernel: the same checks, run here (no qemu).
+        let _ = fs::remove_dir_all(&run_dir);
+        fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        let console = run_dir.join("console.log");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "echo \"@@VM boot $(uname -r)\"; {}; echo \"@@VM done\"",
+            guest_command(root, payload, opts.fuzz_count, &opts.tests)
+        ));
+        return run_logged(&mut cmd, &console, opts).map(|()| read_console(&console, opts))?;
+    }
+    let k = KERNELS
+        .iter()
+        .find(|k| k.spec == spec)
+        .expect("checked above");
+    let (vmlinuz, modules) = fetch(cache, k, opts.refresh)
+        .with_context(|| format!("kernel {spec}: fetching the Debian package"))?;
+    let run_dir = cache.join("run").join(spec);
+    let _ = fs::remove_dir_all(&run_dir);
+    fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let initrd = run_dir.join("initrd.cpio");
+    // Where the product refuses the kernel, only the attach check runs (its refusal is the test).
+    let refused = KERNELS.iter().any(|k| k.spec == spec && k.refused);
+    let none = [String::from("-")];
+    let only = if refused { &none[..] } else { &opts.tests[..] };
+    let guest_cmd = match &opts.exec {
+        Some(c) => c.replace('\'', "'\\''"),
+        None => guest_command(root, payload, opts.fuzz_count, only),
+    };
+    initramfs(&initrd, modules.as_deref(), &guest_cmd)
+        .with_context(|| format!("kernel {spec}: building the initramfs"))?;
+    let console = run_dir.join("console.log");
+    run_logged(&mut qemu(&vmlinuz, &initrd, opts), &console, opts)
+        .with_context(|| format!("kernel {spec}: running qemu"))?;
+    read_console(&console, opts)
+}
+
+/// The guest's report in `console`.
+fn read_console(console: &Path, opts: &Options) -> anyhow::Result<Row> {
+    let text = fs::read(console).with_context(|| format!("reading {}", console.display()))?;
+    let text = String::from_utf8_lossy(&text);
+    if opts.exec.is_some() {
+        print!("{text}");
+    }
+    let mut row = parse_console(&text);
+    if row.error.is_none() && !text.contains("@@VM done") {
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        row.error = Some(format!(
+            "the guest did not finish (console {}; last lines: {})",
+            console.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    Ok(row)
+}
+
+/// This machine's Debian mirrors: (archive URI, security URI), from its apt sources.
+fn mirrors() -> anyhow::Result<(String, Option<String>)> {
+    let mut entries: Vec<(String, Vec<String>)> = Vec::new();
+    if let Ok(text) = fs::read_to_string("/etc/apt/sources.list") {
+        for line in text.lines() {
+            let mut w = line.split_whitespace().filter(|w| !w.starts_with('['));
+            if w.next() == Some("deb")
+                && let (Some(uri), Some(suite)) = (w.next(), w.next())
+            {
+                entries.push((uri.to_owned(), vec![suite.to_owned()]));
+            }
+        }
+    }
+    for e in fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "sources")
+            && let Ok(text) = fs::read_to_string(&p)
+        {
+            for stanza in text.split("\n\n") {
+                let field = |name: &str| {
+                    stanza
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+                        .map(str::trim)
+                };
+                if field("Enabled") == Some("no")
+                    || !field("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb"))
+                {
+                    continue;
+                }
+                if let (Some(uris), Some(suites)) = (field("URIs"), field("Suites")) {
+                    let suites: Vec<String> =
+                        suites.split_whitespace().map(str::to_owned).collect();
+                    for uri in uris.split_whitespace() {
+                        entries.push((uri.to_owned(), suites.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let debian = [
+        "bullseye",
+        "bookworm",
+        "trixie",
+        "forky",
+        "sid",
+        "stable",
+        "oldstable",
+        "testing",
+        "unstable",
+    ];
+    let is_main = |s: &str| {
+        debian
+            .iter()
+            .any(|d| s == *d || s.strip_prefix(d).is_some_and(|r| r == "-updates"))
+    };
+    let archive = entries
+        .iter()
+        .find(|(_, s)| s.iter().any(|s| is_main(s)))
+        .map(|(u, _)| u.clone())
+        .context("no Debian archive in this machine's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/*.sources)")?;
+    let security = entries
+        .iter()
+        .find(|(_, s)| s.iter().any(|s| s.ends_with("-security")))
+        .map(|(u, _)| u.clone());
+    Ok((archive, security))
+}
+
+/// The kernel's image and module tree, extracted in the cache (downloaded once).
+fn fetch(cache: &Path, k: &Kernel, refresh: bool) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    let dir = cache.join(k.spec);
+    let done = dir.join("extracted");
+    if !refresh && let Ok(pkg) = fs::read_to_string(&done) {
+        eprintln!("vm-test: kernel {}: {} (cached)", k.spec, pkg.trim());
+        return extracted(&dir.join("root"));
+    }
+    let (archive, security) = mirrors()?;
+    let apt = dir.join("apt");
+    for d in ["lists/partial", "cache/archives/partial", "parts", "prefs"] {
+        fs::create_dir_all(apt.join(d))
+            .with_context(|| format!("creating {}", apt.join(d).display()))?;
+    }
+    let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    let mut sources = String::new();
+    for suite in k.suites {
+        let uri = if suite.ends_with("-security") {
+            security.clone().with_context(|| {
+                format!("suite {suite}: no Debian security archive in this machine's apt sources")
+            })?
+        } else {
+            archive.clone()
+        };
+        sources.push_str(&format!("deb [signed-by={keyring}] {uri} {suite} main\n"));
+    }
+    fs::write(apt.join("sources.list"), sources)?;
+    fs::write(apt.join("status"), "")?;
+    let apt_cmd = |tool: &str| {
+        let mut c = Command::new(tool);
+        for (k, v) in [
+            ("Dir::Etc::SourceList", apt.join("sources.list")),
+            ("Dir::Etc::SourceParts", apt.join("parts")),
+            ("Dir::Etc::PreferencesParts", apt.join("prefs")),
+            ("Dir::Etc::Preferences", apt.join("prefs/none")),
+            ("Dir::State", apt.clone()),
+            ("Dir::State::Lists", apt.join("lists")),
+            ("Dir::State::status", apt.join("status")),
+            ("Dir::Cache", apt.join("cache")),
+        ] {
+            c.arg("-o").arg(format!("{k}={}", v.display()));
+        }
+        c.args([
+            "-o",
+            "Debug::NoLocking=1",
+            "-o",
+            "APT::Architecture=amd64",
+            "-o",
+            "APT::Architectures=amd64",
+            "-q",
+        ]);
+        c.stdin(Stdio::null());
+        c
+    };
+    eprintln!(
+        "vm-test: kernel {}: apt-get update ({})",
+        k.spec,
+        k.suites.join(", ")
+    );
+    crate::setup::output(apt_cmd("apt-get").arg("update"))
+        .context("apt-get update (private state)")?;
+    let show = crate::setup::output(apt_cmd("apt-cache").args([
+        "show",
+        "--no-all-versions",
+        "linux-image-amd64",
+    ]))?;
+    let pkg = show
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .and_then(|d| d.split([',', ' ']).find(|w| w.starts_with("linux-image-")))
+        .with_context(|| {
+            format!(
+                "linux-image-amd64 in {} depends on no linux-image-*",
+                k.suites.join(", ")
+            )
+        })?
+        .to_owned();
+    let debs = dir.join("debs");
+    let _ = fs::remove_dir_all(&debs);
+    fs::create_dir_all(&debs)?;
+    eprintln!("vm-test: kernel {}: downloading {pkg}", k.spec);
+    crate::setup::output(
+        apt_cmd("apt-get")
+            .args(["download", &pkg])
+            .current_dir(&debs),
+    )
+    .with_context(|| format!("apt-get download {pkg}"))?;
+    let deb = fs::read_dir(&debs)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("apt-get download {pkg} left no .deb"))?;
+    let root = dir.join("root");
+    let _ = fs::remove_dir_all(&root);
+    crate::setup::output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
+        .with_context(|| format!("extracting {}", deb.display()))?;
+    let _ = fs::remove_dir_all(&debs);
+    let r = extracted(&root)?;
+    fs::write(&done, format!("{pkg}\n"))?;
+    Ok(r)
+}
+
+fn extracted(root: &Path) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    let boot = root.join("boot");
+    let image = fs::read_dir(&boot)
+        .with_context(|| format!("reading {}", boot.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))?;
+    let mods = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .filter_map(|d| fs::read_dir(root.join(d)).ok())
+        .flat_map(|rd| rd.flatten().map(|e| e.path()))
+        .find(|p| p.is_dir());
+    Ok((image, mods))
+}
+
+/// `name` → module file, for every module under `dir`.
+fn module_index(dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            module_index(&p, out);
+        } else if let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned())
+            && let Some(stem) = n
+                .find(".ko")
+                .filter(|i| matches!(&n[i + 3..], "" | ".xz" | ".zst" | ".gz"))
+                .map(|i| &n[..i])
+        {
+            out.push((stem.replace('-', "_"), p));
+        }
+    }
+}
+
+/// A module file's contents, decompressed (busybox insmod takes plain ELF).
+fn module_bytes(p: &Path) -> anyhow::Result<Vec<u8>> {
+    let n = p.to_string_lossy();
+    let tool = if n.ends_with(".xz") {
+        Some("xz")
+    } else if n.ends_with(".zst") {
+        Some("zstd")
+    } else if n.ends_with(".gz") {
+        Some("gzip")
+    } else {
+        None
+    };
+    match tool {
+        None => fs::read(p).with_context(|| format!("reading {}", p.display())),
+        Some(t) => {
+            let out = Command::new(t)
+                .arg("-dc")
+                .arg(p)
+                .output()
+                .with_context(|| format!("running {t} -dc"))?;
+            if !out.status.success() {
+                bail!(
+                    "{t} -dc {}: {}",
+                    p.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(out.stdout)
+        }
+    }
+}
+
+/// `depends=` of a module's `.modinfo` (NUL-separated `key=value` strings).
+fn depends(elf: &[u8]) -> Vec<String> {
+    let key = b"\0depends=";
+    elf.windows(key.len())
+        .position(|w| w == key)
+        .map(|i| {
+            let rest = &elf[i + key.len()..];
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            String::from_utf8_lossy(&rest[..end])
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The modules to load, dependencies first, as (name, contents).
+fn modules(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut index = Vec::new();
+    module_index(dir, &mut index);
+    let builtin: BTreeSet<String> = fs::read_to_string(dir.join("modules.builtin"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.rsplit('/')
+                .next()?
+                .strip_suffix(".ko")
+                .map(|s| s.replace('-', "_"))
+        })
+        .collect();
+    let mut order: Vec<(String, Vec<u8>)> = Vec::new();
+    fn visit(
+        name: &str,
+        index: &[(String, PathBuf)],
+        builtin: &BTreeSet<String>,
+        order: &mut Vec<(String, Vec<u8>)>,
+        depth: u32,
+    ) -> anyhow::Result<()> {
+        if order.iter().any(|(n, _)| n == name) || depth > 32 {
+            return Ok(());
+        }
+        let Some((_, path)) = index.iter().find(|(n, _)| n == name) else {
+            if !builtin.contains(name) {
+                eprintln!(
+                    "vm-test: module {name} is neither a module file nor built in; going on without it"
+                );
+            }
+            return Ok(());
+        };
+        let bytes = module_bytes(path)?;
+        for d in depends(&bytes) {
+            visit(&d, index, builtin, order, depth + 1)?;
+        }
+        order.push((name.to_owned(), bytes));
+        Ok(())
+    }
+    for m in MODULES {
+        visit(m, &index, &builtin, &mut order, 0)?;
+    }
+    Ok(order)
+}
+
+/// The guest's command line (run under `chroot` in the shared host root).
+fn guest_command(root: &Path, p: &Payload, fuzz_count: u64, only: &[String]) -> String {
+    let mut cmd = format!(
+        "cd {} && /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp FUZZ_COUNT={fuzz_count} {} vm-guest --sip-rewriter {}",
+        root.display(),
+        p.xtask.display(),
+        p.sip_rewriter.display()
+    );
+    for (name, exe) in p
+        .tests
+        .iter()
+        .filter(|(n, _)| only.is_empty() || only.contains(n))
+    {
+        cmd.push_str(&format!(" --test {name}={}", exe.display()));
+    }
+    cmd
+}
+
+fn init_script(mods: &[String], guest_cmd: &str) -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo "@@VM boot $(uname -r)"
+for m in {mods}; do insmod /mods/$m.ko || echo "@@VM insmod $m failed"; done
+H=/mnt/host
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot $H; then
+  echo "@@VM error mounting the host root over 9p failed"; poweroff -f
+fi
+# The new root is a tmpfs holding the host's top-level directories as bind mounts: the guest's
+# own proc, sys, dev, /tmp and /run are mounted on tmpfs directories, never over 9p ones (a
+# mount over a 9p directory was not visible after the chroot).
+R=/mnt/root
+mount -t tmpfs root $R
+for e in $H/*; do
+  n=${{e##*/}}
+  case $n in
+    proc|sys|dev|run|tmp) mkdir $R/$n ;;
+    *) if [ -L $e ]; then ln -s "$(readlink $e)" $R/$n; elif [ -d $e ]; then mkdir $R/$n; mount --bind $e $R/$n; fi ;;
+  esac
+done
+mount -t proc proc $R/proc
+mount -t sysfs sys $R/sys
+mount -t devtmpfs dev $R/dev
+mount -t tmpfs tmp $R/tmp
+mount -t tmpfs run $R/run
+mount -t bpf bpf $R/sys/fs/bpf
+mount -t tracefs tracefs $R/sys/kernel/tracing 2>/dev/null
+ip link set lo up 2>/dev/null
+chroot $R /bin/sh -c '{guest_cmd}'
+echo "@@VM exit $?"
+echo "@@VM done"
+poweroff -f
+"#,
+        mods = mods.join(" "),
+    )
+}
+
+fn initramfs(out: &Path, mods: Option<&Path>, guest_cmd: &str) -> anyhow::Result<()> {
+    let modules = match mods {
+        Some(d) => modules(d)?,
+        None => Vec::new(),
+    };
+    let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+    let busybox =
+        fs::read("/bin/busybox").context("reading /bin/busybox (Debian busybox-static)")?;
+    let mut c = Cpio::default();
+    for d in [
+        "bin", "dev", "proc", "sys", "mnt", "mnt/host", "mnt/root", "mods",
+    ] {
+        c.dir(d);
+    }
+    c.node("dev/console", 0o020600, 5, 1);
+    c.file("bin/busybox", 0o100755, &busybox);
+    c.file("init", 0o100755, init_script(&names, guest_cmd).as_bytes());
+    for (n, bytes) in &modules {
+        c.file(&format!("mods/{n}.ko"), 0o100644, bytes);
+    }
+    fs::write(out, c.finish()).with_context(|| format!("writing {}", out.display()))
+}
+
+/// A `newc` cpio archive, what the kernel unpacks as its initramfs.
+#[derive(Default)]
+struct Cpio {
+    buf: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+        self.ino += 1;
+        let fields = [
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0,
+        ];
+        self.buf.extend_from_slice(b"070701");
+        for f in fields {
+            self.buf.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.push(0);
+        self.pad();
+        self.buf.extend_from_slice(data);
+        self.pad();
+    }
+    fn pad(&mut self) {
+        while self.buf.len() % 4 != 0 {
+            self.buf.push(0);
+        }
+    }
+    fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, (0, 0), &[]);
+    }
+    fn node(&mut self, name: &str, mode: u32, major: u32, minor: u32) {
+        self.entry(name, mode, (major, minor), &[]);
+    }
+    fn file(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.entry(name, mode, (0, 0), data);
+    }
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, (0, 0), &[]);
+        self.buf
+    }
+}
+
+/// The qemu command line for one guest.
+fn qemu(vmlinuz: &Path, initrd: &Path, opts: &Options) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    if opts.kvm {
+        cmd.args(["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
+    }
+    cmd.args([
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-kernel")
+    .arg(vmlinuz)
+    .arg("-initrd")
+    .arg(initrd)
+    .args([
+        "-append",
+        "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 mitigations=off",
+    ])
+    .args([
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on",
+    ]);
+    cmd
+}
+
+/// Runs `cmd` with its stdout in `log`, killed (with its process group) after the time limit.
+fn run_logged(cmd: &mut Command, log: &Path, opts: &Options) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            if !st.success() {
+                let text = fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                bail!(
+                    "{:?} exited with {st}: {}",
+                    cmd.get_program(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                );
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) on the process group this function started.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            bail!(
+                "did not finish within {} s; killed (log: {})",
+                opts.timeout.as_secs(),
+                log.display()
+            );
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads the guest's `@@VM` lines.
+fn parse_console(text: &str) -> Row {
+    let mut row = Row::default();
+    for line in text.lines() {
+        let Some(rest) = line
+            .trim_end_matches('\r')
+            .split_once("@@VM ")
+            .map(|(_, r)| r)
+        else {
+            continue;
+        };
+        let (key, val) = rest.split_once(' ').unwrap_or((rest, ""));
+        match key {
+            "boot" => row.release = val.to_owned(),
+            "prog" => {
+                if let Some((name, v)) = val.split_once(' ') {
+                    row.progs.push((name.to_owned(), v.to_owned()));
+                }
+            }
+            "tests" => {
+                let mut w = val.split_whitespace();
+                row.passed += w.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                row.failed += w.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            }
+            "hooks" => row.hooks = val.to_owned(),
+            "rewrite" => row.rewrite = val.to_owned(),
+            "restore" => row.restore = val.to_owned(),
+            "refused" => row.refused = Some(val.to_owned()),
+            "error" => row.error = Some(val.to_owned()),
+            _ => {}
+        }
+    }
+    row
+}
+
+pub mod guest {
+    //! `xtask vm-guest`: what runs inside the guest, as root, with the host's root file system
+    //! read-only. Prints `@@VM` lines for the host.
+    use super::*;
+
+    pub fn run(sip_rewriter: &Path, tests: &[String]) -> anyhow::Result<()> {
+        for t in tests {
+            let (name, exe) = t
+                .split_once('=')
+                .with_context(|| format!("--test {t}: want NAME=PATH"))?;
+            let started = Instant::now();
+            let mut child = Command::new(exe)
+                .args(["--test-threads", "1", "--nocapture"])
+                .env("SIP_REWRITER_BIN", sip_rewriter)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .with_context(|| format!("starting test {name} ({exe})"))?;
+            let (mut passed, mut failed) = (0u64, 0u64);
+            if let Some(out) = child.stdout.take() {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    println!("{line}");
+                    // (libtest may print `test NAME ... ` before the first of them.)
+                    if let Some(rest) = line.split_once("verifier: ").map(|(_, r)| r) {
+                        // `verifier: NAME processed N instructions` / `verifier: NAME rejected: LINE`
+                        let (prog, what) = rest.split_once(' ').unwrap_or((rest, ""));
+                        let v = match what.strip_prefix("processed ") {
+                            Some(n) => n.split(' ').next().unwrap_or("?").to_owned(),
+                            None => what.strip_prefix("rejected: ").unwrap_or(what).to_owned(),
+                        };
+                        println!("@@VM prog {prog} {v}");
+                    }
+                    if let Some(rest) = line.strip_prefix("test result: ") {
+                        let num = |word: &str| {
+                            rest.split(';')
+                                .find_map(|p| {
+                                    p.trim().strip_suffix(word).and_then(|n| {
+                                        n.trim().rsplit(' ').next()?.parse::<u64>().ok()
+                                    })
+                                })
+                                .unwrap_or(0)
+                        };
+                        passed += num(" passed");
+                        failed += num(" failed");
+                    }
+                }
+            }
+            let st = child.wait()?;
+            if !st.success() && failed == 0 {
+                failed = 1;
+            }
+            println!("@@VM tests {passed} {failed}");
+            println!(
+                "@@VM test {name} {passed} passed {failed} failed in {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        match crate::demo::run(sip_rewriter) {
+            Ok(hooks) => {
+                println!("@@VM hooks {hooks}");
+                println!("@@VM rewrite ok");
+                println!("@@VM restore ok");
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                if let Some(line) = e.split_once("sip-rewriter: ").map(|(_, l)| l) {
+                    println!("@@VM refused {line}");
+                }
+                println!(
+                    "@@VM rewrite {}",
+                    if e.contains("unchanged") {
+                        "FAILED"
+                    } else {
+                        "-"
+                    }
+                );
+                println!(
+                    "@@VM restore {}",
+                    if e.contains("own Contact") {
+                        "FAILED"
+                    } else {
+                        "-"
+                    }
+                );
+                println!("@@VM demo failed: {}", e.replace('\n', " "));
+            }
+        }
+        Ok(())
+    }
+}
