@@ -551,54 +551,14 @@ pub fn addr_key(addr: IpAddr) -> AddrKey {
     }
 }
 
-/// The verifier's reason for refusing a program, in one line, if `e` is such a refusal: the
-/// first line after the last instruction the log printed (e.g. `R3 min value is outside of the
-/// allowed memory range`'s preceding `invalid access to map value, …`), else its last line.
-pub fn verifier_reason(e: &anyhow::Error) -> Option<String> {
-    let log = e
-        .chain()
-        .find_map(|c| match c.downcast_ref::<aya::programs::ProgramError>() {
-            Some(aya::programs::ProgramError::LoadError {
-                verifier_log,
-                io_error,
-            }) => Some((verifier_log.to_string(), io_error.to_string())),
-            _ => None,
-        })?;
-    let (log, io) = log;
-    let lines: Vec<&str> = log
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let is_insn = |l: &str| {
-        l.split_once(':')
-            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    };
-    let is_summary = |l: &str| {
-        [
-            "processed ",
-            "verification time",
-            "stack depth",
-            "max_states_per_insn",
-        ]
-        .iter()
-        .any(|p| l.starts_with(p))
-    };
-    let after_last_insn = lines.iter().rposition(|l| is_insn(l)).map_or(0, |i| i + 1);
-    let line = lines[after_last_insn..]
-        .iter()
-        .find(|l| !is_summary(l))
-        .or_else(|| lines.iter().rev().find(|l| !is_summary(l) && !is_insn(l)))
-        .map(|l| (*l).to_owned());
-    Some(line.unwrap_or(io))
-}
+/// What the verifier said of one program: the instructions it processed, or its one-line
+/// reason and the whole error with its log.
+pub type Verified = Result<u32, (String, String)>;
 
 /// Loads the object and each program on its own: per program, the instructions the verifier
-/// processed, or its one-line reason for refusing (see [`verifier_reason`]) and the whole error
+/// processed, or its one-line reason for refusing (see [`crate::support::verifier_reason`]) and the whole error
 /// with the verifier's log.
-pub fn verify_programs(
-    config: &Config,
-) -> anyhow::Result<Vec<(&'static str, Result<u32, (String, String)>)>> {
+pub fn verify_programs(config: &Config) -> anyhow::Result<Vec<(&'static str, Verified)>> {
     let mut this = Rewriter {
         ebpf: EbpfLoader::new()
             .load(EBPF_OBJECT)
@@ -626,7 +586,7 @@ pub fn verify_programs(
             name,
             loaded.map_err(|e| {
                 (
-                    verifier_reason(&e).unwrap_or_else(|| format!("{e:#}")),
+                    crate::support::verifier_reason(&e).unwrap_or_else(|| format!("{e:#}")),
                     format!("{e:?}"),
                 )
             }),

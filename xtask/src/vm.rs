@@ -169,17 +169,6 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
 }
 
 fn print_table(rows: &[Row]) {
-    let progs: Vec<String> = {
-        let mut v: Vec<String> = Vec::new();
-        for r in rows {
-            for (p, _) in &r.progs {
-                if !v.contains(p) {
-                    v.push(p.clone());
-                }
-            }
-        }
-        v
-    };
     println!();
     for r in rows {
         let release = if r.release.is_empty() {
@@ -196,35 +185,31 @@ fn print_table(rows: &[Row]) {
             "kernel {} ({release}, {}): {verdict}  [{:.0} s]",
             r.kernel, r.stands_for, r.secs
         );
-        for p in &progs {
-            let v = r
-                .progs
-                .iter()
-                .find(|(n, _)| n == p)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("not loaded");
+        for (p, v) in &r.progs {
             match v.parse::<u64>() {
                 Ok(n) => println!("  {p:<16} {n} insns processed"),
                 Err(_) => println!("  {p:<16} rejected: {v}"),
             }
         }
-        println!(
-            "  tests            {} passed, {} failed",
-            r.passed, r.failed
-        );
-        let dash = |s: &str| {
-            if s.is_empty() {
-                "-".to_owned()
-            } else {
-                s.to_owned()
-            }
-        };
-        println!(
-            "  attach           hooks {}; rewrite {}; restore {}",
-            dash(&r.hooks),
-            dash(&r.rewrite),
-            dash(&r.restore)
-        );
+        if !r.expect_refusal {
+            println!(
+                "  tests            {} passed, {} failed",
+                r.passed, r.failed
+            );
+            let dash = |s: &str| {
+                if s.is_empty() {
+                    "-".to_owned()
+                } else {
+                    s.to_owned()
+                }
+            };
+            println!(
+                "  attach           hooks {}; rewrite {}; restore {}",
+                dash(&r.hooks),
+                dash(&r.rewrite),
+                dash(&r.restore)
+            );
+        }
         if let Some(l) = &r.refused {
             println!("  attach refused   {l}");
         }
@@ -310,45 +295,67 @@ fn read_console(console: &Path, opts: &Options) -> anyhow::Result<Row> {
 
 /// This machine's Debian mirrors: (archive URI, security URI), from its apt sources.
 fn mirrors() -> anyhow::Result<(String, Option<String>)> {
-    let mut entries: Vec<(String, Vec<String>)> = Vec::new();
-    if let Ok(text) = fs::read_to_string("/etc/apt/sources.list") {
-        for line in text.lines() {
-            let mut w = line.split_whitespace().filter(|w| !w.starts_with('['));
-            if w.next() == Some("deb")
-                && let (Some(uri), Some(suite)) = (w.next(), w.next())
-            {
-                entries.push((uri.to_owned(), vec![suite.to_owned()]));
-            }
-        }
-    }
-    for e in fs::read_dir("/etc/apt/sources.list.d")
+    let (mut one_line, mut deb822) = (Vec::new(), Vec::new());
+    one_line.extend(fs::read_to_string("/etc/apt/sources.list").ok());
+    let mut parts: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
         .into_iter()
         .flatten()
         .flatten()
-    {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "sources")
-            && let Ok(text) = fs::read_to_string(&p)
-        {
-            for stanza in text.split("\n\n") {
-                let field = |name: &str| {
-                    stanza
-                        .lines()
-                        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
-                        .map(str::trim)
-                };
-                if field("Enabled") == Some("no")
-                    || !field("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb"))
-                {
-                    continue;
-                }
-                if let (Some(uris), Some(suites)) = (field("URIs"), field("Suites")) {
-                    let suites: Vec<String> =
-                        suites.split_whitespace().map(str::to_owned).collect();
-                    for uri in uris.split_whitespace() {
-                        entries.push((uri.to_owned(), suites.clone()));
-                    }
-                }
+        .map(|e| e.path())
+        .collect();
+    parts.sort();
+    for p in parts {
+        let text = fs::read_to_string(&p).unwrap_or_default();
+        match p.extension().and_then(|x| x.to_str()) {
+            Some("list") => one_line.push(text),
+            Some("sources") => deb822.push(text),
+            _ => {}
+        }
+    }
+    debian_mirrors(&one_line, &deb822)
+        .context("no Debian archive (component main, a Debian suite) in this machine's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/)")
+}
+
+/// The first `deb` source with component `main` and a Debian suite (`bookworm`, `trixie-updates`,
+/// …), and the first with a `*-security` suite; from one-line `sources.list` texts and deb822
+/// `.sources` texts.
+fn debian_mirrors(one_line: &[String], deb822: &[String]) -> Option<(String, Option<String>)> {
+    // (URI, suites, components)
+    let mut entries: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for text in one_line {
+        for line in text.lines() {
+            let mut w = line
+                .split_whitespace()
+                .filter(|w| !w.starts_with('[') && !w.ends_with(']'));
+            if w.next() == Some("deb")
+                && let (Some(uri), Some(suite)) = (w.next(), w.next())
+            {
+                entries.push((
+                    uri.to_owned(),
+                    vec![suite.to_owned()],
+                    w.map(str::to_owned).collect(),
+                ));
+            }
+        }
+    }
+    for text in deb822 {
+        for stanza in text.split("\n\n") {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+                    .map(str::trim)
+            };
+            let words = |name: &str| {
+                field(name)
+                    .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
+            if field("Enabled") == Some("no") || !words("Types").iter().any(|t| t == "deb") {
+                continue;
+            }
+            for uri in words("URIs") {
+                entries.push((uri, words("Suites"), words("Components")));
             }
         }
     }
@@ -363,21 +370,23 @@ fn mirrors() -> anyhow::Result<(String, Option<String>)> {
         "testing",
         "unstable",
     ];
-    let is_main = |s: &str| {
-        debian
-            .iter()
-            .any(|d| s == *d || s.strip_prefix(d).is_some_and(|r| r == "-updates"))
-    };
+    let base = |s: &str| s.split('-').next().unwrap_or(s).to_owned();
+    let main = |e: &&(String, Vec<String>, Vec<String>)| e.2.iter().any(|c| c == "main");
     let archive = entries
         .iter()
-        .find(|(_, s)| s.iter().any(|s| is_main(s)))
-        .map(|(u, _)| u.clone())
-        .context("no Debian archive in this machine's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/*.sources)")?;
+        .filter(main)
+        .find(|(_, s, _)| {
+            s.iter()
+                .any(|s| !s.ends_with("-security") && debian.contains(&base(s).as_str()))
+        })?
+        .0
+        .clone();
     let security = entries
         .iter()
-        .find(|(_, s)| s.iter().any(|s| s.ends_with("-security")))
-        .map(|(u, _)| u.clone());
-    Ok((archive, security))
+        .filter(main)
+        .find(|(_, s, _)| s.iter().any(|s| s.ends_with("-security")))
+        .map(|e| e.0.clone());
+    Some((archive, security))
 }
 
 /// The kernel's image and module tree, extracted in the cache (downloaded once).
@@ -733,7 +742,7 @@ impl Cpio {
         self.pad();
     }
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -948,5 +957,68 @@ pub mod guest {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_come_from_debian_main_entries_only() {
+        let deb822 = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n\
+                      Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n";
+        // A third-party repository with a Debian suite name but no `main` comes first and is skipped.
+        let list = "deb [arch=amd64] https://thirdparty.example/linux/debian bookworm stable\n# deb http://old.example/debian sid main\n";
+        assert_eq!(
+            debian_mirrors(&[list.into()], &[deb822.into()]),
+            Some((
+                "http://mirror.example/debian".into(),
+                Some("http://mirror.example/debian-security".into())
+            ))
+        );
+        let list = "deb http://one.example/debian trixie main contrib\n";
+        assert_eq!(
+            debian_mirrors(&[list.into()], &[]),
+            Some(("http://one.example/debian".into(), None))
+        );
+        let disabled = "Enabled: no\nTypes: deb\nURIs: http://x.example/debian\nSuites: trixie\nComponents: main\n";
+        assert_eq!(debian_mirrors(&[], &[disabled.into()]), None);
+    }
+
+    #[test]
+    fn the_console_report_is_read_back() {
+        let console = "SeaBIOS\r\n\x1b[2J@@VM boot 6.1.0-50-amd64\r\ntest x ... verifier: ignored\r\n\
+                       @@VM prog sip_rewriter 480673\n@@VM prog sip_restore_xdp math between map_value pointer and register\n\
+                       @@VM tests 4 0\n@@VM tests 8 1\n@@VM hooks veth-edge egress (clsact)\n@@VM rewrite ok\n@@VM restore ok\n@@VM done\n";
+        let r = parse_console(console);
+        assert_eq!(r.release, "6.1.0-50-amd64");
+        assert_eq!(r.progs[0], ("sip_rewriter".into(), "480673".into()));
+        assert_eq!((r.passed, r.failed), (12, 1));
+        assert_eq!(
+            (r.hooks.as_str(), r.rewrite.as_str(), r.restore.as_str()),
+            ("veth-edge egress (clsact)", "ok", "ok")
+        );
+        // One failed test, one rejected program: not a pass.
+        assert!(!r.ok());
+    }
+
+    #[test]
+    fn module_dependencies_are_read_from_modinfo() {
+        let elf = b"\x7fELF....\0license=GPL\0depends=9pnet,netfs\0intree=Y\0".to_vec();
+        assert_eq!(depends(&elf), vec!["9pnet".to_owned(), "netfs".to_owned()]);
+        assert!(depends(b"\0depends=\0name=veth\0").is_empty());
+    }
+
+    #[test]
+    fn cpio_entries_are_newc_aligned() {
+        let mut c = Cpio::default();
+        c.file("init", 0o100755, b"abc");
+        let out = c.finish();
+        assert!(out.starts_with(b"070701"));
+        assert_eq!(out.len() % 4, 0);
+        // Header (110) + "init\0" padded to 4 (116 in all), then the 3 data bytes padded.
+        assert_eq!(&out[116..119], b"abc");
+        assert!(out.windows(10).any(|w| w == b"TRAILER!!!"));
     }
 }
