@@ -37,7 +37,7 @@ use rewriter_common::{
     AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, Config, ContactUri, DnKey, MAX_CONTACTS, MAX_DN_LEN,
     MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
     restore::{MAX_ORIGINALS, MAX_REGISTRATIONS, RegKey, RegState, copy_aligned},
-    sip::{self, BUF_SIZE, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, TAIL_PAD},
+    sip::{self, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, TAIL_PAD},
 };
 
 /// Runtime configuration written by userspace (one entry).
