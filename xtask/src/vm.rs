@@ -266,7 +266,7 @@ fn boot_one(
         Some(c) => c.replace('\'', "'\\''"),
         None => guest_command(root, payload, opts.fuzz_count, only),
     };
-    initramfs(&initrd, modules.as_deref(), &guest_cmd)
+    initramfs(&initrd, modules.as_deref(), &guest_cmd, root)
         .with_context(|| format!("kernel {spec}: building the initramfs"))?;
     let console = run_dir.join("console.log");
     run_logged(&mut qemu(&vmlinuz, &initrd, opts), &console, opts)
@@ -640,7 +640,7 @@ fn guest_command(root: &Path, p: &Payload, fuzz_count: u64, only: &[String]) -> 
     cmd
 }
 
-fn init_script(mods: &[String], guest_cmd: &str) -> String {
+fn init_script(mods: &[String], guest_cmd: &str, workspace: &Path) -> String {
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -672,6 +672,9 @@ mount -t devtmpfs dev $R/dev
 mount -t tmpfs tmp $R/tmp
 mount -t tmpfs run $R/run
 mount -t bpf bpf $R/sys/fs/bpf
+# The workspace stays visible where it is, also under /tmp or /run (a CI clone).
+W={workspace}
+if [ ! -d $R$W ]; then mkdir -p $R$W && mount --bind $H$W $R$W; fi
 mount -t tracefs tracefs $R/sys/kernel/tracing 2>/dev/null
 ip link set lo up 2>/dev/null
 chroot $R /bin/sh -c '{guest_cmd}'
@@ -680,10 +683,16 @@ echo "@@VM done"
 poweroff -f
 "#,
         mods = mods.join(" "),
+        workspace = workspace.display(),
     )
 }
 
-fn initramfs(out: &Path, mods: Option<&Path>, guest_cmd: &str) -> anyhow::Result<()> {
+fn initramfs(
+    out: &Path,
+    mods: Option<&Path>,
+    guest_cmd: &str,
+    workspace: &Path,
+) -> anyhow::Result<()> {
     let modules = match mods {
         Some(d) => modules(d)?,
         None => Vec::new(),
@@ -699,7 +708,11 @@ fn initramfs(out: &Path, mods: Option<&Path>, guest_cmd: &str) -> anyhow::Result
     }
     c.node("dev/console", 0o020600, 5, 1);
     c.file("bin/busybox", 0o100755, &busybox);
-    c.file("init", 0o100755, init_script(&names, guest_cmd).as_bytes());
+    c.file(
+        "init",
+        0o100755,
+        init_script(&names, guest_cmd, workspace).as_bytes(),
+    );
     for (n, bytes) in &modules {
         c.file(&format!("mods/{n}.ko"), 0o100644, bytes);
     }
