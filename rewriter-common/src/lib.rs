@@ -22,6 +22,10 @@ pub const MAX_KEEP: usize = 8;
 pub const KEEP_NAME_LEN: usize = 16;
 /// Most Genesys destination addresses.
 pub const MAX_GENESYS_ADDRS: u32 = 64;
+/// Slots of the `CONFIG` array map. A program run reads `CONFIG_SLOT[0]` once and uses that
+/// slot for everything; userspace writes the other slot and then switches, waiting for the runs
+/// that may still read a slot before it writes it again (rewriter-user `config_slots`).
+pub const CONFIG_SLOTS: u32 = 2;
 /// Capacity of the DN → Contact map.
 pub const MAX_CONTACTS: u32 = 131_072;
 

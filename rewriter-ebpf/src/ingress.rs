@@ -17,13 +17,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use rewriter_common::{
-    CFG_TC_AFTER_XDP, Scratch, Stat, URI_BUF, XDP_HANDOFF,
+    CFG_TC_AFTER_XDP, Config, Scratch, Stat, URI_BUF, XDP_HANDOFF,
     restore::{MAX_ORIGINALS, select_edit, stat_for_response},
     sip::{Edit, MAX_EDITS, MAX_SIP_LEN, Outcome},
 };
 
 use crate::{
-    CONFIG, REGS, Verdict, add, candidate, count, csum,
+    REGS, Verdict, add, candidate, config, count, csum,
     pkt::{Pkt, Raw},
     read, run_loop, run_scan, sip_payload, splice,
 };
@@ -33,7 +33,11 @@ use crate::{
 /// through the XDP metadata.
 #[xdp]
 pub fn sip_restore_xdp(ctx: XdpContext) -> u32 {
-    let r = try_restore(&ctx, true);
+    let Some(cfg) = config() else {
+        finish(&ctx, Err(Stat::Error));
+        return XDP_PASS;
+    };
+    let r = try_restore(&ctx, cfg, true);
     if r == Err(Stat::ToTc) && !hand_off(&ctx) {
         // No metadata support: TC would not know the frame; it stays as it came.
         finish(&ctx, Err(Stat::Error));
@@ -53,13 +57,15 @@ pub fn bench_empty_xdp(_ctx: XdpContext) -> u32 {
 /// frames XDP handed over (`CFG_TC_AFTER_XDP`).
 #[classifier]
 pub fn sip_restore_tc(ctx: TcContext) -> i32 {
-    let after_xdp = CONFIG
-        .get(0)
-        .is_some_and(|c| c.flags & CFG_TC_AFTER_XDP != 0);
+    let Some(cfg) = config() else {
+        finish(&ctx, Err(Stat::Error));
+        return TC_ACT_UNSPEC;
+    };
+    let after_xdp = cfg.flags & CFG_TC_AFTER_XDP != 0;
     if after_xdp && !handed_off(&ctx) {
         return TC_ACT_UNSPEC;
     }
-    let r = try_restore(&ctx, !after_xdp);
+    let r = try_restore(&ctx, cfg, !after_xdp);
     finish(&ctx, r);
     TC_ACT_UNSPEC
 }
@@ -123,8 +129,7 @@ fn finish<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, r: Verdict) {
 }
 
 #[inline(always)]
-fn try_restore<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, first_look: bool) -> Verdict {
-    let cfg = CONFIG.get(0).ok_or(Stat::Error)?;
+fn try_restore<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, cfg: &Config, first_look: bool) -> Verdict {
     let f = candidate(ctx, cfg, true)?;
     // A frame XDP handed over was counted there already.
     if first_look {

@@ -34,15 +34,30 @@ use network_types::{
 };
 use pkt::{Frame, Pkt, Raw};
 use rewriter_common::{
-    AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, Config, ContactUri, DnKey, MAX_CONTACTS, MAX_DN_LEN,
-    MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
+    AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, CONFIG_SLOTS, Config, ContactUri, DnKey,
+    MAX_CONTACTS, MAX_DN_LEN, MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
     restore::{MAX_ORIGINALS, MAX_REGISTRATIONS, RegKey, RegState, copy_aligned},
     sip::{self, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, TAIL_PAD},
 };
 
-/// Runtime configuration written by userspace (one entry).
+/// Runtime configuration written by userspace: [`CONFIG_SLOTS`] versions, the current one
+/// named by [`CONFIG_SLOT`]; read through [`config`] only.
 #[map]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+static CONFIG: Array<Config> = Array::with_max_entries(CONFIG_SLOTS, 0);
+
+/// Index of the current [`CONFIG`] slot.
+#[map]
+static CONFIG_SLOT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The configuration of this program run: the slot `CONFIG_SLOT` names, read once. Userspace
+/// never writes a slot that a run may still be reading, so one packet sees one version
+/// (template, keep list, flags, port) from its first look to its last write.
+#[inline(always)]
+fn config() -> Option<&'static Config> {
+    // SAFETY: an array map value of the program's own map, valid for the whole run.
+    let slot = unsafe { core::ptr::read_volatile(CONFIG_SLOT.get_ptr(0)?) };
+    CONFIG.get(slot % CONFIG_SLOTS)
+}
 
 /// Per-CPU counters indexed by [`Stat`].
 #[map]
@@ -119,7 +134,7 @@ type Verdict = Result<(), Stat>;
 
 #[inline(always)]
 fn try_sip_rewriter<const STAGE: u8>(ctx: &TcContext) -> Verdict {
-    let cfg = CONFIG.get(0).ok_or(Stat::Error)?;
+    let cfg = config().ok_or(Stat::Error)?;
     let f = candidate(ctx, cfg, false)?;
     add(Stat::Seen, 1);
     // A GSO skb is several datagrams' worth; bpf_skb_change_tail would drop its GSO state.

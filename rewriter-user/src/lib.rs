@@ -2,6 +2,7 @@
 //! and reading its counters. The `sip-rewriter` binary and the integration tests both use this.
 
 pub mod config;
+pub mod config_slots;
 pub mod loader;
 pub mod metrics;
 pub mod netdev;

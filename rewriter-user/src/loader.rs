@@ -3,7 +3,7 @@
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::FdLink,
@@ -19,7 +19,9 @@ use rewriter_common::{
 };
 
 use crate::{
-    EBPF_OBJECT, PROGRAM, PROGRAM_TC_INGRESS, PROGRAM_XDP, netdev,
+    EBPF_OBJECT, PROGRAM, PROGRAM_TC_INGRESS, PROGRAM_XDP,
+    config_slots::ConfigMaps,
+    netdev,
     pins::{MAPS, PinDir},
     stats::Counters,
 };
@@ -27,6 +29,8 @@ use crate::{
 /// The loaded (not necessarily attached) eBPF object.
 pub struct Rewriter {
     ebpf: Ebpf,
+    /// `CONFIG` and `CONFIG_SLOT`, taken out of `ebpf`.
+    config: ConfigMaps<MapData>,
     /// Must outlive program loading: dropping it closes the log ring buffer the program uses.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -137,7 +141,12 @@ impl Rewriter {
                 None
             }
         };
-        let mut this = Self { ebpf, logger };
+        let config_maps = ConfigMaps::take(&mut ebpf)?;
+        let mut this = Self {
+            ebpf,
+            config: config_maps,
+            logger,
+        };
         this.set_config(config)?;
         let prog = this.program_mut()?;
         prog.load()
@@ -145,15 +154,10 @@ impl Rewriter {
         Ok(this)
     }
 
-    /// Writes the configuration map.
+    /// Publishes the configuration: program runs see either the old one or this one, never a
+    /// mix (see [`crate::config_slots`]).
     pub fn set_config(&mut self, config: &Config) -> anyhow::Result<()> {
-        let mut map: Array<&mut MapData, Config> = Array::try_from(
-            self.ebpf
-                .map_mut("CONFIG")
-                .context("map CONFIG missing from the object")?,
-        )?;
-        map.set(0, config, 0).context("writing map CONFIG")?;
-        Ok(())
+        self.config.publish(config)
     }
 
     /// The egress classifier.
@@ -559,10 +563,13 @@ pub type Verified = Result<u32, (String, String)>;
 /// processed, or its one-line reason for refusing (see [`crate::support::verifier_reason`]) and the whole error
 /// with the verifier's log.
 pub fn verify_programs(config: &Config) -> anyhow::Result<Vec<(&'static str, Verified)>> {
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .context("loading the sip-rewriter eBPF object")?;
+    let config_maps = ConfigMaps::take(&mut ebpf)?;
     let mut this = Rewriter {
-        ebpf: EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .context("loading the sip-rewriter eBPF object")?,
+        ebpf,
+        config: config_maps,
         logger: None,
     };
     this.logger = aya_log::EbpfLogger::init(&mut this.ebpf).ok();

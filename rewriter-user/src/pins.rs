@@ -9,8 +9,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use rewriter_common::{AddrKey, Config, ContactUri, DnKey};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use rewriter_common::{AddrKey, ContactUri, DnKey};
 
 use crate::stats::Counters;
 
@@ -19,7 +19,14 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sip-rewriter";
 /// Overrides [`DEFAULT_ROOT`] (tests use private roots; the path must be on a bpffs).
 pub const ROOT_ENV: &str = "SIP_REWRITER_PIN_ROOT";
 /// Maps pinned per attachment.
-pub const MAPS: [&str; 5] = ["CONFIG", "STATS", "CONTACTS", "GENESYS", "REGS"];
+pub const MAPS: [&str; 6] = [
+    "CONFIG",
+    "CONFIG_SLOT",
+    "STATS",
+    "CONTACTS",
+    "GENESYS",
+    "REGS",
+];
 /// `statfs` magic of bpffs (include/uapi/linux/magic.h, BPF_FS_MAGIC).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -120,8 +127,9 @@ impl PinDir {
         MapData::from_pin(&p).with_context(|| format!("opening pinned map {}", p.display()))
     }
 
-    pub fn config(&self) -> anyhow::Result<Array<MapData, Config>> {
-        Ok(Array::try_from(Map::Array(self.map("CONFIG")?))?)
+    /// The configuration slots of the running program (read and publish through them only).
+    pub fn config(&self) -> anyhow::Result<crate::config_slots::ConfigMaps<MapData>> {
+        crate::config_slots::ConfigMaps::from_pins(self.map("CONFIG")?, self.map("CONFIG_SLOT")?)
     }
 
     pub fn contacts(&self) -> anyhow::Result<HashMap<MapData, DnKey, ContactUri>> {

@@ -1,6 +1,6 @@
 //! `sip-rewriter default set|clear`: the Contact template for DNs not in the map.
 
-use rewriter_common::{CFG_HAS_DEFAULT, Config};
+use rewriter_common::CFG_HAS_DEFAULT;
 use rewriter_user::{config::Template, netdev, pins::PinDir};
 
 #[derive(clap::Subcommand)]
@@ -27,17 +27,17 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     };
     netdev::require_root()?;
     let pins = PinDir::discover(iface.as_deref())?;
-    let mut map = pins.config()?;
-    let mut cfg: Config = map.get(&0, 0)?;
-    match &template {
-        Some(t) => {
-            if !cfg.set_template(t.pre.as_bytes(), t.post.as_bytes()) {
-                anyhow::bail!("template {t} is too long");
+    pins.config()?.update(|cfg| {
+        match &template {
+            Some(t) => {
+                if !cfg.set_template(t.pre.as_bytes(), t.post.as_bytes()) {
+                    anyhow::bail!("template {t} is too long");
+                }
             }
+            None => cfg.flags &= !CFG_HAS_DEFAULT,
         }
-        None => cfg.flags &= !CFG_HAS_DEFAULT,
-    }
-    map.set(0, cfg, 0)?;
+        Ok(())
+    })?;
     match template {
         Some(t) => println!("default Contact on {}: {t}", pins.iface),
         None => println!("no default Contact on {}", pins.iface),

@@ -101,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn status(d: &PinDir) -> anyhow::Result<Status> {
-    let cfg: Config = d.config()?.get(&0, 0)?;
+    let cfg: Config = d.config()?.current()?;
     let program_id = SchedClassifier::from_pin(d.prog_path())
         .ok()
         .and_then(|p| p.info().ok())

@@ -1,0 +1,149 @@
+//! Publishing the programs' configuration so that one program run never mixes two versions.
+//!
+//! A map update copies the new value over the old one in place while programs may be reading
+//! it (`array_map_update_elem` → `copy_map_value`,
+//! <https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/arraymap.c#L379-L395>), so a run
+//! could see half of an update: a template's length from one version and its text from the
+//! next. Instead `CONFIG` has [`CONFIG_SLOTS`] slots and `CONFIG_SLOT[0]` names the current one;
+//! a program run reads that index once and uses its slot for everything. An update writes the
+//! other slot, waits for an RCU grace period, switches the index and waits again.
+//!
+//! Every program run is an RCU read-side critical section (TC and XDP run with bottom halves
+//! disabled, BPF_PROG_TEST_RUN under `rcu_read_lock()`), and `synchronize_rcu()` guarantees
+//! that when it returns every CPU has executed a full memory barrier since the end of its last
+//! read-side section that began before the call, and that a section extending past the return
+//! began after a full barrier that follows the start of the call (its kernel-doc,
+//! <https://github.com/torvalds/linux/blob/v6.18/kernel/rcu/tree.c#L3263-L3301>). So a run that
+//! sees the new index sees the slot's new bytes (first wait), and after the second wait no run
+//! still reads the old slot, which the next update may then write. The wait is
+//! `membarrier(MEMBARRIER_CMD_GLOBAL)`, which is `synchronize_rcu()` on a multi-CPU system
+//! (<https://github.com/torvalds/linux/blob/v6.18/kernel/sched/membarrier.c#L600-L606>; the BPF
+//! selftests' `kern_sync_rcu()` waits for programs the same way). Updates of all sip-rewriter
+//! processes are serialized by an `flock`.
+
+use std::{
+    borrow::{Borrow, BorrowMut},
+    os::fd::AsRawFd as _,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{Array, MapData},
+};
+use rewriter_common::{CONFIG_SLOTS, Config};
+
+/// `MEMBARRIER_CMD_GLOBAL` (include/uapi/linux/membarrier.h).
+const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+/// Held while a process publishes a configuration.
+const LOCK_PATH: &str = "/run/sip-rewriter-config.lock";
+
+/// The `CONFIG` slots and the `CONFIG_SLOT` index.
+pub struct ConfigMaps<T> {
+    configs: Array<T, Config>,
+    slot: Array<T, u32>,
+}
+
+impl ConfigMaps<MapData> {
+    /// Takes both maps out of a loaded object (the programs keep their references).
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let configs = ebpf
+            .take_map("CONFIG")
+            .context("map CONFIG missing from the object")?;
+        let slot = ebpf
+            .take_map("CONFIG_SLOT")
+            .context("map CONFIG_SLOT missing from the object")?;
+        Ok(Self {
+            configs: Array::try_from(configs)?,
+            slot: Array::try_from(slot)?,
+        })
+    }
+
+    /// Both maps from their pins.
+    pub fn from_pins(configs: MapData, slot: MapData) -> anyhow::Result<Self> {
+        use aya::maps::Map;
+        Ok(Self {
+            configs: Array::try_from(Map::Array(configs))?,
+            slot: Array::try_from(Map::Array(slot))?,
+        })
+    }
+}
+
+impl<T: Borrow<MapData>> ConfigMaps<T> {
+    /// The configuration program runs use now.
+    pub fn current(&self) -> anyhow::Result<Config> {
+        let i = self.slot.get(&0, 0).context("reading map CONFIG_SLOT")? % CONFIG_SLOTS;
+        self.configs.get(&i, 0).context("reading map CONFIG")
+    }
+}
+
+impl<T: BorrowMut<MapData>> ConfigMaps<T> {
+    /// Makes `config` the one program runs use (see the module documentation).
+    pub fn publish(&mut self, config: &Config) -> anyhow::Result<()> {
+        self.update(|c| {
+            *c = *config;
+            Ok(())
+        })
+        .map(drop)
+    }
+
+    /// Publishes what `change` makes of the current configuration; no other sip-rewriter
+    /// process publishes in between. Returns the new configuration.
+    pub fn update(
+        &mut self,
+        change: impl FnOnce(&mut Config) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Config> {
+        let _lock = lock();
+        let cur = self.slot.get(&0, 0).context("reading map CONFIG_SLOT")? % CONFIG_SLOTS;
+        let mut c = self.configs.get(&cur, 0).context("reading map CONFIG")?;
+        change(&mut c)?;
+        let next = (cur + 1) % CONFIG_SLOTS;
+        // No run reads `next`: the update that left it waited for the last of them.
+        self.configs.set(next, c, 0).context("writing map CONFIG")?;
+        wait_for_program_runs();
+        self.slot
+            .set(0, next, 0)
+            .context("writing map CONFIG_SLOT")?;
+        wait_for_program_runs();
+        Ok(c)
+    }
+}
+
+/// Waits until every program run that started before the call has ended (an RCU grace period).
+fn wait_for_program_runs() {
+    // SAFETY: membarrier takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if r != 0 {
+        // nohz_full kernels refuse it (EINVAL), CONFIG_MEMBARRIER=n lacks it (ENOSYS). A run
+        // lasts microseconds: wait far longer than that.
+        log::debug!(
+            "membarrier(MEMBARRIER_CMD_GLOBAL): {}; sleeping instead",
+            std::io::Error::last_os_error()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An exclusive `flock` on [`LOCK_PATH`], released on drop; `None` (unserialized) if the file
+/// cannot be opened.
+fn lock() -> Option<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_PATH);
+    match f {
+        Ok(f) => {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                log::debug!("flock {LOCK_PATH}: {}", std::io::Error::last_os_error());
+            }
+            Some(f)
+        }
+        Err(e) => {
+            log::debug!("opening {LOCK_PATH}: {e}; configuration updates are not serialized");
+            None
+        }
+    }
+}
