@@ -37,7 +37,7 @@ use rewriter_common::{CONFIG_SLOTS, Config};
 /// `MEMBARRIER_CMD_GLOBAL` (include/uapi/linux/membarrier.h).
 const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
 /// Held while a process publishes a configuration.
-const LOCK_PATH: &str = "/run/sip-rewriter-config.lock";
+const LOCK_PATH: &str = "/run/sip-rewriter/config.lock";
 
 /// The `CONFIG` slots and the `CONFIG_SLOT` index.
 pub struct ConfigMaps<T> {
@@ -128,6 +128,9 @@ fn wait_for_program_runs() {
 /// An exclusive `flock` on [`LOCK_PATH`], released on drop; `None` (unserialized) if the file
 /// cannot be opened.
 fn lock() -> Option<std::fs::File> {
+    if let Some(dir) = std::path::Path::new(LOCK_PATH).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -7,6 +7,7 @@ pub mod loader;
 pub mod metrics;
 pub mod netdev;
 pub mod pins;
+pub mod state;
 pub mod stats;
 pub mod support;
 

@@ -229,6 +229,26 @@ impl Rewriter {
     }
 
     /// Removes a DN entry; `false` if there was none.
+    /// Every DN entry of the map, DN → URI.
+    pub fn contact_entries(
+        &mut self,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        let map: HashMap<&mut MapData, DnKey, ContactUri> = HashMap::try_from(
+            self.ebpf
+                .map_mut("CONTACTS")
+                .context("map CONTACTS missing from the object")?,
+        )?;
+        let mut out = std::collections::BTreeMap::new();
+        for item in map.iter() {
+            let (k, v) = item.context("reading map CONTACTS")?;
+            out.insert(
+                String::from_utf8_lossy(k.as_bytes()).into_owned(),
+                String::from_utf8_lossy(v.uri()).into_owned(),
+            );
+        }
+        Ok(out)
+    }
+
     pub fn remove_contact(&mut self, dn: &[u8]) -> anyhow::Result<bool> {
         let key = DnKey::new(dn)
             .with_context(|| format!("invalid DN {:?}", String::from_utf8_lossy(dn)))?;

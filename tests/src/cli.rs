@@ -44,6 +44,16 @@ impl PinRoot {
     }
 }
 
+impl PinRoot {
+    /// The durable state directory that goes with this pin root (`SIP_REWRITER_STATE_DIR`).
+    pub fn state_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "{}-state",
+            self.0.file_name().unwrap().to_string_lossy()
+        ))
+    }
+}
+
 impl Default for PinRoot {
     fn default() -> Self {
         Self::new()
@@ -53,6 +63,7 @@ impl Default for PinRoot {
 impl Drop for PinRoot {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(self.state_dir());
     }
 }
 
@@ -68,6 +79,7 @@ pub fn cmd(ns: Option<&str>, root: &PinRoot, args: &[&str]) -> Command {
     };
     c.args(args)
         .env("SIP_REWRITER_PIN_ROOT", &root.0)
+        .env("SIP_REWRITER_STATE_DIR", root.state_dir())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null());
     c

@@ -23,6 +23,8 @@ use anyhow::{Context as _, bail};
 const EDGE: &str = "edge";
 const GENESYS: &str = "genesys";
 const PIN_ROOT: &str = "/sys/fs/bpf/sip-rewriter-demo";
+/// The demo's durable state (DN entries changed at run time), removed at the end.
+const STATE_DIR: &str = "/tmp/sip-rewriter-demo-state";
 
 const CONFIG: &str = r#"# sip-rewriter demo configuration
 interface = "veth-edge"
@@ -77,6 +79,7 @@ impl Drop for Demo {
             let _ = ip(&["netns", "del", ns]);
         }
         let _ = std::fs::remove_dir_all(PIN_ROOT);
+        let _ = std::fs::remove_dir_all(STATE_DIR);
         let _ = std::fs::remove_file(&self.config);
     }
 }
@@ -101,6 +104,7 @@ fn status(bin: &Path, args: &[&str]) -> anyhow::Result<String> {
         .args(["status", "--iface", "veth-edge"])
         .args(args)
         .env("SIP_REWRITER_PIN_ROOT", PIN_ROOT)
+        .env("SIP_REWRITER_STATE_DIR", STATE_DIR)
         .stderr(Stdio::null())
         .output()
         .context("running sip-rewriter status")?;
@@ -196,6 +200,7 @@ pub fn run(bin: &Path) -> anyhow::Result<String> {
         .args(["attach", "--interval", "3600", "--config"])
         .arg(&demo.config)
         .env("SIP_REWRITER_PIN_ROOT", PIN_ROOT)
+        .env("SIP_REWRITER_STATE_DIR", STATE_DIR)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

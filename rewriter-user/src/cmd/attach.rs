@@ -14,6 +14,7 @@ use rewriter_user::{
     config::{KeepParams, Settings, Template, validate_port},
     metrics, netdev,
     pins::{self, PinDir},
+    state::StateFile,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -148,16 +149,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if reused {
         log::warn!(
-            "reusing the maps pinned in {} (a previous attach did not exit cleanly); their DN entries are kept",
+            "reusing the maps pinned in {} (a previous attach did not exit cleanly); the DN map is brought in line with the config file and the durable run-time entries",
             pins.path.display()
         );
     }
-    let mut applied = Applied {
+    let applied = Applied {
         ingress: settings.ingress,
-        ..Applied::default()
     };
+    let state = StateFile::for_iface(&iface);
     let result =
-        apply(&mut rw, &settings, &mut applied).and_then(|()| rw.attach(&iface, settings.ingress));
+        apply(&mut rw, &settings, &state).and_then(|()| rw.attach(&iface, settings.ingress));
     let (attachment, hook) = match result {
         Ok(a) => a,
         Err(e) => {
@@ -196,30 +197,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the last applied configuration file put into the maps, to apply differences on SIGHUP.
+/// What a reload cannot change.
 #[derive(Default)]
 struct Applied {
-    contacts: BTreeMap<String, String>,
     /// The ingress hook attached; a reload cannot change it (that needs a re-attach).
     ingress: rewriter_user::Ingress,
 }
 
-/// Writes `settings` into the maps: config, address set, and the file's DN entries (entries
-/// that a previous version of the file had and this one has not are removed; entries added with
-/// `contact add` are left alone).
-fn apply(rw: &mut Rewriter, settings: &Settings, applied: &mut Applied) -> anyhow::Result<()> {
+/// Writes `settings` into the maps: config, address set, and the DN map, which becomes the
+/// file's entries under the interface's durable run-time changes ([`rewriter_user::state`]):
+/// entries that differ are replaced, entries beyond that are removed. Holds the state lock, so
+/// a concurrent `contact` command is neither undone nor interleaved.
+fn apply(rw: &mut Rewriter, settings: &Settings, state: &StateFile) -> anyhow::Result<()> {
     rw.set_config(&settings.kernel_config())?;
     rw.set_genesys(&settings.genesys)?;
-    let new: BTreeMap<String, String> = settings.contacts.iter().cloned().collect();
-    for (dn, uri) in &new {
-        if applied.contacts.get(dn) != Some(uri) {
+    let lock = state.lock()?;
+    let mut overlay = state.load()?;
+    let have = rw.contact_entries()?;
+    if !state.path.exists() {
+        // No state file yet (first attach, or maps pinned by a version that kept none): what the
+        // map holds beyond the file was added at run time; keep it.
+        let file: BTreeMap<&String, &String> =
+            settings.contacts.iter().map(|(d, u)| (d, u)).collect();
+        for (dn, uri) in &have {
+            if file.get(dn) != Some(&uri) {
+                overlay.add(dn, uri);
+            }
+        }
+        if !overlay.set.is_empty() {
+            state.save(&overlay, &lock)?;
+        }
+    }
+    let want = overlay.effective(&settings.contacts);
+    for (dn, (uri, _)) in &want {
+        if have.get(dn) != Some(uri) {
             rw.set_contact(dn.as_bytes(), uri.as_bytes())?;
         }
     }
-    for dn in applied.contacts.keys().filter(|dn| !new.contains_key(*dn)) {
+    for dn in have.keys().filter(|dn| !want.contains_key(*dn)) {
         rw.remove_contact(dn.as_bytes())?;
     }
-    applied.contacts = new;
     Ok(())
 }
 
@@ -228,7 +245,7 @@ async fn serve(
     rw: &mut Rewriter,
     args: &Args,
     pins: &PinDir,
-    mut applied: Applied,
+    applied: Applied,
 ) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -268,7 +285,7 @@ async fn serve(
                             );
                             s.ingress = applied.ingress;
                         }
-                        apply(rw, &s, &mut applied)
+                        apply(rw, &s, &StateFile::for_iface(&pins.iface))
                     }) {
                         Ok(()) => log::info!("reloaded {}", path.display()),
                         Err(e) => log::error!("reload of {} failed, previous settings stay: {e:#}", path.display()),

@@ -8,6 +8,7 @@ use rewriter_user::{
     config::{read_contacts_file, validate_dn, validate_uri},
     netdev,
     pins::PinDir,
+    state::{self, Source, StateFile},
 };
 
 /// Changes take effect on the next REGISTER; nothing needs restarting.
@@ -84,19 +85,71 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Add { dn, uri, iface } => {
             let (k, v) = (key(&dn)?, value(&uri)?);
-            let pins = open(iface)?;
-            let mut map = pins.contacts()?;
-            map.insert(k, v, 0)
-                .map_err(|e| full_or(e, "adding to map CONTACTS"))?;
-            println!("{dn} -> {uri}");
+            let (pins, state) = target(iface)?;
+            let lock = state.lock()?;
+            let mut overlay = state.load()?;
+            overlay.add(&dn, &uri);
+            match pins {
+                Some(pins) => {
+                    let mut map = pins.contacts()?;
+                    let before = map.get(&k, 0).ok();
+                    map.insert(k, v, 0)
+                        .map_err(|e| full_or(e, "adding to map CONTACTS"))?;
+                    if let Err(e) = state.save(&overlay, &lock) {
+                        // Not durable: undo the map change too.
+                        let _ = match before {
+                            Some(b) => map.insert(k, b, 0),
+                            None => map.remove(&k),
+                        };
+                        return Err(e);
+                    }
+                    println!("{dn} -> {uri}");
+                }
+                None => {
+                    state.save(&overlay, &lock)?;
+                    println!(
+                        "{dn} -> {uri} (sip-rewriter is not attached: kept in {} for the next attach)",
+                        state.path.display()
+                    );
+                }
+            }
         }
         Cmd::Del { dn, iface } => {
             let k = key(&dn)?;
-            let pins = open(iface)?;
-            match pins.contacts()?.remove(&k) {
-                Ok(()) => println!("removed {dn}"),
-                Err(aya::maps::MapError::KeyNotFound) => anyhow::bail!("DN {dn} is not in the map"),
-                Err(e) => return Err(e).context("removing from map CONTACTS"),
+            let (pins, state) = target(iface)?;
+            let lock = state.lock()?;
+            let mut overlay = state.load()?;
+            let known = overlay.set.contains_key(&dn);
+            match pins {
+                Some(pins) => {
+                    let mut map = pins.contacts()?;
+                    let before = match map.get(&k, 0) {
+                        Ok(v) => v,
+                        Err(aya::maps::MapError::KeyNotFound) => {
+                            anyhow::bail!("DN {dn} is not in the map")
+                        }
+                        Err(e) => return Err(e).context("reading map CONTACTS"),
+                    };
+                    // A runtime entry hid any file entry: deleting it masks the file's whatever
+                    // its URI; a file entry is masked as it is now.
+                    let file_uri = String::from_utf8_lossy(before.uri()).into_owned();
+                    overlay.del(&dn, (!known).then_some(file_uri.as_str()));
+                    map.remove(&k).context("removing from map CONTACTS")?;
+                    if let Err(e) = state.save(&overlay, &lock) {
+                        let _ = map.insert(k, before, 0);
+                        return Err(e);
+                    }
+                    println!("removed {dn}");
+                }
+                None => {
+                    overlay.del(&dn, None);
+                    state.save(&overlay, &lock)?;
+                    let was = if known { "removed" } else { "will remove" };
+                    println!(
+                        "{was} {dn} (sip-rewriter is not attached: kept in {} for the next attach)",
+                        state.path.display()
+                    );
+                }
             }
         }
         Cmd::Get { dn, iface } => {
@@ -109,16 +162,26 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
         }
         Cmd::List { json, iface } => {
-            let all = entries(&open(iface)?)?;
+            let pins = open(iface)?;
+            let runtime = StateFile::for_iface(&pins.iface).load()?.set;
+            let all = entries(&pins)?;
+            let source = |dn: &str, uri: &str| {
+                if runtime.get(dn).map(String::as_str) == Some(uri) {
+                    Source::Runtime
+                } else {
+                    Source::Config
+                }
+                .name()
+            };
             if json {
                 let v: Vec<_> = all
                     .iter()
-                    .map(|(dn, uri)| serde_json::json!({ "dn": dn, "uri": uri }))
+                    .map(|(dn, uri)| serde_json::json!({ "dn": dn, "uri": uri, "source": source(dn, uri) }))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                for (dn, uri) in all {
-                    println!("{dn}\t{uri}");
+                for (dn, uri) in &all {
+                    println!("{dn}\t{uri}\t{}", source(dn, uri));
                 }
             }
         }
@@ -137,6 +200,23 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => import(&file, replace, iface)?,
     }
     Ok(())
+}
+
+/// The running attachment a change goes to (if any) and the state file it goes into: with
+/// `--iface` and nothing attached there, the state file alone (the next attach loads it).
+fn target(iface: Option<String>) -> anyhow::Result<(Option<PinDir>, StateFile)> {
+    netdev::require_root()?;
+    if let Some(i) = &iface
+        && !PinDir::for_iface(i).path.join("CONFIG").exists()
+    {
+        return Ok((None, StateFile::for_iface(i)));
+    }
+    let pins = PinDir::discover(iface.as_deref()).map_err(|e| match iface {
+        Some(_) => e,
+        None => e.context(state::require_iface(None).unwrap_err().to_string()),
+    })?;
+    let state = StateFile::for_iface(&pins.iface);
+    Ok((Some(pins), state))
 }
 
 fn open(iface: Option<String>) -> anyhow::Result<PinDir> {
@@ -159,6 +239,9 @@ fn import(file: &std::path::Path, replace: bool, iface: Option<String>) -> anyho
     // Validate the whole file before touching the map.
     let wanted = read_contacts_file(file)?;
     let pins = open(iface)?;
+    let state = StateFile::for_iface(&pins.iface);
+    let lock = state.lock()?;
+    let mut overlay = state.load()?;
     let existing = entries(&pins)?;
     let capacity = pins.contacts_capacity()? as usize;
     let new_keys = wanted
@@ -207,6 +290,15 @@ fn import(file: &std::path::Path, replace: bool, iface: Option<String>) -> anyho
             removed += 1;
         }
     }
+    if replace {
+        let wanted: BTreeMap<String, String> = wanted.iter().cloned().collect();
+        overlay.replace(&wanted, existing);
+    } else {
+        for (dn, uri) in &wanted {
+            overlay.add(dn, uri);
+        }
+    }
+    state.save(&overlay, &lock)?;
     println!(
         "imported {total} entries from {} ({new_keys} new, {} updated{})",
         file.display(),
