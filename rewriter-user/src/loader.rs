@@ -238,15 +238,7 @@ impl Rewriter {
                 .map_mut("CONTACTS")
                 .context("map CONTACTS missing from the object")?,
         )?;
-        let mut out = std::collections::BTreeMap::new();
-        for item in map.iter() {
-            let (k, v) = item.context("reading map CONTACTS")?;
-            out.insert(
-                String::from_utf8_lossy(k.as_bytes()).into_owned(),
-                String::from_utf8_lossy(v.uri()).into_owned(),
-            );
-        }
-        Ok(out)
+        contact_entries(&map)
     }
 
     pub fn remove_contact(&mut self, dn: &[u8]) -> anyhow::Result<bool> {
@@ -573,6 +565,21 @@ pub fn addr_key(addr: IpAddr) -> AddrKey {
         IpAddr::V4(a) => AddrKey::v4(a.octets()),
         IpAddr::V6(a) => AddrKey(a.octets()),
     }
+}
+
+/// Every entry of a DN map, DN → URI, sorted by DN.
+pub fn contact_entries<T: std::borrow::Borrow<MapData>>(
+    map: &HashMap<T, DnKey, ContactUri>,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in map.iter() {
+        let (k, v) = item.context("reading map CONTACTS")?;
+        out.insert(
+            String::from_utf8_lossy(k.as_bytes()).into_owned(),
+            String::from_utf8_lossy(v.uri()).into_owned(),
+        );
+    }
+    Ok(out)
 }
 
 /// What the verifier said of one program: the instructions it processed, or its one-line

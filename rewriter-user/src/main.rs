@@ -41,6 +41,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Attach(_)) {
+        // A reader that goes away (`contact list | head -1`) ends a short command quietly with
+        // SIGPIPE, exit 141, as coreutils do, instead of a failed-write panic. `attach` keeps
+        // Rust's ignored SIGPIPE: a metrics client hanging up must not end it.
+        // SAFETY: signal(2) with a valid signal number and SIG_DFL, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let level = if cli.verbose {
         "info,sip_rewriter=debug,rewriter_user=debug"
     } else {

@@ -252,3 +252,20 @@ pub fn set_tx_csum(iface: &str, on: bool) {
         std::io::Error::last_os_error()
     );
 }
+
+/// `InCsumErrors` of the calling thread's network namespace (`/proc/thread-self/net/snmp`):
+/// datagrams its stack dropped for a bad UDP checksum.
+pub fn udp_in_csum_errors() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/snmp")
+        .expect("reading /proc/thread-self/net/snmp");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let i = lines[0]
+        .split_whitespace()
+        .position(|n| n == "InCsumErrors")
+        .expect("an InCsumErrors column");
+    lines[1]
+        .split_whitespace()
+        .nth(i)
+        .and_then(|n| n.parse().ok())
+        .expect("an InCsumErrors value")
+}

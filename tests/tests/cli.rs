@@ -619,4 +619,40 @@ fn big_import_shows_progress_and_a_full_map_is_a_clear_error() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("would not fit"), "{err}");
     let _ = std::fs::remove_file(f);
+    // A reader that stops early (`| head -1`; 20 000 lines are far more than a pipe holds):
+    // each command ends quietly on SIGPIPE, like coreutils, never with a panic.
+    for args in [
+        &["contact", "list"][..],
+        &["contact", "export"],
+        &["contact", "list", "--json"],
+    ] {
+        let mut c = integration_tests::cli::cmd(ns, &root, args);
+        let mut child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 16];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        use std::os::unix::process::ExitStatusExt as _;
+        assert!(
+            out.status.success()
+                || out.status.signal() == Some(libc::SIGPIPE)
+                || out.status.code() == Some(141),
+            "{args:?} ended with {}",
+            out.status
+        );
+    }
 }

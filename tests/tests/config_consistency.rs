@@ -161,7 +161,7 @@ fn a_register_never_mixes_two_configuration_versions() {
 fn live_default_set_and_sighup_never_mix_versions() {
     use integration_tests::{
         cli::{Attach, PinRoot, ok},
-        net::{EDGE_V4, GENESYS_V4, InNetns, Topology, set_tx_csum},
+        net::{EDGE_V4, GENESYS_V4, InNetns, Topology, set_tx_csum, udp_in_csum_errors},
     };
     use std::net::UdpSocket;
     const SEND: u64 = 1_000_000;
@@ -292,14 +292,4 @@ fn live_default_set_and_sighup_never_mix_versions() {
         received > sent * 9 / 10 && changes >= 8,
         "too little traffic or too few changes to mean anything"
     );
-}
-
-fn udp_in_csum_errors() -> u64 {
-    let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
-    let i = lines[0]
-        .split_whitespace()
-        .position(|n| n == "InCsumErrors")
-        .unwrap();
-    lines[1].split_whitespace().nth(i).unwrap().parse().unwrap()
 }

@@ -159,5 +159,49 @@ fn contact_add_while_nothing_is_attached_is_kept_for_the_next_attach() {
         list(ns, &root, iface),
         vec![triple("8888", "sip:8888@198.18.0.88", "runtime")]
     );
+
+    // export → import round-trips a DN with a comma (RFC 3261 allows it in a user part).
+    ok(
+        ns,
+        &root,
+        &["contact", "add", "10,02", "sip:1002@198.18.0.2"],
+    );
+    let csv = ok(ns, &root, &["contact", "export"]);
+    assert!(csv.contains("\"10,02\",sip:1002@198.18.0.2"), "{csv}");
+    let f = std::env::temp_dir().join(format!(
+        "{}-export.csv",
+        root.0.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&f, &csv).unwrap();
+    let before = list(ns, &root, iface);
+    ok(
+        ns,
+        &root,
+        &["contact", "import", f.to_str().unwrap(), "--replace"],
+    );
+    assert_eq!(list(ns, &root, iface), before);
+    // An empty replacement set would wipe the map: refused unless --force.
+    std::fs::write(&f, "dn,uri\n").unwrap();
+    let (code, _, err) = run(
+        ns,
+        &root,
+        &["contact", "import", f.to_str().unwrap(), "--replace"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(list(ns, &root, iface), before);
+    ok(
+        ns,
+        &root,
+        &[
+            "contact",
+            "import",
+            f.to_str().unwrap(),
+            "--replace",
+            "--force",
+        ],
+    );
+    assert!(list(ns, &root, iface).is_empty());
+    let _ = std::fs::remove_file(&f);
     let _ = att.stop();
 }

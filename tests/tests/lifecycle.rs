@@ -10,7 +10,7 @@ use std::{net::UdpSocket, process::Command, time::Duration};
 
 use integration_tests::{
     cli::{Attach, PinRoot, ok, run},
-    net::{EDGE_V4, GENESYS_V4, InNetns, Topology, set_tx_csum},
+    net::{EDGE_V4, GENESYS_V4, InNetns, Topology, set_tx_csum, udp_in_csum_errors},
     registrar::Registrar,
 };
 
@@ -31,16 +31,6 @@ fn original(i: u32) -> String {
         0x3000_0000u64 + i as u64,
         i
     )
-}
-
-fn udp_in_csum_errors() -> u64 {
-    let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
-    let i = lines[0]
-        .split_whitespace()
-        .position(|n| n == "InCsumErrors")
-        .unwrap();
-    lines[1].split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
 /// Whether a Contact is right for a DN under some settings.

@@ -4,8 +4,9 @@
 //! sources list, lists and cache; the mirror is read from this machine's apt sources, whose
 //! configuration is never changed), extracted once into the cache. It boots in qemu with this
 //! machine's root file system shared read-only over virtio-9p and a tiny busybox initramfs that
-//! loads the modules the tests need, mounts proc, sys, dev, tmpfs on /tmp and /run and bpffs,
-//! and runs `xtask vm-guest` (the checks, see [`guest`]) as root. The guest prints `@@VM` lines
+//! loads the modules the tests need and builds a tmpfs root from bind mounts of the host's
+//! directories, with its own proc, sys, dev, tmpfs /tmp and /run and bpffs, then runs `xtask
+//! vm-guest` (the checks, see [`guest`]) in it as root. The guest prints `@@VM` lines
 //! on the serial console; the host reads them and prints one row per kernel.
 
 use std::{
@@ -32,7 +33,7 @@ pub struct Kernel {
     pub refused: bool,
 }
 
-/// The matrix. `host` is the running kernel's own image from /boot, when it has one.
+/// The matrix; `--kernel host` runs the same checks natively on this machine's own kernel.
 pub const KERNELS: &[Kernel] = &[
     Kernel {
         spec: "5.10",
@@ -158,6 +159,10 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
         row.secs = started.elapsed().as_secs_f64();
         eprintln!("vm-test: kernel {spec} took {:.0} s", row.secs);
         rows.push(row);
+    }
+    if opts.exec.is_some() {
+        // The guests' output was the point; there is no verdict.
+        return Ok(());
     }
     print_table(&rows);
     let failed = rows.iter().filter(|r| !r.ok()).count();

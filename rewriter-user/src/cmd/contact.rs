@@ -47,6 +47,9 @@ pub enum Cmd {
         /// Also remove entries that are not in the file.
         #[arg(long)]
         replace: bool,
+        /// With --replace: allow a file without entries (it empties the map).
+        #[arg(long)]
+        force: bool,
         #[arg(long, short = 'i')]
         iface: Option<String>,
     },
@@ -69,16 +72,7 @@ fn value(uri: &str) -> anyhow::Result<ContactUri> {
 
 /// Every entry, sorted by DN.
 fn entries(pins: &PinDir) -> anyhow::Result<BTreeMap<String, String>> {
-    let map = pins.contacts()?;
-    let mut out = BTreeMap::new();
-    for item in map.iter() {
-        let (k, v) = item.context("reading map CONTACTS")?;
-        out.insert(
-            String::from_utf8_lossy(k.as_bytes()).into_owned(),
-            String::from_utf8_lossy(v.uri()).into_owned(),
-        );
-    }
-    Ok(out)
+    rewriter_user::loader::contact_entries(&pins.contacts()?)
 }
 
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -190,14 +184,15 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "dn,uri")?;
             for (dn, uri) in all {
-                writeln!(out, "{dn},{uri}")?;
+                writeln!(out, "{},{}", csv_field(&dn), csv_field(&uri))?;
             }
         }
         Cmd::Import {
             file,
             replace,
+            force,
             iface,
-        } => import(&file, replace, iface)?,
+        } => import(&file, replace, force, iface)?,
     }
     Ok(())
 }
@@ -235,9 +230,29 @@ fn full_or(e: aya::maps::MapError, what: &str) -> anyhow::Error {
     }
 }
 
-fn import(file: &std::path::Path, replace: bool, iface: Option<String>) -> anyhow::Result<()> {
+/// One CSV field (RFC 4180): quoted when it holds a comma or a quote (a DN may hold `,`).
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
+fn import(
+    file: &std::path::Path,
+    replace: bool,
+    force: bool,
+    iface: Option<String>,
+) -> anyhow::Result<()> {
     // Validate the whole file before touching the map.
     let wanted = read_contacts_file(file)?;
+    if replace && wanted.is_empty() && !force {
+        return Err(super::usage(format!(
+            "{} holds no DN entries: --replace would empty the DN map; add --force if that is what you want",
+            file.display()
+        )));
+    }
     let pins = open(iface)?;
     let state = StateFile::for_iface(&pins.iface);
     let lock = state.lock()?;

@@ -41,6 +41,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => PinDir::all()?,
     };
     if dirs.is_empty() {
+        if args.json {
+            // Machine-readable: no attachment is an empty list (the exit status still says so).
+            println!("[]");
+        }
         // Same message as every other command that needs a running program.
         PinDir::discover(None)?;
     }
