@@ -6,7 +6,8 @@
 //! could see half of an update: a template's length from one version and its text from the
 //! next. Instead `CONFIG` has [`CONFIG_SLOTS`] slots and `CONFIG_SLOT[0]` names the current one;
 //! a program run reads that index once and uses its slot for everything. An update writes the
-//! other slot, waits for an RCU grace period, switches the index and waits again.
+//! other slot, waits for an RCU grace period, switches the index and waits again (and first
+//! waits once more, in case the previous updater died before its last wait).
 //!
 //! Every program run is an RCU read-side critical section (TC and XDP run with bottom halves
 //! disabled, BPF_PROG_TEST_RUN under `rcu_read_lock()`), and `synchronize_rcu()` guarantees
@@ -71,10 +72,15 @@ impl ConfigMaps<MapData> {
 }
 
 impl<T: Borrow<MapData>> ConfigMaps<T> {
-    /// The configuration program runs use now.
+    /// The configuration program runs use now (read under the lock: no slot is being written).
     pub fn current(&self) -> anyhow::Result<Config> {
+        let _lock = lock()?;
+        self.read_current().map(|(c, _)| c)
+    }
+
+    fn read_current(&self) -> anyhow::Result<(Config, u32)> {
         let i = self.slot.get(&0, 0).context("reading map CONFIG_SLOT")? % CONFIG_SLOTS;
-        self.configs.get(&i, 0).context("reading map CONFIG")
+        Ok((self.configs.get(&i, 0).context("reading map CONFIG")?, i))
     }
 }
 
@@ -94,12 +100,13 @@ impl<T: BorrowMut<MapData>> ConfigMaps<T> {
         &mut self,
         change: impl FnOnce(&mut Config) -> anyhow::Result<()>,
     ) -> anyhow::Result<Config> {
-        let _lock = lock();
-        let cur = self.slot.get(&0, 0).context("reading map CONFIG_SLOT")? % CONFIG_SLOTS;
-        let mut c = self.configs.get(&cur, 0).context("reading map CONFIG")?;
+        let _lock = lock()?;
+        let (mut c, cur) = self.read_current()?;
         change(&mut c)?;
         let next = (cur + 1) % CONFIG_SLOTS;
-        // No run reads `next`: the update that left it waited for the last of them.
+        // Runs that read `next` before the last switch may still be going if the process that
+        // switched died before its second wait: wait for them before writing it.
+        wait_for_program_runs();
         self.configs.set(next, c, 0).context("writing map CONFIG")?;
         wait_for_program_runs();
         self.slot
@@ -112,41 +119,40 @@ impl<T: BorrowMut<MapData>> ConfigMaps<T> {
 
 /// Waits until every program run that started before the call has ended (an RCU grace period).
 fn wait_for_program_runs() {
+    // membarrier skips the grace period on a single online CPU, where a preemptible RCU
+    // reader (PREEMPT_RT, BPF_PROG_TEST_RUN on a preemptible kernel) could still be inside.
+    // SAFETY: sysconf has no preconditions.
+    let one_cpu = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } == 1;
     // SAFETY: membarrier takes no pointers.
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    let r = if one_cpu {
+        -1
+    } else {
+        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) }
+    };
     if r != 0 {
         // nohz_full kernels refuse it (EINVAL), CONFIG_MEMBARRIER=n lacks it (ENOSYS). A run
         // lasts microseconds: wait far longer than that.
-        log::debug!(
-            "membarrier(MEMBARRIER_CMD_GLOBAL): {}; sleeping instead",
-            std::io::Error::last_os_error()
-        );
+        log::debug!("no membarrier(MEMBARRIER_CMD_GLOBAL) grace period here; sleeping instead");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// An exclusive `flock` on [`LOCK_PATH`], released on drop; `None` (unserialized) if the file
-/// cannot be opened.
-fn lock() -> Option<std::fs::File> {
+/// An exclusive `flock` on [`LOCK_PATH`], released on drop. Without it two processes could
+/// write the same slot while it is live: an error, not a warning.
+fn lock() -> anyhow::Result<std::fs::File> {
     if let Some(dir) = std::path::Path::new(LOCK_PATH).parent() {
-        let _ = std::fs::create_dir_all(dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(LOCK_PATH);
-    match f {
-        Ok(f) => {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                log::debug!("flock {LOCK_PATH}: {}", std::io::Error::last_os_error());
-            }
-            Some(f)
-        }
-        Err(e) => {
-            log::debug!("opening {LOCK_PATH}: {e}; configuration updates are not serialized");
-            None
-        }
+        .open(LOCK_PATH)
+        .with_context(|| format!("opening the configuration lock {LOCK_PATH}"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {LOCK_PATH}"));
     }
+    Ok(f)
 }

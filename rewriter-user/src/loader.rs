@@ -131,6 +131,9 @@ impl Rewriter {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
+        if let Some(d) = pins {
+            drop_outdated_config_pin(d);
+        }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the sip-rewriter eBPF object")?;
@@ -564,6 +567,25 @@ pub fn addr_key(addr: IpAddr) -> AddrKey {
     match addr {
         IpAddr::V4(a) => AddrKey::v4(a.octets()),
         IpAddr::V6(a) => AddrKey(a.octets()),
+    }
+}
+
+/// A `CONFIG` pinned by a version with one configuration slot (aya reuses a pinned map without
+/// comparing its size) would fail every attach: remove that pin, the maps are written anew from
+/// the settings anyway.
+fn drop_outdated_config_pin(d: &PinDir) {
+    let p = d.map_path("CONFIG");
+    let slots = MapData::from_pin(&p)
+        .ok()
+        .and_then(|m| m.info().ok())
+        .map(|i| i.max_entries());
+    if slots.is_some_and(|n| n != rewriter_common::CONFIG_SLOTS) {
+        log::info!(
+            "replacing {} (pinned by an older sip-rewriter with another layout)",
+            p.display()
+        );
+        let _ = std::fs::remove_file(&p);
+        let _ = std::fs::remove_file(d.map_path("CONFIG_SLOT"));
     }
 }
 

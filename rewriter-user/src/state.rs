@@ -64,18 +64,26 @@ impl Overlay {
             .insert(dn.to_owned(), uri.unwrap_or_default().to_owned());
     }
 
-    /// After `import --replace`: the map is exactly `wanted`; `running` is what it held before
-    /// (config-file entries not in `wanted` stay deleted).
+    /// After `import --replace`: the map is exactly `wanted`; `running` is what it held before.
+    /// Entries left out are deleted: a runtime one masks any file entry of its DN, a file one
+    /// is masked as it is; earlier deletions of DNs not in `wanted` stay.
     pub fn replace(
         &mut self,
         wanted: &BTreeMap<String, String>,
         running: BTreeMap<String, String>,
     ) {
-        self.set = wanted.clone();
-        self.deleted = running
-            .into_iter()
-            .filter(|(dn, _)| !wanted.contains_key(dn))
-            .collect();
+        let runtime = std::mem::replace(&mut self.set, wanted.clone());
+        self.deleted.retain(|dn, _| !wanted.contains_key(dn));
+        for (dn, uri) in running {
+            if !wanted.contains_key(&dn) {
+                let mask = if runtime.contains_key(&dn) {
+                    String::new()
+                } else {
+                    uri
+                };
+                self.deleted.insert(dn, mask);
+            }
+        }
     }
 
     /// The map to run with: `file` (the config file's entries) under this overlay.
@@ -214,6 +222,25 @@ mod tests {
         assert_eq!(
             o.effective(&file())["1003"],
             ("sip:z@r".into(), Source::Runtime)
+        );
+    }
+
+    #[test]
+    fn replace_keeps_earlier_deletions_and_masks_what_runtime_entries_hid() {
+        // File 1002:a, 1003:b; runtime 1002:x hides the file's 1002; 1003 deleted earlier.
+        let mut o = Overlay::default();
+        o.add("1002", "sip:x@r");
+        o.del("1003", Some("sip:b@f"));
+        let running = o
+            .effective(&file())
+            .into_iter()
+            .map(|(d, (u, _))| (d, u))
+            .collect();
+        let wanted: BTreeMap<String, String> = [("3001".to_owned(), "sip:c@i".to_owned())].into();
+        o.replace(&wanted, running);
+        assert_eq!(
+            o.effective(&file()).keys().collect::<Vec<_>>(),
+            vec!["3001"]
         );
     }
 

@@ -205,3 +205,41 @@ fn contact_add_while_nothing_is_attached_is_kept_for_the_next_attach() {
     let _ = std::fs::remove_file(&f);
     let _ = att.stop();
 }
+
+#[test]
+fn a_reload_applies_the_files_changes_when_nothing_changed_at_run_time() {
+    let topo = Topology::new("dur3").unwrap();
+    let root = PinRoot::new();
+    let cfg = std::env::temp_dir().join(format!(
+        "{}.toml",
+        root.0.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let ns = Some(topo.edge.as_str());
+    let iface = topo.edge_if.as_str();
+    let att = Attach::start(
+        &topo.edge,
+        &root,
+        iface,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    // No contact command at all: 1002 changes and 1003 goes with the file.
+    std::fs::write(
+        &cfg,
+        "[contacts.map]\n\"1002\" = \"sip:1002@198.18.0.22\"\n",
+    )
+    .unwrap();
+    att.signal("HUP");
+    let want = vec![triple("1002", "sip:1002@198.18.0.22", "config")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while list(ns, &root, iface) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not apply the file: {:?}",
+            list(ns, &root, iface)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = att.stop();
+    let _ = std::fs::remove_file(&cfg);
+}

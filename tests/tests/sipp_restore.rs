@@ -123,6 +123,7 @@ fn run_with(hook: &str, v6: bool, offload: bool, clients: u32, rate: u32) {
             &calls,
             "-timeout",
             "60s",
+            "-trace_err",
         ],
     );
     // Let the UAS bind before the first REGISTER.
@@ -157,8 +158,16 @@ fn run_with(hook: &str, v6: bool, offload: bool, clients: u32, rate: u32) {
     let uas = uas.wait_with_output().expect("waiting for sipp");
     let stats: serde_json::Value =
         serde_json::from_str(ok(Some(&topo.edge), &root, &["stats", "--json"]).trim()).unwrap();
-    sipp::check(&uac, "UAC (checks the restored Contact)", &dir, &stats);
-    sipp::check(&uas, "UAS", &dir, &stats);
+    // Whichever side failed, the message says how the other one ended and what each stack
+    // dropped for a bad checksum (a lost REGISTER or 200 shows as a UAC timeout either way).
+    let context = format!(
+        "UAS: {}; UDP checksum errors: edge {}, genesys {}\n{stats}",
+        uas.status,
+        csum_errors(&topo.edge, v6).saturating_sub(errors_before),
+        csum_errors(&topo.genesys, v6)
+    );
+    sipp::check(&uac, "UAC (checks the restored Contact)", &dir, &context);
+    sipp::check(&uas, "UAS", &dir, &context);
     let c = &stats["counters"];
     let n = clients as u64;
     assert_eq!(c["rewritten"]["total"], n, "{stats}");

@@ -813,7 +813,23 @@ fn qemu(vmlinuz: &Path, initrd: &Path, opts: &Options) -> Command {
     cmd
 }
 
-/// Runs `cmd` with its stdout in `log`, killed (with its process group) after the time limit.
+/// Process group of the guest (or host check) running now: killed if we are interrupted, since
+/// its own group does not get the terminal's Ctrl-C.
+static RUNNING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    let pg = RUNNING.load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: kill(2) and _exit(2) are async-signal-safe.
+    unsafe {
+        if pg > 0 {
+            libc::kill(-pg, libc::SIGKILL);
+        }
+        libc::_exit(128 + sig);
+    }
+}
+
+/// Runs `cmd` with its stdout in `log`, killed (with its process group) after the time limit
+/// or when we get SIGINT/SIGTERM.
 fn run_logged(cmd: &mut Command, log: &Path, opts: &Options) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
     let file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -824,6 +840,25 @@ fn run_logged(cmd: &mut Command, log: &Path, opts: &Options) -> anyhow::Result<(
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    RUNNING.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            RUNNING.store(0, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let _done = Done;
     let deadline = Instant::now() + opts.timeout;
     loop {
         if let Some(st) = child.try_wait()? {

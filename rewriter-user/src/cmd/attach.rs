@@ -158,7 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let state = StateFile::for_iface(&iface);
     let result =
-        apply(&mut rw, &settings, &state).and_then(|()| rw.attach(&iface, settings.ingress));
+        apply(&mut rw, &settings, &state, true).and_then(|()| rw.attach(&iface, settings.ingress));
     let (attachment, hook) = match result {
         Ok(a) => a,
         Err(e) => {
@@ -207,16 +207,20 @@ struct Applied {
 /// Writes `settings` into the maps: config, address set, and the DN map, which becomes the
 /// file's entries under the interface's durable run-time changes ([`rewriter_user::state`]):
 /// entries that differ are replaced, entries beyond that are removed. Holds the state lock, so
-/// a concurrent `contact` command is neither undone nor interleaved.
-fn apply(rw: &mut Rewriter, settings: &Settings, state: &StateFile) -> anyhow::Result<()> {
-    rw.set_config(&settings.kernel_config())?;
-    rw.set_genesys(&settings.genesys)?;
+/// a concurrent `contact` command is neither undone nor interleaved; the state is read before
+/// anything is written, so a bad state file changes nothing. `first`: the attach itself, where
+/// an interface without a state file gets one, keeping as run-time entries what reused pinned
+/// maps hold beyond the file (pins of a version that kept no state).
+fn apply(
+    rw: &mut Rewriter,
+    settings: &Settings,
+    state: &StateFile,
+    first: bool,
+) -> anyhow::Result<()> {
     let lock = state.lock()?;
     let mut overlay = state.load()?;
     let have = rw.contact_entries()?;
-    if !state.path.exists() {
-        // No state file yet (first attach, or maps pinned by a version that kept none): what the
-        // map holds beyond the file was added at run time; keep it.
+    if first && !state.path.exists() {
         let file: BTreeMap<&String, &String> =
             settings.contacts.iter().map(|(d, u)| (d, u)).collect();
         for (dn, uri) in &have {
@@ -224,10 +228,10 @@ fn apply(rw: &mut Rewriter, settings: &Settings, state: &StateFile) -> anyhow::R
                 overlay.add(dn, uri);
             }
         }
-        if !overlay.set.is_empty() {
-            state.save(&overlay, &lock)?;
-        }
+        state.save(&overlay, &lock)?;
     }
+    rw.set_config(&settings.kernel_config())?;
+    rw.set_genesys(&settings.genesys)?;
     let want = overlay.effective(&settings.contacts);
     for (dn, (uri, _)) in &want {
         if have.get(dn) != Some(uri) {
@@ -285,7 +289,7 @@ async fn serve(
                             );
                             s.ingress = applied.ingress;
                         }
-                        apply(rw, &s, &StateFile::for_iface(&pins.iface))
+                        apply(rw, &s, &StateFile::for_iface(&pins.iface), false)
                     }) {
                         Ok(()) => log::info!("reloaded {}", path.display()),
                         Err(e) => log::error!("reload of {} failed, previous settings stay: {e:#}", path.display()),
