@@ -223,6 +223,31 @@ fn bad_input_is_refused_with_exit_2_and_nothing_written() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("ebpf"), "{err}");
+    // Listen addresses as exporters take them; --metrics cannot serve a --persist attachment.
+    for bad in [":x", "localhost:", "9465"] {
+        let (code, _, err) = run(
+            ns,
+            &root,
+            &["attach", "--iface", &topo.edge_if, "--metrics", bad],
+        );
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains(":PORT"), "{err}");
+    }
+    let (code, _, err) = run(
+        ns,
+        &root,
+        &[
+            "attach",
+            "--iface",
+            &topo.edge_if,
+            "--persist",
+            "--metrics",
+            ":9465",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--persist"), "{err}");
+    assert!(!root.0.join(&topo.edge_if).exists(), "nothing pinned");
     let cfg = write_config(&root, "ingress = \"XDP\"\n");
     let (code, _, err) = run(
         ns,
@@ -442,12 +467,7 @@ fn metrics_endpoint_serves_the_counters() {
         &topo.edge,
         &root,
         &topo.edge_if,
-        &[
-            "--metrics",
-            "127.0.0.1:9465",
-            "--default",
-            "sip:{dn}@198.18.0.9",
-        ],
+        &["--metrics", ":9465", "--default", "sip:{dn}@198.18.0.9"],
     );
     let path = SipPath::new(&topo).unwrap();
     path.exchange(REGISTER.as_bytes()).unwrap();
@@ -655,4 +675,76 @@ fn big_import_shows_progress_and_a_full_map_is_a_clear_error() {
             out.status
         );
     }
+}
+
+/// Kamailio sends REGISTERs to Asterisk on 5060 as well as to Genesys: with the Genesys address
+/// set only Genesys' are rewritten; without any address `attach` warns that every destination
+/// on the port is a candidate.
+#[test]
+fn only_genesys_is_rewritten_and_no_address_set_warns() {
+    let topo = Topology::new("cli-dst").unwrap();
+    let root = PinRoot::new();
+    const ASTERISK: &str = "198.18.1.3";
+    ip(&[
+        "-n",
+        &topo.genesys,
+        "addr",
+        "add",
+        &format!("{ASTERISK}/24"),
+        "dev",
+        &topo.genesys_if,
+    ])
+    .unwrap();
+    ip(&[
+        "-n",
+        &topo.edge,
+        "route",
+        "add",
+        "198.18.1.0/24",
+        "dev",
+        &topo.edge_if,
+    ])
+    .unwrap();
+    let cfg = write_config(&root, CONFIG);
+    let args = ["--config", cfg.to_str().unwrap(), "--genesys", "198.18.0.2"];
+    let att = Attach::start(&topo.edge, &root, &topo.edge_if, &args);
+    let (genesys, asterisk, tx) = {
+        let _ns = InNetns::enter(&topo.genesys).unwrap();
+        let g = std::net::UdpSocket::bind(("198.18.0.2", 5060)).unwrap();
+        let a = std::net::UdpSocket::bind((ASTERISK, 5060)).unwrap();
+        for s in [&g, &a] {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        }
+        let _ns = InNetns::enter(&topo.edge).unwrap();
+        (g, a, std::net::UdpSocket::bind(("198.18.0.1", 0)).unwrap())
+    };
+    let mut buf = [0u8; 2048];
+    tx.send_to(REGISTER.as_bytes(), (ASTERISK, 5060)).unwrap();
+    let n = asterisk.recv(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        REGISTER.as_bytes(),
+        "the REGISTER to Asterisk left unchanged"
+    );
+    tx.send_to(REGISTER.as_bytes(), ("198.18.0.2", 5060))
+        .unwrap();
+    let n = genesys.recv(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains(&format!("Contact: <{MAPPED}>")),
+        "Genesys' is rewritten"
+    );
+    let (_, log) = att.stop();
+    assert!(!log.contains("no Genesys address set"), "{log}");
+    // Without an address set: a loud warning.
+    let att = Attach::start(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let (_, log) = att.stop();
+    assert!(
+        log.contains("no Genesys address set") && log.contains("Asterisk"),
+        "{log}"
+    );
 }

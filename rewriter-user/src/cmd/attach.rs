@@ -67,8 +67,9 @@ pub struct Args {
     /// Leave the program attached and exit (the link is pinned); undo with `detach`.
     #[arg(long)]
     persist: bool,
-    /// Serve the counters as Prometheus text on http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve the counters as Prometheus text on http://ADDR/metrics (`:9465` = every address,
+    /// `localhost:9465`, `127.0.0.1:9465`, `[::1]:9465`).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
     metrics: Option<SocketAddr>,
     /// Capacity of the DN → Contact map (memory is used per stored entry, not reserved).
     #[arg(long, default_value_t = rewriter_common::MAX_CONTACTS, value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
@@ -108,7 +109,28 @@ impl Args {
     }
 }
 
+/// A listen address as Prometheus exporters take it: `:PORT` (every address), `localhost:PORT`
+/// or a socket address.
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let bad = || format!("invalid listen address {s:?}: want :PORT, localhost:PORT or IP:PORT");
+    if let Some(port) = s.strip_prefix(':').or_else(|| s.strip_prefix("localhost:")) {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let ip: IpAddr = if s.starts_with(':') {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
+        return Ok(SocketAddr::new(ip, port));
+    }
+    s.parse().map_err(|_| bad())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.persist && args.metrics.is_some() {
+        return Err(usage(
+            "--metrics needs a running attach; with --persist nothing would serve it (run `sip-rewriter stats` instead)",
+        ));
+    }
     let mut settings = args.settings()?;
     let iface = settings.interface.clone().ok_or_else(|| {
         usage("no interface: give --iface IF or `interface = \"IF\"` in --config")
@@ -174,6 +196,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         settings.contacts.len(),
         pins.path.display()
     );
+    if settings.genesys.is_empty() {
+        log::warn!(
+            "no Genesys address set: every UDP datagram to port {} leaving {iface} is a candidate, REGISTERs that Kamailio sends to Asterisk on that port included (they would be rewritten too); set [genesys] addresses in the config file or --genesys ADDR",
+            settings.port
+        );
+    }
     if args.persist {
         rw.persist(attachment, &pins.link_path(), &pins)?;
         println!(
