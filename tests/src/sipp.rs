@@ -72,3 +72,11 @@ pub fn check(out: &Output, what: &str, dir: &Path, context: &dyn std::fmt::Displ
         &errors[..errors.len().min(2000)]
     );
 }
+
+/// One sipp scenario at a time per test binary: two at once on two cores (libtest runs a
+/// binary's tests in parallel) delay 200 OKs past sipp's 500 ms retransmission timer, and in one
+/// CI run past a UAC's 5 s timeout.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -42,6 +42,7 @@ fn expected(i: u32) -> String {
 }
 
 fn run(v6: bool, offload: bool) {
+    let _one = integration_tests::sipp::exclusive();
     assert!(
         Command::new("sipp").arg("-v").output().is_ok(),
         "sipp is missing: `cargo xtask setup` installs it (apt-get install sip-tester)"
@@ -172,12 +173,15 @@ fn run(v6: bool, offload: bool) {
     );
     let stats: serde_json::Value =
         serde_json::from_str(ok(Some(&topo.edge), &root, &["stats", "--json"]).trim()).unwrap();
+    // A REGISTER sipp retransmitted (its 200 took over 500 ms) is counted again.
+    let total = |k: &str| stats["counters"][k]["total"].as_u64().unwrap_or(0);
+    assert!(total("rewritten") >= DNS as u64 - stars, "{stats}");
+    assert!(total("star") >= stars, "{stats}");
     assert_eq!(
-        stats["counters"]["rewritten"]["total"],
-        DNS as u64 - stars,
+        total("rewritten") + total("star"),
+        total("register"),
         "{stats}"
     );
-    assert_eq!(stats["counters"]["star"]["total"], stars, "{stats}");
     assert_eq!(stats["counters"]["error"]["total"], 0, "{stats}");
     println!(
         "sipp e2e over {}, TX checksum offload {}: {DNS} REGISTERs sent by sipp, {} received, {} rewritten, {stars} Contact: *, 0 errors",

@@ -59,6 +59,7 @@ fn run(hook: &str, v6: bool, offload: bool) {
 
 fn run_with(hook: &str, v6: bool, offload: bool, clients: u32, rate: u32) {
     sipp::require();
+    let _one = sipp::exclusive();
     let topo = Topology::new(&format!(
         "rst{}{}{}",
         &hook[..1],
@@ -170,10 +171,19 @@ fn run_with(hook: &str, v6: bool, offload: bool, clients: u32, rate: u32) {
     sipp::check(&uas, "UAS", &dir, &context);
     let c = &stats["counters"];
     let n = clients as u64;
-    assert_eq!(c["rewritten"]["total"], n, "{stats}");
-    assert_eq!(c["recorded"]["total"], n, "{stats}");
-    assert_eq!(c["restored"]["total"], n, "{stats}");
-    assert_eq!(c["restored_contacts"]["total"], n, "{stats}");
+    let total = |k: &str| c[k]["total"].as_u64().unwrap_or(0);
+    // A REGISTER sipp retransmitted (its 200 took over 500 ms) is rewritten and recorded again:
+    // every REGISTER is, and every 2xx is restored.
+    assert!(
+        total("rewritten") >= n && total("rewritten") == total("register"),
+        "{stats}"
+    );
+    assert_eq!(total("recorded"), total("rewritten"), "{stats}");
+    assert!(
+        total("restored") >= n && total("restored") == total("responses"),
+        "{stats}"
+    );
+    assert_eq!(total("restored_contacts"), total("restored"), "{stats}");
     assert_eq!(c["error"]["total"], 0, "{stats}");
     assert_eq!(
         csum_errors(&topo.edge, v6),
