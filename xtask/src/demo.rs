@@ -25,6 +25,8 @@ const GENESYS: &str = "genesys";
 const PIN_ROOT: &str = "/sys/fs/bpf/sip-rewriter-demo";
 /// The demo's durable state (DN entries changed at run time), removed at the end.
 const STATE_DIR: &str = "/tmp/sip-rewriter-demo-state";
+/// How long `attach` may take to come up on the host (it takes well under a second).
+pub const READY_ON_HOST: Duration = Duration::from_secs(30);
 
 const CONFIG: &str = r#"# sip-rewriter demo configuration
 interface = "veth-edge"
@@ -146,8 +148,10 @@ fn contact(msg: &str) -> String {
         .join(", ")
 }
 
-/// Returns the hooks `attach` reported (egress attach mode, ingress hooks).
-pub fn run(bin: &Path) -> anyhow::Result<String> {
+/// Returns the hooks `attach` reported (egress attach mode, ingress hooks). `attach` must be up
+/// within `ready_within`: loading the programs takes well under a second on the host, but the
+/// verifier alone needs tens of seconds in a TCG guest (`cargo xtask vm-test`).
+pub fn run(bin: &Path, ready_within: Duration) -> anyhow::Result<String> {
     for ns in [EDGE, GENESYS] {
         if Path::new("/run/netns").join(ns).exists() {
             bail!("network namespace {ns:?} already exists; remove it with: ip netns del {ns}");
@@ -230,7 +234,7 @@ pub fn run(bin: &Path) -> anyhow::Result<String> {
     }
     demo.attach = Some(child);
     // `status` says "running" once the egress program is attached, which `attach` does last.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + ready_within;
     while !status(bin, &["--json"])?.contains("\"running\"") {
         if let Some(c) = demo.attach.as_mut()
             && let Some(status) = c.try_wait()?
@@ -240,9 +244,12 @@ pub fn run(bin: &Path) -> anyhow::Result<String> {
             bail!("sip-rewriter attach exited early ({status}): {line}");
         }
         if Instant::now() > deadline {
-            bail!("sip-rewriter attach did not come up within 20 s");
+            bail!(
+                "sip-rewriter attach did not come up within {} s",
+                ready_within.as_secs()
+            );
         }
-        thread::sleep(Duration::from_millis(100));
+        thread::sleep(Duration::from_millis(250));
     }
 
     let receiver = thread::spawn(|| -> anyhow::Result<Vec<String>> {

@@ -263,7 +263,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo => {
             setup::require_root("cargo xtask demo (it creates network namespaces and loads eBPF)")?;
             build(false)?;
-            demo::run(&workspace_root()?.join("target/debug/sip-rewriter")).map(drop)
+            demo::run(
+                &workspace_root()?.join("target/debug/sip-rewriter"),
+                demo::READY_ON_HOST,
+            )
+            .map(drop)
         }
     }
 }
@@ -300,7 +304,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // Then the bench as a smoke test (it reports, it never judges timings).
     let demo = if extra.is_empty() {
         eprintln!("xtask: running the demo");
-        demo::run(&bin).and_then(|_| {
+        demo::run(&bin, demo::READY_ON_HOST).and_then(|_| {
             eprintln!("xtask: running cargo xtask bench --quick (smoke test)");
             cargo_like(cargo().args([
                 "run",
