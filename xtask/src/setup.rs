@@ -26,6 +26,15 @@ pub fn ensure() -> anyhow::Result<()> {
             apt_install("sip-tester")?;
         }
         eprintln!("setup: sipp present");
+        // Kamailio and node drive the JsSIP chain test (tests/tests/jssip_chain.rs).
+        kamailio()?;
+        if !tool_found("node") {
+            apt_install("nodejs")?;
+        }
+        if !tool_found("npm") {
+            apt_install("npm")?;
+        }
+        jssip()?;
     }
     eprintln!("setup: ready in {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -202,6 +211,91 @@ fn apt_install(pkg: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     bail!("could not install {pkg}; fix with: apt-get update && apt-get install -y {pkg}")
+}
+
+/// Kamailio from Debian, with the websocket module, without leaving a daemon running or enabled
+/// on this machine: the tests start their own in a namespace.
+fn kamailio() -> anyhow::Result<()> {
+    let ws_module = Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/websocket.so");
+    if tool_found("kamailio") && ws_module.exists() {
+        eprintln!("setup: kamailio present");
+        return Ok(());
+    }
+    // Debian's postinst starts the service through invoke-rc.d, which asks policy-rc.d first
+    // (101: action forbidden). A policy the machine already has is left as it is.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        fs::write(
+            policy,
+            "#!/bin/sh\n# sip-rewriter setup: no service starts during this install\nexit 101\n",
+        )
+        .with_context(|| format!("writing {}", policy.display()))?;
+        fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let installed =
+        apt_install("kamailio").and_then(|()| apt_install("kamailio-websocket-modules"));
+    if ours {
+        let _ = fs::remove_file(policy);
+    }
+    installed?;
+    // The postinst also enables the unit (systemd and SysV links): undo that.
+    let _ = Command::new("update-rc.d")
+        .args(["kamailio", "disable"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status();
+    eprintln!("setup: installed kamailio (service disabled, not started)");
+    Ok(())
+}
+
+/// Where `npm ci` puts JsSIP for tests/jssip (outside the repository): one directory per
+/// package-lock.json content, so a changed lock file installs afresh and a rerun installs nothing.
+/// tests/src/chain.rs computes the same path.
+pub fn jssip_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    let lock = root.join("tests/jssip/package-lock.json");
+    let bytes = fs::read(&lock).with_context(|| format!("reading {}", lock.display()))?;
+    // FNV-1a 64: no hashing crate needed for a cache key.
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Ok(cache_dir()?.join(format!("jssip-{hash:016x}")))
+}
+
+/// JsSIP and ws from tests/jssip/package-lock.json, installed with `npm ci` (exact versions and
+/// integrity hashes from the lock file) into a fresh directory that replaces nothing until done.
+fn jssip() -> anyhow::Result<()> {
+    let root = crate::workspace_root()?;
+    let dir = jssip_dir(&root)?;
+    if dir.join("node_modules/jssip/package.json").is_file() {
+        eprintln!("setup: JsSIP present in {}", dir.display());
+        return Ok(());
+    }
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    for f in ["package.json", "package-lock.json"] {
+        fs::copy(root.join("tests/jssip").join(f), tmp.join(f))
+            .with_context(|| format!("copying tests/jssip/{f}"))?;
+    }
+    eprintln!("setup: installing JsSIP (npm ci) into {}", dir.display());
+    let done = run(Command::new("npm")
+        .args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+        ])
+        .current_dir(&tmp)
+        .stdin(std::process::Stdio::null()));
+    if let Err(e) = done {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e.context("npm ci for tests/jssip failed"));
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&tmp, &dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
 }
 
 /// What `cargo xtask vm-test` needs on the host: qemu, a static busybox for the initramfs,
