@@ -1,3 +1,4 @@
+pub mod chain;
 pub mod cli;
 pub mod fuzz;
 pub mod kernel;
