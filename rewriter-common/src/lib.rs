@@ -28,6 +28,10 @@ pub const MAX_GENESYS_ADDRS: u32 = 64;
 pub const CONFIG_SLOTS: u32 = 2;
 /// Capacity of the DN → Contact map.
 pub const MAX_CONTACTS: u32 = 131_072;
+/// The two DN → Contact maps; [`Config::dn_map`] names the one program runs use. A whole new
+/// set (`contact import`) is written into the other one and becomes live with the
+/// configuration that names it, so a packet sees the old set or the new one, never a mix.
+pub const DN_MAPS: [&str; 2] = ["CONTACTS", "CONTACTS_B"];
 
 /// `Config::flags`: keep every Contact header parameter.
 pub const CFG_KEEP_ALL: u16 = 1 << 0;
@@ -56,7 +60,9 @@ pub struct Config {
     pub tpl_pre_len: u16,
     /// Bytes used in `tpl_post`.
     pub tpl_post_len: u16,
-    pub _pad: [u16; 3],
+    /// Index into [`DN_MAPS`] of the DN map in use (0 or 1).
+    pub dn_map: u16,
+    pub _pad: [u16; 2],
     /// Contact parameter names to keep: lowercase, zero-padded, as two little-endian words.
     pub keep: [[u64; 2]; MAX_KEEP],
     /// Default template text before `{dn}`, with the opening `<` (e.g. `<sip:`).
@@ -74,7 +80,8 @@ impl Config {
             keep_count: 0,
             tpl_pre_len: 0,
             tpl_post_len: 0,
-            _pad: [0; 3],
+            dn_map: 0,
+            _pad: [0; 2],
             keep: [[0; 2]; MAX_KEEP],
             tpl_pre: [0; URI_BUF],
             tpl_post: [0; URI_BUF],
@@ -410,7 +417,7 @@ mod tests {
     fn config_has_no_implicit_padding() {
         assert_eq!(
             core::mem::size_of::<Config>(),
-            5 * 2 + 6 + MAX_KEEP * 16 + 2 * URI_BUF
+            6 * 2 + 4 + MAX_KEEP * 16 + 2 * URI_BUF
         );
         assert_eq!(core::mem::size_of::<ContactUri>(), 2 + 6 + URI_BUF);
         assert_eq!(core::mem::size_of::<DnKey>(), MAX_DN_LEN);

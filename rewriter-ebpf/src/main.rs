@@ -63,10 +63,19 @@ fn config() -> Option<&'static Config> {
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
-/// DN → bracketed Contact URI, filled by `sip-rewriter contact ...`. Not preallocated: most
-/// deployments use a small part of it.
+/// DN → bracketed Contact URI, filled by `sip-rewriter contact ...`, when `Config::dn_map` is
+/// 0 ([`rewriter_common::DN_MAPS`]). Not preallocated: most deployments use a small part of it,
+/// and an update links a new element before the old one is unlinked, so a lookup sees one entry
+/// whole (kernel/bpf/hashtab.c `htab_map_update_elem()`, v6.1 to v6.18: "add new element to the
+/// head of the list, so that concurrent search will find it before old elem").
 #[map]
 static CONTACTS: HashMap<DnKey, ContactUri> =
+    HashMap::with_max_entries(MAX_CONTACTS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// The other DN map, used when `Config::dn_map` is 1: `contact import` fills the map not in
+/// use and switches with the configuration.
+#[map]
+static CONTACTS_B: HashMap<DnKey, ContactUri> =
     HashMap::with_max_entries(MAX_CONTACTS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Genesys destination addresses (IPv4-mapped for IPv4); used when `CFG_ADDR_FILTER` is set.
@@ -406,7 +415,12 @@ fn rewrite(
         unsafe { core::ptr::write_volatile(key.add(j), w) };
     }
     // SAFETY: the value is only read, and map values stay valid for the program run.
-    let uri_len = match unsafe { CONTACTS.get(&s.key) } {
+    let dn_map = if cfg.dn_map == 0 {
+        &CONTACTS
+    } else {
+        &CONTACTS_B
+    };
+    let uri_len = match unsafe { dn_map.get(&s.key) } {
         Some(v) => {
             // Snapshot: sizing and writing must see the same entry. Copied a word at a time
             // (a plain struct copy becomes a byte-wise `memmove` on the BPF target).

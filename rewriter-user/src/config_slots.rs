@@ -85,10 +85,23 @@ impl<T: Borrow<MapData>> ConfigMaps<T> {
 }
 
 impl<T: BorrowMut<MapData>> ConfigMaps<T> {
-    /// Makes `config` the one program runs use (see the module documentation).
+    /// Makes `config` the one program runs use (see the module documentation). The DN map in
+    /// use stays what it is: only [`Self::switch_dn_map`] changes it.
     pub fn publish(&mut self, config: &Config) -> anyhow::Result<()> {
         self.update(|c| {
+            let dn_map = c.dn_map;
             *c = *config;
+            c.dn_map = dn_map;
+            Ok(())
+        })
+        .map(drop)
+    }
+
+    /// Makes program runs use DN map `to` ([`rewriter_common::DN_MAPS`]); when it returns, no
+    /// run uses the other one any more.
+    pub fn switch_dn_map(&mut self, to: u16) -> anyhow::Result<()> {
+        self.update(|c| {
+            c.dn_map = to;
             Ok(())
         })
         .map(drop)

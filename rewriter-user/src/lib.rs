@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod config_slots;
+pub mod dnset;
 pub mod loader;
 pub mod metrics;
 pub mod netdev;

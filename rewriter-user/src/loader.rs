@@ -14,7 +14,7 @@ use aya::{
 use std::{net::IpAddr, path::PathBuf};
 
 use rewriter_common::{
-    AddrKey, Config, ContactUri, DnKey, MAX_CONTACTS,
+    AddrKey, Config, ContactUri, DN_MAPS, DnKey, MAX_CONTACTS,
     restore::{MAX_REGISTRATIONS, RegKey, RegState},
 };
 
@@ -123,7 +123,9 @@ impl Rewriter {
         max_registrations: u32,
     ) -> anyhow::Result<Self> {
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries("CONTACTS", max_contacts);
+        for name in DN_MAPS {
+            loader.map_max_entries(name, max_contacts);
+        }
         loader.map_max_entries("REGS", max_registrations);
         let paths: Vec<(&str, PathBuf)> = pins
             .map(|d| MAPS.iter().map(|m| (*m, d.map_path(m))).collect())
@@ -222,36 +224,43 @@ impl Rewriter {
             .with_context(|| format!("invalid DN {:?}", String::from_utf8_lossy(dn)))?;
         let value = ContactUri::new(uri)
             .with_context(|| format!("invalid URI {:?}", String::from_utf8_lossy(uri)))?;
-        let mut map: HashMap<&mut MapData, DnKey, ContactUri> = HashMap::try_from(
-            self.ebpf
-                .map_mut("CONTACTS")
-                .context("map CONTACTS missing from the object")?,
-        )?;
+        let mut map = self.dn_map_mut(None)?;
         map.insert(key, value, 0).context("writing map CONTACTS")?;
         Ok(())
     }
 
-    /// Removes a DN entry; `false` if there was none.
+    /// DN map `i` of [`DN_MAPS`], or (`None`) the one program runs use now.
+    pub fn dn_map_mut(
+        &mut self,
+        i: Option<u16>,
+    ) -> anyhow::Result<HashMap<&mut MapData, DnKey, ContactUri>> {
+        let i = match i {
+            Some(i) => i,
+            None => self.config.current()?.dn_map,
+        };
+        let name = DN_MAPS[usize::from(i) % DN_MAPS.len()];
+        Ok(HashMap::try_from(self.ebpf.map_mut(name).with_context(
+            || format!("map {name} missing from the object"),
+        )?)?)
+    }
+
+    /// The index in [`DN_MAPS`] of the DN map program runs use now.
+    pub fn dn_map_in_use(&self) -> anyhow::Result<u16> {
+        Ok(self.config.current()?.dn_map)
+    }
+
     /// Every DN entry of the map, DN → URI.
     pub fn contact_entries(
         &mut self,
     ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-        let map: HashMap<&mut MapData, DnKey, ContactUri> = HashMap::try_from(
-            self.ebpf
-                .map_mut("CONTACTS")
-                .context("map CONTACTS missing from the object")?,
-        )?;
-        contact_entries(&map)
+        contact_entries(&self.dn_map_mut(None)?)
     }
 
+    /// Removes a DN entry; `false` if there was none.
     pub fn remove_contact(&mut self, dn: &[u8]) -> anyhow::Result<bool> {
         let key = DnKey::new(dn)
             .with_context(|| format!("invalid DN {:?}", String::from_utf8_lossy(dn)))?;
-        let mut map: HashMap<&mut MapData, DnKey, ContactUri> = HashMap::try_from(
-            self.ebpf
-                .map_mut("CONTACTS")
-                .context("map CONTACTS missing from the object")?,
-        )?;
+        let mut map = self.dn_map_mut(None)?;
         match map.remove(&key) {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),

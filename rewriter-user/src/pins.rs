@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use rewriter_common::{AddrKey, ContactUri, DnKey};
+use rewriter_common::{AddrKey, ContactUri, DN_MAPS, DnKey};
 
 use crate::stats::Counters;
 
@@ -19,11 +19,12 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sip-rewriter";
 /// Overrides [`DEFAULT_ROOT`] (tests use private roots; the path must be on a bpffs).
 pub const ROOT_ENV: &str = "SIP_REWRITER_PIN_ROOT";
 /// Maps pinned per attachment.
-pub const MAPS: [&str; 6] = [
+pub const MAPS: [&str; 7] = [
     "CONFIG",
     "CONFIG_SLOT",
     "STATS",
-    "CONTACTS",
+    DN_MAPS[0],
+    DN_MAPS[1],
     "GENESYS",
     "REGS",
 ];
@@ -132,14 +133,22 @@ impl PinDir {
         crate::config_slots::ConfigMaps::from_pins(self.map("CONFIG")?, self.map("CONFIG_SLOT")?)
     }
 
+    /// The DN map program runs use now.
     pub fn contacts(&self) -> anyhow::Result<HashMap<MapData, DnKey, ContactUri>> {
-        Ok(HashMap::try_from(Map::HashMap(self.map("CONTACTS")?))?)
+        let i = self.config()?.current()?.dn_map;
+        self.dn_map(i)
+    }
+
+    /// DN map `i` of [`DN_MAPS`] (an older pin set has only the first).
+    pub fn dn_map(&self, i: u16) -> anyhow::Result<HashMap<MapData, DnKey, ContactUri>> {
+        let name = DN_MAPS[usize::from(i) % DN_MAPS.len()];
+        Ok(HashMap::try_from(Map::HashMap(self.map(name)?))?)
     }
 
     /// How many DN entries the running program's map holds at most.
     pub fn contacts_capacity(&self) -> anyhow::Result<u32> {
         let info = self
-            .map("CONTACTS")?
+            .map(DN_MAPS[0])?
             .info()
             .context("reading map CONTACTS info")?;
         Ok(info.max_entries())

@@ -48,6 +48,18 @@ pub struct Overlay {
     /// DNs deleted at run time → the URI they had then (empty: any). The config file's entry
     /// stays deleted while it has that URI.
     pub deleted: BTreeMap<String, String>,
+    /// An import saved here but perhaps not yet live: the next command that takes the lock
+    /// finishes it ([`crate::dnset::recover`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+/// The whole DN set an import makes live, and the DN map ([`rewriter_common::DN_MAPS`]) it is
+/// written into before program runs switch to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub dn_map: u16,
+    pub entries: BTreeMap<String, String>,
 }
 
 impl Overlay {

@@ -243,3 +243,130 @@ fn a_reload_applies_the_files_changes_when_nothing_changed_at_run_time() {
     let _ = att.stop();
     let _ = std::fs::remove_file(&cfg);
 }
+
+/// `contact export` as a DN → URI map.
+fn export(ns: Option<&str>, root: &PinRoot) -> std::collections::BTreeMap<String, String> {
+    ok(ns, root, &["contact", "export"])
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (dn, uri) = l.split_once(',').unwrap();
+            (dn.to_owned(), uri.to_owned())
+        })
+        .collect()
+}
+
+/// A DN set as CSV and as the map `export` must show once it is live.
+fn dn_set(first: u32, n: u32, host: &str) -> (String, std::collections::BTreeMap<String, String>) {
+    let map: std::collections::BTreeMap<String, String> = (first..first + n)
+        .map(|dn| (dn.to_string(), format!("sip:{dn}@{host}")))
+        .collect();
+    let mut csv = String::from("dn,uri\n");
+    for (dn, uri) in &map {
+        csv.push_str(&format!("{dn},{uri}\n"));
+    }
+    (csv, map)
+}
+
+#[test]
+fn an_import_killed_at_any_point_leaves_the_old_set_or_the_new_one() {
+    // Big enough that writing the map, not starting the process, is most of an import.
+    const N: u32 = 20_000;
+    const KILLS: u32 = 12;
+    let topo = Topology::new("durkill").unwrap();
+    let root = PinRoot::new();
+    let ns = Some(topo.edge.as_str());
+    let iface = topo.edge_if.as_str();
+    let att = Attach::start(&topo.edge, &root, iface, &[]);
+    // Two sets that overlap in half their DNs, with different URIs there.
+    let sets = [
+        dn_set(10_000, N, "198.18.3.1"),
+        dn_set(10_000 + N / 2, N, "198.18.3.2"),
+    ];
+    let files: Vec<std::path::PathBuf> = sets
+        .iter()
+        .enumerate()
+        .map(|(i, (csv, _))| {
+            let f = std::env::temp_dir().join(format!(
+                "{}-set{i}.csv",
+                root.0.file_name().unwrap().to_string_lossy()
+            ));
+            std::fs::write(&f, csv).unwrap();
+            f
+        })
+        .collect();
+    let import = |i: usize| {
+        integration_tests::cli::cmd(
+            ns,
+            &root,
+            &["contact", "import", "--replace", files[i].to_str().unwrap()],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    assert!(import(0).wait().unwrap().success());
+    assert_eq!(export(ns, &root), sets[0].1);
+    // How long replacing one set by the other takes here: the kills land anywhere inside it.
+    let started = std::time::Instant::now();
+    assert!(import(1).wait().unwrap().success());
+    let whole = started.elapsed();
+    assert_eq!(export(ns, &root), sets[1].1);
+    let mut live = 1;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let (mut finished, mut old_kept) = (0, 0);
+    for k in 0..KILLS {
+        let next = 1 - live;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut at = whole.mul_f64((rng % 1000) as f64 / 1000.0);
+        let mut child = import(next);
+        if k % 2 == 1 {
+            // Every other kill lands while the map is being written: after the progress line
+            // that follows the first 5 000 entries (reading and checking the file come first
+            // and take most of the time of a debug build).
+            let mut err = child.stderr.take().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 256];
+            while !String::from_utf8_lossy(&seen).contains("5000/") {
+                match std::io::Read::read(&mut err, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            at /= 4;
+            child.stderr = Some(err);
+        }
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        // The next command finishes or drops what the killed one left; either way one set.
+        let now = export(ns, &root);
+        if now == sets[next].1 {
+            live = next;
+            finished += 1;
+        } else {
+            assert_eq!(
+                now.len(),
+                sets[live].1.len(),
+                "kill {k} after {at:?}: a mix of both sets"
+            );
+            assert_eq!(
+                now, sets[live].1,
+                "kill {k} after {at:?}: a mix of both sets"
+            );
+            old_kept += 1;
+        }
+    }
+    eprintln!("{KILLS} imports killed within {whole:?}: {finished} new set, {old_kept} old set");
+    // The durable state is the same set: a restart brings back exactly what was live.
+    let (code, out) = att.stop();
+    assert_eq!(code, 0, "{out}");
+    let _att = Attach::start(&topo.edge, &root, iface, &[]);
+    assert_eq!(export(ns, &root), sets[live].1, "after a restart");
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}

@@ -247,6 +247,23 @@ fn apply(
 ) -> anyhow::Result<()> {
     let lock = state.lock()?;
     let mut overlay = state.load()?;
+    // An import that died half way: its overlay is saved, and the map is built from the
+    // overlay below, so only the other DN map needs emptying.
+    let interrupted = overlay.pending.take().is_some();
+    if interrupted {
+        log::warn!(
+            "finishing an interrupted DN import (from {})",
+            state.path.display()
+        );
+        state.save(&overlay, &lock)?;
+    }
+    if first || interrupted {
+        let standby = 1 - rw.dn_map_in_use()? % 2;
+        rewriter_user::dnset::clear(
+            &mut rw.dn_map_mut(Some(standby))?,
+            rewriter_common::DN_MAPS[usize::from(standby)],
+        )?;
+    }
     let have = rw.contact_entries()?;
     if first && !state.path.exists() {
         let file: BTreeMap<&String, &String> =

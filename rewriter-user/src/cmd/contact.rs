@@ -82,6 +82,9 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             let (pins, state) = target(iface)?;
             let lock = state.lock()?;
             let mut overlay = state.load()?;
+            if let Some(p) = &pins {
+                rewriter_user::dnset::recover(p, &state, &lock, &mut overlay)?;
+            }
             overlay.add(&dn, &uri);
             match pins {
                 Some(pins) => {
@@ -113,6 +116,9 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             let (pins, state) = target(iface)?;
             let lock = state.lock()?;
             let mut overlay = state.load()?;
+            if let Some(p) = &pins {
+                rewriter_user::dnset::recover(p, &state, &lock, &mut overlay)?;
+            }
             let known = overlay.set.contains_key(&dn);
             match pins {
                 Some(pins) => {
@@ -149,6 +155,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Get { dn, iface } => {
             let k = key(&dn)?;
             let pins = open(iface)?;
+            let _locked = locked(&pins)?;
             match pins.contacts()?.get(&k, 0) {
                 Ok(v) => println!("{}", String::from_utf8_lossy(v.uri())),
                 Err(aya::maps::MapError::KeyNotFound) => anyhow::bail!("DN {dn} is not in the map"),
@@ -157,7 +164,8 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::List { json, iface } => {
             let pins = open(iface)?;
-            let runtime = StateFile::for_iface(&pins.iface).load()?.set;
+            let (_, _lock, overlay) = locked(&pins)?;
+            let runtime = overlay.set;
             let all = entries(&pins)?;
             let source = |dn: &str, uri: &str| {
                 if runtime.get(dn).map(String::as_str) == Some(uri) {
@@ -180,7 +188,11 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
         }
         Cmd::Export { iface } => {
-            let all = entries(&open(iface)?)?;
+            let pins = open(iface)?;
+            let all = {
+                let _locked = locked(&pins)?;
+                entries(&pins)?
+            };
             let mut out = std::io::stdout().lock();
             writeln!(out, "dn,uri")?;
             for (dn, uri) in all {
@@ -219,6 +231,16 @@ fn open(iface: Option<String>) -> anyhow::Result<PinDir> {
     PinDir::discover(iface.as_deref())
 }
 
+/// The interface's state lock and overlay, with an import a killed command left half done
+/// finished first ([`rewriter_user::dnset::recover`]).
+fn locked(pins: &PinDir) -> anyhow::Result<(StateFile, state::Lock, state::Overlay)> {
+    let state = StateFile::for_iface(&pins.iface);
+    let lock = state.lock()?;
+    let mut overlay = state.load()?;
+    rewriter_user::dnset::recover(pins, &state, &lock, &mut overlay)?;
+    Ok((state, lock, overlay))
+}
+
 fn full_or(e: aya::maps::MapError, what: &str) -> anyhow::Error {
     let full = matches!(&e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG));
     if full {
@@ -254,66 +276,53 @@ fn import(
         )));
     }
     let pins = open(iface)?;
-    let state = StateFile::for_iface(&pins.iface);
-    let lock = state.lock()?;
-    let mut overlay = state.load()?;
+    let (state, lock, mut overlay) = locked(&pins)?;
     let existing = entries(&pins)?;
-    let capacity = pins.contacts_capacity()? as usize;
     let new_keys = wanted
         .iter()
         .filter(|(dn, _)| !existing.contains_key(dn))
         .count();
-    let kept = if replace { 0 } else { existing.len() };
-    let overlap = wanted.len() - new_keys;
-    if kept + new_keys + if replace { overlap } else { 0 } > capacity {
+    let wanted_map: BTreeMap<String, String> = wanted.iter().cloned().collect();
+    let mut target = if replace {
+        BTreeMap::new()
+    } else {
+        existing.clone()
+    };
+    target.extend(wanted_map.clone());
+    let capacity = pins.contacts_capacity()? as usize;
+    if target.len() > capacity {
         anyhow::bail!(
-            "{}: {} entries would not fit in map CONTACTS ({capacity} entries, {} in use); nothing imported",
+            "{}: the resulting {} entries would not fit in map CONTACTS ({capacity} entries, {} in use); nothing imported",
             file.display(),
-            wanted.len(),
+            target.len(),
             existing.len()
         );
     }
-    let mut map = pins.contacts()?;
-    let total = wanted.len();
-    let progress = total > 10_000;
-    for (i, (dn, uri)) in wanted.iter().enumerate() {
-        map.insert(key(dn)?, value(uri)?, 0)
-            .map_err(|e| full_or(e, "adding to map CONTACTS"))?;
-        if progress && (i + 1) % 5_000 == 0 {
-            eprint!(
-                "\rimporting {file}: {done}/{total} [{bar:<30}]",
-                file = file.display(),
-                done = i + 1,
-                bar = "#".repeat((i + 1) * 30 / total)
-            );
-        }
-    }
-    if progress {
-        eprintln!(
-            "\rimporting {}: {total}/{total} [{}]",
-            file.display(),
-            "#".repeat(30)
-        );
-    }
-    let mut removed = 0;
+    let removed = existing
+        .keys()
+        .filter(|dn| !target.contains_key(*dn))
+        .count();
     if replace {
-        let keep: std::collections::HashSet<&str> =
-            wanted.iter().map(|(dn, _)| dn.as_str()).collect();
-        for dn in existing.keys().filter(|dn| !keep.contains(dn.as_str())) {
-            map.remove(&key(dn)?)
-                .context("removing from map CONTACTS")?;
-            removed += 1;
-        }
-    }
-    if replace {
-        let wanted: BTreeMap<String, String> = wanted.iter().cloned().collect();
-        overlay.replace(&wanted, existing);
+        overlay.replace(&wanted_map, existing);
     } else {
         for (dn, uri) in &wanted {
             overlay.add(dn, uri);
         }
     }
-    state.save(&overlay, &lock)?;
+    let total = wanted.len();
+    let all = target.len();
+    let mut progress = |done: usize| {
+        if all > 10_000 && (done.is_multiple_of(5_000) || done == all) {
+            eprint!(
+                "\rimporting {file}: {done}/{all} [{bar:<30}]{nl}",
+                file = file.display(),
+                bar = "#".repeat(done * 30 / all),
+                nl = if done == all { "\n" } else { "" }
+            );
+        }
+    };
+    rewriter_user::dnset::replace(&pins, &state, &lock, &mut overlay, target, &mut progress)
+        .with_context(|| format!("importing {}; the DN map is unchanged", file.display()))?;
     println!(
         "imported {total} entries from {} ({new_keys} new, {} updated{})",
         file.display(),
