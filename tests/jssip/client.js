@@ -4,6 +4,8 @@
 // Prints one JSON line per event on stdout; reads commands from stdin: `unregister`, `stop`.
 // node_modules comes from NODE_PATH (npm ci by `cargo xtask setup`, outside the repository).
 
+// JsSIP logs its debug lines (DEBUG=JsSIP:...) with console.info: stdout is for our events.
+console.info = console.error;
 // Node 20 has no global WebSocket; JsSIP's WebSocketInterface uses the global one.
 global.WebSocket = require('ws');
 const JsSIP = require('jssip');

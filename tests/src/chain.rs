@@ -325,6 +325,8 @@ impl JsSip {
             ])
             .args(dns)
             .env("NODE_PATH", &modules)
+            // The registrator's debug lines (the "response ignored" one), warnings, errors.
+            .env("DEBUG", "JsSIP:Registrator,JsSIP:WARN:*,JsSIP:ERROR:*")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         let mut child = c.spawn().context("starting node")?;
@@ -526,6 +528,7 @@ pub fn uri_user(value: &str) -> String {
 pub struct Register {
     pub dn: String,
     pub call_id: String,
+    pub cseq: String,
     pub contacts: Vec<Contact>,
     /// The `Expires` header, if any.
     pub expires_header: Option<u32>,
@@ -595,12 +598,18 @@ impl Genesys {
         self.state.lock().expect("genesys").registers.clone()
     }
 
-    /// The REGISTERs of `dn` that add or refresh a binding.
+    /// The REGISTERs of `dn` that add or refresh a binding, a retransmission (same Call-ID and
+    /// CSeq) counted once.
     pub fn binding_registers(&self, dn: &str) -> usize {
-        self.registers()
-            .iter()
+        let mut seen: Vec<(String, String)> = self
+            .registers()
+            .into_iter()
             .filter(|r| r.dn == dn && !r.is_removal())
-            .count()
+            .map(|r| (r.call_id, r.cseq))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen.len()
     }
 
     /// The stored bindings of `dn`: (URI as received, expiry).
@@ -709,6 +718,7 @@ fn registrar(raw: &[u8], state: &Mutex<GenesysState>) -> Option<String> {
     st.registers.push(Register {
         dn,
         call_id: p.get("call-id").unwrap_or_default().to_owned(),
+        cseq: p.get("cseq").unwrap_or_default().to_owned(),
         contacts: cs,
         expires_header,
         raw: raw.to_vec(),

@@ -140,12 +140,9 @@ fn control(mode: Mode) -> Vec<Register> {
         .collect()
 }
 
-/// With sip-rewriter attached on Kamailio's Genesys-facing interface.
-fn with_rewriter(mode: Mode) {
-    let started = Instant::now();
-    let p = parts("jsr");
-    let root = PinRoot::new();
-    let cfg = p.dir.0.join("sip-rewriter.toml");
+/// sip-rewriter's config: the Genesys address, DN_MAP in the map, the template for the rest.
+fn rewriter_config(dir: &Path) -> PathBuf {
+    let cfg = dir.join("sip-rewriter.toml");
     std::fs::write(
         &cfg,
         format!(
@@ -156,6 +153,60 @@ fn with_rewriter(mode: Mode) {
         ),
     )
     .unwrap();
+    cfg
+}
+
+/// Mode (a) with the rewrite but without the restore (`--ingress off`): Genesys stores the
+/// right Contact, but its 200 OK lists only that one, so JsSIP ignores it and never registers
+/// (nor refreshes). This is why the restore exists.
+fn restore_off() {
+    let p = parts("jso");
+    let root = PinRoot::new();
+    let cfg = rewriter_config(&p.dir.0);
+    let att = Attach::start(
+        &p.chain.kamailio,
+        &root,
+        KAMAILIO_GENESYS_IF,
+        &["--config", cfg.to_str().unwrap(), "--ingress", "off"],
+    );
+    let genesys = Genesys::start(&p.chain.genesys).unwrap();
+    let kam = Kamailio::start(
+        &p.chain.kamailio,
+        &p.chain.client,
+        &Mode::Relay.cfg(),
+        &p.dir.0,
+    )
+    .unwrap();
+    let mut js = JsSip::start(&p.chain.client, &p.dir.0, EXPIRES, &DNS).unwrap();
+    const IGNORED: &str = "no Contact header pointing to us, response ignored";
+    if let Err(e) = wait_until(
+        Duration::from_secs(10),
+        "both bindings at Genesys and JsSIP ignoring both 200 OKs",
+        || {
+            js.check_alive()?;
+            Ok(DNS
+                .iter()
+                .all(|dn| genesys.bindings(dn) == [(expected(dn), EXPIRES)])
+                && js.log_text().matches(IGNORED).count() >= DNS.len())
+        },
+    ) {
+        panic!("restore off: {e:#}{}", context(&kam, &js, &genesys));
+    }
+    for dn in DNS {
+        assert_eq!(js.count("registered", dn), 0, "restore off: {dn}");
+    }
+    drop(js);
+    drop(kam);
+    let (code, log) = att.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// With sip-rewriter attached on Kamailio's Genesys-facing interface.
+fn with_rewriter(mode: Mode) {
+    let started = Instant::now();
+    let p = parts("jsr");
+    let root = PinRoot::new();
+    let cfg = rewriter_config(&p.dir.0);
     let att = Attach::start(
         &p.chain.kamailio,
         &root,
@@ -260,6 +311,7 @@ fn with_rewriter(mode: Mode) {
         .iter()
         .map(|dn| genesys.binding_registers(dn) as u64)
         .sum::<u64>();
+    // A REGISTER Kamailio retransmitted is rewritten again and counted again.
     assert_eq!(total("rewritten"), registers, "{stats}");
     assert_eq!(total("error"), 0, "{stats}");
     // Every 200 OK that listed a binding got the client's Contact back (mode (b): Kamailio's
@@ -312,6 +364,14 @@ fn run(mode: Mode) {
         "{mode:?} control (no sip-rewriter): Genesys stored JsSIP's .invalid Contacts ({:.1} s)",
         t.elapsed().as_secs_f64()
     );
+    if let Mode::Relay = mode {
+        let t = Instant::now();
+        restore_off();
+        println!(
+            "Relay with --ingress off: Genesys stored the rewritten Contacts, JsSIP ignored both 200 OKs ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
+    }
     with_rewriter(mode);
 }
 
