@@ -7,6 +7,7 @@ pub mod dnset;
 pub mod loader;
 pub mod metrics;
 pub mod netdev;
+pub mod owner;
 pub mod pins;
 pub mod state;
 pub mod stats;

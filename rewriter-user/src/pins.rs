@@ -5,6 +5,7 @@
 
 use std::{
     env, fs,
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
@@ -55,6 +56,7 @@ impl PinDir {
     /// The attachment to act on: `iface` if given, else the only one there is.
     pub fn discover(iface: Option<&str>) -> anyhow::Result<Self> {
         if let Some(i) = iface {
+            require_shared_bpffs()?;
             let d = Self::for_iface(i);
             if !d.path.join("CONFIG").exists() {
                 bail!(
@@ -83,6 +85,7 @@ impl PinDir {
 
     /// Every attachment with pins, sorted by interface name.
     pub fn all() -> anyhow::Result<Vec<Self>> {
+        require_shared_bpffs()?;
         let root = root();
         let entries = match fs::read_dir(&root) {
             Ok(e) => e,
@@ -164,6 +167,22 @@ impl PinDir {
         Counters::read(&map)
     }
 
+    /// Removes the link pins only (a persisted attachment whose interface is gone).
+    pub fn remove_links(&self) -> anyhow::Result<()> {
+        for p in [
+            self.link_path(),
+            self.ingress_link_path(),
+            self.ingress_tc_link_path(),
+        ] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing pin {}", p.display())),
+            }
+        }
+        Ok(())
+    }
+
     /// Removes every pin and the directory. Missing pins are fine.
     pub fn remove(&self) -> anyhow::Result<()> {
         for name in MAPS
@@ -186,8 +205,82 @@ impl PinDir {
     }
 }
 
+/// The interface a pinned link is attached to: `Some(0)` once it is detached (its interface
+/// was deleted), `None` if there is no such link. Read from the link's fdinfo (`ifindex:`,
+/// kernel/bpf/tcx.c `tcx_link_fdinfo()` and net/core/dev.c `bpf_xdp_link_show_fdinfo()`,
+/// v6.6 to v6.18; a TCX link's device is cleared when the device goes away, `tcx_uninstall()`).
+pub fn link_ifindex(pin: &Path) -> Option<u32> {
+    let fd = obj_get(pin).ok()?;
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("ifindex:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Opens a pinned object (`BPF_OBJ_GET`).
+fn obj_get(pin: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    let c = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // `union bpf_attr` for BPF_OBJ_GET (include/uapi/linux/bpf.h): pathname, bpf_fd, file_flags.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let attr = ObjGet {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    // SAFETY: `attr` and the path it points to outlive the call; the size is the struct's.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Fails when the pin root's bpffs is one this process does not share with the rest of the
+/// system: `ip netns exec` gives its command a new mount namespace with a fresh /sys, where
+/// /sys/fs/bpf is empty and not a bpffs; pins made there would vanish with the command.
+pub fn require_shared_bpffs() -> anyhow::Result<()> {
+    let root = root();
+    let parent = root.parent().unwrap_or(Path::new("/"));
+    if is_bpffs(parent) || parent != Path::new("/sys/fs/bpf") {
+        return Ok(());
+    }
+    // The system's mount namespace is PID 1's; where that is not readable (a sandbox), the
+    // parent's: `ip netns exec` runs its command in a namespace of its own.
+    let ns = |p: String| fs::read_link(p).ok();
+    let mine = ns("/proc/self/ns/mnt".into());
+    let system = ns("/proc/1/ns/mnt".into()).or_else(|| {
+        ns(format!(
+            "/proc/{}/ns/mnt",
+            std::os::unix::process::parent_id()
+        ))
+    });
+    if mine.is_some() && system.is_some() && mine != system {
+        bail!(
+            "/sys/fs/bpf is not the system's bpffs in this mount namespace (as under `ip netns exec`, which remounts /sys): sip-rewriter's pins would be invisible to every other command; enter only the network namespace instead: nsenter --net=/run/netns/NAME sip-rewriter …"
+        );
+    }
+    Ok(())
+}
+
 /// Makes sure the pin root exists on a bpffs, mounting bpffs on /sys/fs/bpf if needed.
 pub fn ensure_root() -> anyhow::Result<PathBuf> {
+    require_shared_bpffs()?;
     let root = root();
     let parent = root.parent().unwrap_or(Path::new("/"));
     if !is_bpffs(parent) && parent == Path::new("/sys/fs/bpf") {

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use rewriter_user::{
     Rewriter,
     config::{KeepParams, Settings, Template, validate_port},
-    metrics, netdev,
+    metrics, netdev, owner,
     pins::{self, PinDir},
     state::StateFile,
 };
@@ -137,12 +137,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     netdev::require_root()?;
     netdev::ifindex(&iface)?;
+    pins::require_shared_bpffs()?;
     let pins = PinDir::for_iface(&iface);
+    // One owner per attachment: a second attach refuses here, before it touches any pin.
+    let mut owner = match owner::lock(&pins)? {
+        Ok(o) => o,
+        Err(r) => anyhow::bail!(
+            "sip-rewriter is already attached to {iface}, owned by {}; stop that one first",
+            owner::describe(&r)
+        ),
+    };
     if pins.link_path().exists() {
-        anyhow::bail!(
-            "sip-rewriter is already attached to {iface} (persisted, {}); run `sip-rewriter detach --iface {iface}` first",
-            pins.link_path().display()
-        );
+        match pins::link_ifindex(&pins.link_path()) {
+            Some(0) => {
+                // The interface of a persisted attachment was deleted: its links are dead,
+                // its maps (the DN entries) are reused below.
+                log::warn!(
+                    "the persisted attachment in {} lost its interface; replacing its links",
+                    pins.path.display()
+                );
+                pins.remove_links()?;
+            }
+            _ => anyhow::bail!(
+                "sip-rewriter is already attached to {iface} (persisted, {}); run `sip-rewriter detach --iface {iface}` first",
+                pins.link_path().display()
+            ),
+        }
     }
     if let Some(id) = netdev::attached_program(&iface)? {
         anyhow::bail!(
@@ -152,9 +172,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Before anything is loaded or pinned: one line if this kernel cannot run the programs.
     settings.ingress = rewriter_user::support::check(settings.ingress)?;
     pins::ensure_root()?;
+    let reused = pins.map_path("CONTACTS").exists();
     std::fs::create_dir_all(&pins.path)
         .with_context(|| format!("creating {}", pins.path.display()))?;
-    let reused = pins.map_path("CONTACTS").exists();
+    let netns = owner::my_netns()?;
+    let mut record = owner::Record {
+        pid: Some(std::process::id()),
+        netns,
+        iface: iface.clone(),
+        attached: false,
+    };
+    owner.record(&record)?;
+    // Pins this attach did not create (a killed attach's, with its DN entries) stay when it
+    // fails; only its own are removed.
+    let fail = |e: anyhow::Error, owner: owner::Owner| {
+        if !reused {
+            let _ = pins.remove();
+        }
+        owner.release();
+        e
+    };
     let mut rw = match Rewriter::load_pinned(
         &settings.kernel_config(),
         &pins,
@@ -162,12 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.max_registrations,
     ) {
         Ok(rw) => rw,
-        Err(e) => {
-            if !reused {
-                let _ = pins.remove();
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(fail(e, owner)),
     };
     if reused {
         log::warn!(
@@ -185,8 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Ok(a) => a,
         Err(e) => {
             drop(rw);
-            let _ = pins.remove();
-            return Err(e);
+            return Err(fail(e, owner));
         }
     };
     log::info!(
@@ -204,11 +235,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.persist {
         rw.persist(attachment, &pins.link_path(), &pins)?;
+        // No process owns it now; the record keeps where it was attached from, for `detach`.
+        record.pid = None;
+        record.attached = true;
+        owner.record(&record)?;
         println!(
             "sip-rewriter stays attached to {iface}; remove it with: sip-rewriter detach --iface {iface}"
         );
         return Ok(());
     }
+    record.attached = true;
+    owner.record(&record)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -218,6 +255,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let final_counters = rw.counters();
     drop(rw);
     let removed = pins.remove();
+    owner.release();
     served?;
     detached?;
     removed?;

@@ -1,12 +1,16 @@
 //! `sip-rewriter detach`: remove a persisted attachment (or stale pins) from an interface.
 
 use aya::programs::links::PinnedLink;
-use rewriter_user::{netdev, pins::PinDir};
+use rewriter_user::{
+    netdev, owner,
+    pins::{self, PinDir},
+};
 
 /// Detach a persisted rewriter (`attach --persist`) from an interface and remove its pins.
 ///
-/// A rewriter run by a foreground `sip-rewriter attach` is stopped with SIGINT/SIGTERM instead.
-/// Pins left behind by a killed `attach` are removed too.
+/// A rewriter run by a foreground `sip-rewriter attach` is stopped with SIGINT/SIGTERM instead
+/// (detach refuses and names the process). Pins left behind by a killed `attach` are removed
+/// too. A persisted attachment is detached from the network namespace it was attached in.
 #[derive(clap::Args)]
 pub struct Args {
     /// Interface to detach from.
@@ -16,9 +20,30 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     netdev::require_root()?;
-    let pins = PinDir::for_iface(&args.iface);
+    pins::require_shared_bpffs()?;
+    let iface = &args.iface;
+    let pins = PinDir::for_iface(iface);
+    let owner = match owner::lock(&pins)? {
+        Ok(o) => o,
+        Err(r) => anyhow::bail!(
+            "sip-rewriter on {iface} belongs to {}; stop that process (Ctrl-C, SIGTERM or `systemctl stop`) to detach it",
+            owner::describe(&r)
+        ),
+    };
     let link = pins.link_path();
     if link.exists() {
+        let alive = pins::link_ifindex(&link).is_some_and(|i| i != 0);
+        if alive
+            && let Some(r) = owner::last_record(&pins)
+            && r.netns != 0
+            && r.netns != owner::my_netns()?
+        {
+            // The same interface name can exist in every namespace: this is not ours to cut.
+            anyhow::bail!(
+                "sip-rewriter on {iface} was attached from {}; run detach there: nsenter --net=/run/netns/NAME sip-rewriter detach --iface {iface}",
+                owner::describe_netns(r.netns)
+            );
+        }
         // Egress first, then the restore (the reverse of attach). Unpinning drops the last
         // reference to a link, which detaches its program.
         for p in [
@@ -37,29 +62,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         pins.remove()?;
-        println!("detached sip-rewriter from {}", args.iface);
+        owner.release();
+        if alive {
+            println!("detached sip-rewriter from {iface}");
+        } else {
+            println!(
+                "sip-rewriter's persisted attachment to {iface} had lost its interface; removed its pins"
+            );
+        }
         return Ok(());
     }
-    if netdev::ifindex(&args.iface).is_ok()
-        && let Some(id) = netdev::attached_program(&args.iface)?
+    if netdev::ifindex(iface).is_ok()
+        && let Some(id) = netdev::attached_program(iface)?
     {
         anyhow::bail!(
-            "sip-rewriter (program id {id}) on {} belongs to a running `sip-rewriter attach`; stop that process (Ctrl-C or SIGTERM)",
-            args.iface
+            "sip-rewriter (program id {id}) on {iface} belongs to a running `sip-rewriter attach`; stop that process (Ctrl-C or SIGTERM)"
         );
     }
     if pins.path.exists() {
         pins.remove()?;
+        owner.release();
         println!(
-            "sip-rewriter was not attached to {}; removed stale pins in {}",
-            args.iface,
+            "sip-rewriter was not attached to {iface}; removed stale pins in {}",
             pins.path.display()
         );
         return Ok(());
     }
+    owner.release();
     anyhow::bail!(
-        "sip-rewriter is not attached to {} (no pins in {})",
-        args.iface,
+        "sip-rewriter is not attached to {iface} (no pins in {})",
         pins.path.display()
     )
 }

@@ -2,7 +2,10 @@
 
 use aya::programs::SchedClassifier;
 use rewriter_common::{CFG_ADDR_FILTER, CFG_HAS_DEFAULT, CFG_KEEP_ALL, Config};
-use rewriter_user::{netdev, pins::PinDir};
+use rewriter_user::{
+    netdev, owner,
+    pins::{self, PinDir},
+};
 use serde::Serialize;
 
 /// Show every attachment (or the one given with --iface): state, program id, configuration and
@@ -19,8 +22,12 @@ pub struct Args {
 #[derive(Serialize)]
 struct Status {
     iface: String,
-    /// `running` (held by an attach process), `persisted` (pinned link) or `not attached`.
-    state: String,
+    /// `running` (an attach process owns it), `starting` (that process is still loading),
+    /// `persisted` (pinned links, attached), `gone`
+    /// (pinned links whose interface was deleted) or `stale` (pins a killed attach left).
+    state: &'static str,
+    /// The foreground `attach` process that owns it.
+    owner_pid: Option<u32>,
     program_id: Option<u32>,
     /// Where the restore of 2xx to REGISTER runs: `xdp+tc`, `tc` or `off`.
     ingress: String,
@@ -55,13 +62,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     for s in all {
         println!(
-            "{}: {}{}",
+            "{}: {}{}{}",
             s.iface,
             s.state,
+            s.owner_pid
+                .map(|p| format!(", attach process {p}"))
+                .unwrap_or_default(),
             s.program_id
                 .map(|i| format!(", program id {i}"))
                 .unwrap_or_default()
         );
+        match s.state {
+            "stale" => println!(
+                "  (pins a killed attach left: the next attach reuses them; `sip-rewriter detach --iface {}` removes them)",
+                s.iface
+            ),
+            "gone" => println!(
+                "  (its interface was deleted; `sip-rewriter detach --iface {}` removes the pins)",
+                s.iface
+            ),
+            _ => {}
+        }
         println!("  ingress restore {}", s.ingress);
         println!("  pins            {}", s.pins);
         println!("  genesys port    {}", s.port);
@@ -110,14 +131,28 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
         .ok()
         .and_then(|p| p.info().ok())
         .map(|i| i.id());
-    let attached =
-        netdev::ifindex(&d.iface).is_ok() && netdev::attached_program(&d.iface)?.is_some();
-    let state = if d.link_path().exists() {
-        "persisted"
-    } else if attached {
-        "running"
+    // Who owns it, not whether this namespace can see the interface, decides.
+    let holder = owner::holder(d)?;
+    // The record names the holder once it has written it; until then it may still be the
+    // killed previous owner's.
+    let alive = |pid: u32| {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid as i32, 0) == 0 }
+    };
+    let state = if let Some(r) = &holder {
+        if r.attached && r.pid.is_some_and(alive) {
+            "running"
+        } else {
+            // Loading (or an `attach --persist`/`detach` at work).
+            "starting"
+        }
+    } else if d.link_path().exists() {
+        match pins::link_ifindex(&d.link_path()) {
+            Some(0) => "gone",
+            _ => "persisted",
+        }
     } else {
-        "not attached (stale pins; `sip-rewriter detach` removes them)"
+        "stale"
     };
     let genesys = d
         .genesys()?
@@ -160,7 +195,8 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
     };
     Ok(Status {
         iface: d.iface.clone(),
-        state: state.to_owned(),
+        state,
+        owner_pid: holder.and_then(|r| r.pid.filter(|p| alive(*p))),
         program_id,
         ingress: ingress.to_owned(),
         pins: d.path.display().to_string(),
