@@ -84,6 +84,16 @@ fn context(kam: &Kamailio, js: &JsSip, genesys: &Genesys) -> String {
     )
 }
 
+/// sip-rewriter's counters, for a failure message.
+fn stats_text(chain: &Chain, root: &PinRoot) -> String {
+    let (code, out, err) = integration_tests::cli::run(
+        Some(&chain.kamailio),
+        root,
+        &["stats", "--iface", KAMAILIO_GENESYS_IF],
+    );
+    format!("\n--- sip-rewriter stats (exit {code}):\n{out}{err}")
+}
+
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -190,7 +200,11 @@ fn restore_off() {
                 && js.log_text().matches(IGNORED).count() >= DNS.len())
         },
     ) {
-        panic!("restore off: {e:#}{}", context(&kam, &js, &genesys));
+        panic!(
+            "restore off: {e:#}{}{}",
+            context(&kam, &js, &genesys),
+            stats_text(&p.chain, &root)
+        );
     }
     for dn in DNS {
         assert_eq!(js.count("registered", dn), 0, "restore off: {dn}");
@@ -218,7 +232,11 @@ fn with_rewriter(mode: Mode) {
     let kam = Kamailio::start(&p.chain.kamailio, &p.chain.client, &mode.cfg(), &p.dir.0).unwrap();
     let mut js = JsSip::start(&p.chain.client, &p.dir.0, EXPIRES, &DNS).unwrap();
     let fail = |what: &str, e: anyhow::Error, js: &JsSip| -> ! {
-        panic!("{mode:?}: {what}: {e:#}{}", context(&kam, js, &genesys))
+        let stats = stats_text(&p.chain, &root);
+        panic!(
+            "{mode:?}: {what}: {e:#}{}{stats}",
+            context(&kam, js, &genesys)
+        )
     };
 
     // Registered, then refreshed at least once: JsSIP arms its refresh timer only after it
