@@ -362,10 +362,7 @@ impl Rewriter {
             // EEXIST: the clsact qdisc is already there, which is what we need.
             log::debug!("clsact on {iface}: {e}");
         }
-        let link = self
-            .program_mut()?
-            .attach(iface, TcAttachType::Egress)
-            .with_context(|| format!("attaching to {iface} egress"))?;
+        let link = attach_first(self.program_mut()?, iface, true)?;
         Ok(Attachment {
             iface: iface.to_owned(),
             tcx,
@@ -454,7 +451,7 @@ impl Rewriter {
         if which == Ingress::Off {
             return Ok((links, "off".into()));
         }
-        let link = match self.tc_ingress_mut()?.attach(&iface, TcAttachType::Ingress) {
+        let link = match attach_first(self.tc_ingress_mut()?, &iface, false) {
             Ok(l) => l,
             Err(e) => {
                 for l in links {
@@ -577,6 +574,44 @@ pub fn addr_key(addr: IpAddr) -> AddrKey {
         IpAddr::V4(a) => AddrKey::v4(a.octets()),
         IpAddr::V6(a) => AddrKey(a.octets()),
     }
+}
+
+/// Attaches `prog` to `iface`'s egress or ingress TC hook before every program already there
+/// (a program before ours that ends the chain with TC_ACT_OK would hide every REGISTER from
+/// us); on clsact where that is not possible, after them with a warning.
+fn attach_first(
+    prog: &mut SchedClassifier,
+    iface: &str,
+    egress: bool,
+) -> anyhow::Result<SchedClassifierLinkId> {
+    let (dir, what) = if egress {
+        (TcAttachType::Egress, "egress")
+    } else {
+        (TcAttachType::Ingress, "ingress")
+    };
+    let link = match netdev::first_in_chain(iface, egress)? {
+        Some(opts) => prog.attach_with_options(iface, dir, opts),
+        None => prog.attach(iface, dir),
+    }
+    .with_context(|| format!("attaching to {iface} {what}"))?;
+    let chain = netdev::tc_chain(iface, egress).unwrap_or_default();
+    if let Some(pos) = chain.iter().position(|e| e.name == prog_name(egress))
+        && pos > 0
+    {
+        log::warn!(
+            "{} on {iface} {what} run before sip-rewriter: a packet they pass with TC_ACT_OK never reaches it",
+            chain[..pos]
+                .iter()
+                .map(|e| format!("{} (id {})", e.name, e.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(link)
+}
+
+fn prog_name(egress: bool) -> &'static str {
+    if egress { PROGRAM } else { PROGRAM_TC_INGRESS }
 }
 
 /// A `CONFIG` pinned by a version with one configuration slot (aya reuses a pinned map without

@@ -59,6 +59,95 @@ fn clsact_program(iface: &str, dir: &str, name: &str) -> anyhow::Result<Option<u
         }))
 }
 
+/// One program in an interface's TC chain, in the order the kernel runs them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ChainEntry {
+    pub name: String,
+    pub id: u32,
+    /// clsact filter preference (none under TCX).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pref: Option<u16>,
+}
+
+/// The programs on `iface`'s egress (`egress`) or ingress TC hook, first to run first: the TCX
+/// chain on kernels >= 6.6, else the clsact filters by preference (`tc filter show`).
+pub fn tc_chain(iface: &str, egress: bool) -> anyhow::Result<Vec<ChainEntry>> {
+    if has_tcx() {
+        let dir = if egress {
+            aya::programs::TcAttachType::Egress
+        } else {
+            aya::programs::TcAttachType::Ingress
+        };
+        let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, dir)
+            .with_context(|| format!("querying the TCX chain of {iface}"))?;
+        return Ok(progs
+            .iter()
+            .map(|p| ChainEntry {
+                name: p.name_as_str().unwrap_or("?").to_owned(),
+                id: p.id(),
+                pref: None,
+            })
+            .collect());
+    }
+    let dir = if egress { "egress" } else { "ingress" };
+    let out = std::process::Command::new("tc")
+        .args(["filter", "show", "dev", iface, dir])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running `tc filter show dev {iface} {dir}` (iproute2)"))?;
+    let mut chain: Vec<ChainEntry> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // `filter protocol all pref 49152 bpf chain 0 handle 0x1 NAME direct-action … id 42 …`
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let after = |k: &str| w.windows(2).find(|p| p[0] == k).map(|p| p[1]);
+            let id = after("id")?.parse().ok()?;
+            let pref = after("pref")?.parse().ok()?;
+            // iproute2 prints the program's own name as `name NAME` after its id.
+            let name = after("name")
+                .or_else(|| {
+                    w.iter()
+                        .position(|x| *x == "handle")
+                        .and_then(|i| w.get(i + 2).copied())
+                })
+                .unwrap_or("?");
+            Some(ChainEntry {
+                name: (*name).to_owned(),
+                id,
+                pref: Some(pref),
+            })
+        })
+        .collect();
+    chain.sort_by_key(|e| e.pref);
+    Ok(chain)
+}
+
+/// The attach options that put our program before every program already on the hook: TCX
+/// `BPF_F_BEFORE` with no anchor (first), or a clsact preference below the lowest in use
+/// (lower runs first). `None` when clsact's preference 1 is taken (we cannot go first).
+pub fn first_in_chain(
+    iface: &str,
+    egress: bool,
+) -> anyhow::Result<Option<aya::programs::tc::TcAttachOptions>> {
+    use aya::programs::{
+        LinkOrder,
+        tc::{NlOptions, TcAttachOptions},
+    };
+    if has_tcx() {
+        return Ok(Some(TcAttachOptions::TcxOrder(LinkOrder::first())));
+    }
+    let lowest = tc_chain(iface, egress)?.iter().filter_map(|e| e.pref).min();
+    Ok(match lowest {
+        // No filter yet: the kernel's default preference.
+        None => Some(TcAttachOptions::Netlink(NlOptions::default())),
+        Some(1) => None,
+        Some(p) => Some(TcAttachOptions::Netlink(NlOptions {
+            priority: p - 1,
+            ..NlOptions::default()
+        })),
+    })
+}
+
 /// Id of the sip-rewriter program attached to `iface`'s egress (TCX, or clsact before 6.6), if
 /// any.
 pub fn attached_program(iface: &str) -> anyhow::Result<Option<u32>> {

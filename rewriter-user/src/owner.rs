@@ -152,10 +152,7 @@ pub fn holder(pins: &PinDir) -> anyhow::Result<Option<Record>> {
     if !path(pins).exists() {
         return Ok(None);
     }
-    Ok(match try_flock(pins, libc::LOCK_SH)? {
-        Ok(_free) => None,
-        Err(r) => Some(r),
-    })
+    Ok(try_flock(pins, libc::LOCK_SH)?.err())
 }
 
 /// The record of the last owner, whether or not it still holds the lock.

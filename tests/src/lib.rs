@@ -1,5 +1,6 @@
 pub mod chain;
 pub mod cli;
+pub mod foreign;
 pub mod fuzz;
 pub mod kernel;
 pub mod net;

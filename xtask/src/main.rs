@@ -361,6 +361,7 @@ const GUEST_TESTS: &[&str] = &[
     "restore",
     "differential",
     "restore_differential",
+    "coexist",
 ];
 
 /// Builds what a vm-test guest runs: the sip-rewriter binary, this xtask binary and the kernel

@@ -38,6 +38,11 @@ struct Status {
     keep_params: String,
     contacts: usize,
     contacts_capacity: u32,
+    /// The interface's egress TC chain, first to run first (absent where the interface is not
+    /// visible, e.g. from another network namespace).
+    egress_chain: Option<Vec<netdev::ChainEntry>>,
+    /// Our place in it, from 1 (a program before ours can end the chain before us).
+    egress_position: Option<usize>,
     counters: std::collections::BTreeMap<&'static str, u64>,
 }
 
@@ -110,6 +115,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "  DN entries      {} of {}",
             s.contacts, s.contacts_capacity
         );
+        if let Some(chain) = &s.egress_chain {
+            let list: Vec<String> = chain
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let ours = if Some(e.id) == s.program_id {
+                        ", ours"
+                    } else {
+                        ""
+                    };
+                    format!("{}. {} (id {}{ours})", i + 1, e.name, e.id)
+                })
+                .collect();
+            println!("  egress chain    {}", list.join("  "));
+            if let Some(p) = s.egress_position.filter(|p| *p > 1) {
+                println!(
+                    "  warning: {} program(s) run before sip-rewriter on {} egress; one that returns TC_ACT_OK hides every REGISTER from it",
+                    p - 1,
+                    s.iface
+                );
+            }
+        }
         let line: Vec<String> = rewriter_common::Stat::ALL
             .iter()
             .map(|st| {
@@ -187,6 +214,9 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
             .join(",")
     };
     let counters = d.counters()?;
+    let egress_chain = netdev::ifindex(&d.iface)
+        .ok()
+        .and_then(|_| netdev::tc_chain(&d.iface, true).ok());
     let ingress = match netdev::attached_ingress(&d.iface) {
         Ok(true) if cfg.flags & rewriter_common::CFG_TC_AFTER_XDP != 0 => "xdp+tc",
         Ok(true) => "tc",
@@ -212,6 +242,11 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
             None
         },
         keep_params,
+        egress_position: egress_chain
+            .as_ref()
+            .and_then(|c| c.iter().position(|e| Some(e.id) == program_id))
+            .map(|i| i + 1),
+        egress_chain,
         contacts: d.contacts()?.keys().count(),
         contacts_capacity: d.contacts_capacity()?,
         counters: rewriter_common::Stat::ALL
