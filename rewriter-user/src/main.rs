@@ -55,9 +55,12 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
+        Command::Status(args) => match cmd::status::run(args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Attach(args) => cmd::attach::run(args),
         Command::Detach(args) => cmd::detach::run(args),
-        Command::Status(args) => cmd::status::run(args),
         Command::Contact(c) => cmd::contact::run(c),
         Command::Default(c) => cmd::default::run(c),
         Command::Stats(args) => cmd::stats::run(args),

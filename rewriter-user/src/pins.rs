@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use rewriter_common::{AddrKey, ContactUri, DN_MAPS, DnKey};
+use rewriter_common::{
+    AddrKey, ContactUri, DN_MAPS, DnKey,
+    restore::{RegKey, RegState},
+};
 
 use crate::stats::Counters;
 
@@ -155,6 +158,17 @@ impl PinDir {
             .info()
             .context("reading map CONTACTS info")?;
         Ok(info.max_entries())
+    }
+
+    /// Entries in the restore state map (REGS) and its capacity.
+    pub fn registrations_fill(&self) -> anyhow::Result<(usize, u32)> {
+        let map = self.map("REGS")?;
+        let capacity = map
+            .info()
+            .context("reading map REGS info")?
+            .max_entries();
+        let map: HashMap<MapData, RegKey, RegState> = HashMap::try_from(Map::LruHashMap(map))?;
+        Ok((map.keys().count(), capacity))
     }
 
     pub fn genesys(&self) -> anyhow::Result<HashMap<MapData, AddrKey, u8>> {

@@ -439,8 +439,9 @@ fn kill_9_detaches_and_a_new_attach_reuses_the_pinned_contacts() {
         path.exchange(REGISTER.as_bytes()).unwrap(),
         REGISTER.as_bytes()
     );
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(ns, &root, &["status", "--json"])).unwrap();
+    let (code, out, err) = run(ns, &root, &["status", "--json"]);
+    assert_eq!(code, 4, "stale pins: exit 4\n{out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(status[0]["state"].as_str().unwrap() == "stale", "{status}");
     // Re-attach: the pinned DN map is reused.
     let att = Attach::start(&topo.edge, &root, &topo.edge_if, &[]);

@@ -10,6 +10,11 @@ use serde::Serialize;
 
 /// Show every attachment (or the one given with --iface): state, program id, configuration and
 /// map fill levels.
+///
+/// Exit status, as `systemctl is-active` has it: 0 every attachment shown is running or
+/// persisted (attached); 3 not attached (no pins, or an attach still starting); 4 an
+/// attachment is stale or gone (pins without attached programs); 1 status could not be read
+/// (e.g. not root); 2 bad arguments.
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, short = 'i')]
@@ -35,9 +40,13 @@ struct Status {
     port: u16,
     genesys: Vec<String>,
     default_template: Option<String>,
-    keep_params: String,
+    /// `["*"]` = keep all, `[]` = keep none.
+    keep_params: Vec<String>,
     contacts: usize,
     contacts_capacity: u32,
+    /// Entries in the restore state map (one per recorded REGISTER, least recently used go).
+    registrations: usize,
+    registrations_capacity: u32,
     /// The interface's egress TC chain, first to run first (absent where the interface is not
     /// visible, e.g. from another network namespace).
     egress_chain: Option<Vec<netdev::ChainEntry>>,
@@ -46,24 +55,60 @@ struct Status {
     counters: std::collections::BTreeMap<&'static str, u64>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// Every attachment shown is running or persisted.
+pub const ACTIVE: u8 = 0;
+/// Nothing attached (or still starting).
+pub const NOT_ATTACHED: u8 = 3;
+/// Pins without attached programs: `stale` or `gone`.
+pub const STALE: u8 = 4;
+
+/// The exit status for the states shown: the worst one decides.
+fn exit_status(states: impl IntoIterator<Item = &'static str>) -> u8 {
+    states
+        .into_iter()
+        .map(|s| match s {
+            "running" | "persisted" => ACTIVE,
+            "stale" | "gone" => STALE,
+            _ => NOT_ATTACHED,
+        })
+        .max()
+        .unwrap_or(NOT_ATTACHED)
+}
+
+/// Prints the status; returns the exit status (see [`Args`]).
+pub fn run(args: Args) -> anyhow::Result<u8> {
     netdev::require_root()?;
     let dirs = match &args.iface {
-        Some(_) => vec![PinDir::discover(args.iface.as_deref())?],
+        Some(i) => {
+            let d = PinDir::for_iface(i);
+            pins::require_shared_bpffs()?;
+            if d.path.join("CONFIG").exists() {
+                vec![d]
+            } else {
+                Vec::new()
+            }
+        }
         None => PinDir::all()?,
     };
     if dirs.is_empty() {
         if args.json {
-            // Machine-readable: no attachment is an empty list (the exit status still says so).
+            // Machine-readable: no attachment is an empty list (the exit status says so too).
             println!("[]");
+        } else {
+            // Same message as every other command that needs a running program.
+            let e = PinDir::discover(args.iface.as_deref())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            println!("{e}");
         }
-        // Same message as every other command that needs a running program.
-        PinDir::discover(None)?;
+        return Ok(NOT_ATTACHED);
     }
     let all: Vec<Status> = dirs.iter().map(status).collect::<anyhow::Result<_>>()?;
+    let code = exit_status(all.iter().map(|s| s.state));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
-        return Ok(());
+        return Ok(code);
     }
     for s in all {
         println!(
@@ -106,14 +151,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!(
             "  keep params     {}",
             if s.keep_params.is_empty() {
-                "(none)"
+                "(none)".to_owned()
             } else {
-                &s.keep_params
+                s.keep_params.join(",")
             }
         );
         println!(
             "  DN entries      {} of {}",
             s.contacts, s.contacts_capacity
+        );
+        println!(
+            "  restore entries {} of {}",
+            s.registrations, s.registrations_capacity
         );
         if let Some(chain) = &s.egress_chain {
             let list: Vec<String> = chain
@@ -149,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         println!("  counters        {}", line.join(" "));
     }
-    Ok(())
+    Ok(code)
 }
 
 fn status(d: &PinDir) -> anyhow::Result<Status> {
@@ -198,7 +247,7 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
         format!("{pre}{{dn}}{post}")
     });
     let keep_params = if cfg.flags & CFG_KEEP_ALL != 0 {
-        "*".to_owned()
+        vec!["*".to_owned()]
     } else {
         cfg.keep[..(cfg.keep_count as usize).min(cfg.keep.len())]
             .iter()
@@ -211,8 +260,8 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
                     .to_owned()
             })
             .collect::<Vec<_>>()
-            .join(",")
     };
+    let (registrations, registrations_capacity) = d.registrations_fill()?;
     let counters = d.counters()?;
     let egress_chain = netdev::ifindex(&d.iface)
         .ok()
@@ -249,6 +298,8 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
         egress_chain,
         contacts: d.contacts()?.keys().count(),
         contacts_capacity: d.contacts_capacity()?,
+        registrations,
+        registrations_capacity,
         counters: rewriter_common::Stat::ALL
             .iter()
             .map(|s| (s.name(), counters.get(*s)))
