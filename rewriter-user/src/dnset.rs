@@ -42,7 +42,7 @@ pub fn replace(
     let capacity = pins.contacts_capacity()? as usize;
     if entries.len() > capacity {
         anyhow::bail!(
-            "{} DN entries would not fit in map CONTACTS ({capacity} entries; attach with a larger --max-contacts)",
+            "{} DN entries would not fit in the DN map ({capacity} entries; attach with a larger --max-contacts)",
             entries.len()
         );
     }
@@ -98,7 +98,7 @@ fn finish(
             let v =
                 ContactUri::new(uri.as_bytes()).with_context(|| format!("invalid URI {uri:?}"))?;
             map.insert(k, v, 0).with_context(|| {
-                format!("writing DN {dn} into map {}", DN_MAPS[usize::from(to)])
+                format!("writing DN {dn} into the standby DN map ({})", DN_MAPS[usize::from(to)])
             })?;
             progress(i + 1);
         }
@@ -119,11 +119,11 @@ pub fn clear<T: std::borrow::BorrowMut<MapData>>(
     let keys: Vec<DnKey> = map
         .keys()
         .collect::<Result<_, _>>()
-        .with_context(|| format!("reading map {name}"))?;
+        .with_context(|| format!("reading the DN map ({name})"))?;
     for k in keys {
         match map.remove(&k) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(e).with_context(|| format!("emptying map {name}")),
+            Err(e) => return Err(e).with_context(|| format!("emptying the DN map ({name})")),
         }
     }
     Ok(())

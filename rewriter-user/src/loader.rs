@@ -225,7 +225,7 @@ impl Rewriter {
         let value = ContactUri::new(uri)
             .with_context(|| format!("invalid URI {:?}", String::from_utf8_lossy(uri)))?;
         let mut map = self.dn_map_mut(None)?;
-        map.insert(key, value, 0).context("writing map CONTACTS")?;
+        map.insert(key, value, 0).with_context(|| format!("storing DN {} in the DN map", String::from_utf8_lossy(dn)))?;
         Ok(())
     }
 
@@ -264,7 +264,7 @@ impl Rewriter {
         match map.remove(&key) {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(e).context("removing from map CONTACTS"),
+            Err(e) => Err(e).with_context(|| format!("removing DN {} from the DN map", String::from_utf8_lossy(dn))),
         }
     }
 
@@ -278,13 +278,13 @@ impl Rewriter {
         let old: Vec<AddrKey> = map
             .keys()
             .collect::<Result<_, _>>()
-            .context("reading map GENESYS")?;
+            .context("reading the Genesys address set")?;
         let new: Vec<AddrKey> = addrs.iter().map(|a| addr_key(*a)).collect();
         for k in new.iter() {
-            map.insert(*k, 1, 0).context("writing map GENESYS")?;
+            map.insert(*k, 1, 0).context("adding to the Genesys address set")?;
         }
         for k in old.iter().filter(|k| !new.contains(k)) {
-            map.remove(k).context("removing from map GENESYS")?;
+            map.remove(k).context("removing from the Genesys address set")?;
         }
         Ok(())
     }
@@ -317,7 +317,7 @@ impl Rewriter {
         let keys: Vec<RegKey> = map
             .keys()
             .collect::<Result<_, _>>()
-            .context("reading map REGS")?;
+            .context("reading the restore state map")?;
         for k in keys {
             let _ = map.remove(&k);
         }
@@ -639,7 +639,7 @@ pub fn contact_entries<T: std::borrow::Borrow<MapData>>(
 ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let mut out = std::collections::BTreeMap::new();
     for item in map.iter() {
-        let (k, v) = item.context("reading map CONTACTS")?;
+        let (k, v) = item.context("reading the DN map")?;
         out.insert(
             String::from_utf8_lossy(k.as_bytes()).into_owned(),
             String::from_utf8_lossy(v.uri()).into_owned(),

@@ -3,7 +3,7 @@
 
 mod cmd;
 
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use rewriter_user::config::{ConfigError, ValidationError};
@@ -69,7 +69,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sip-rewriter: {}", one_line(&e));
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "sip-rewriter: {}", one_line(&e));
             ExitCode::from(exit_code(&e))
         }
     }

@@ -131,7 +131,7 @@ impl PinDir {
 
     fn map(&self, name: &str) -> anyhow::Result<MapData> {
         let p = self.map_path(name);
-        MapData::from_pin(&p).with_context(|| format!("opening pinned map {}", p.display()))
+        MapData::from_pin(&p).with_context(|| format!("opening {} (pins of the attachment to {})", p.display(), self.iface))
     }
 
     /// The configuration slots of the running program (read and publish through them only).
@@ -156,7 +156,7 @@ impl PinDir {
         let info = self
             .map(DN_MAPS[0])?
             .info()
-            .context("reading map CONTACTS info")?;
+            .context("reading the DN map capacity")?;
         Ok(info.max_entries())
     }
 
@@ -165,7 +165,7 @@ impl PinDir {
         let map = self.map("REGS")?;
         let capacity = map
             .info()
-            .context("reading map REGS info")?
+            .context("reading the restore map capacity")?
             .max_entries();
         let map: HashMap<MapData, RegKey, RegState> = HashMap::try_from(Map::LruHashMap(map))?;
         Ok((map.keys().count(), capacity))

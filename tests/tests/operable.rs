@@ -89,3 +89,85 @@ fn status_exit_codes_follow_systemctl_is_active() {
     ok(ns, &root, &["detach", "--iface", &topo.edge_if]);
     let _ = std::fs::remove_file(cfg);
 }
+
+/// Runs `args` with stdout on a pipe whose reader goes away after the first line; returns
+/// (exit code, signal, stderr).
+fn first_line_then_close(ns: &str, root: &PinRoot, args: &[&str]) -> (Option<i32>, Option<i32>, String) {
+    use std::{io::BufRead as _, os::unix::process::ExitStatusExt as _, process::Stdio};
+    let mut child = cmd(Some(ns), root, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(!line.is_empty(), "{args:?} printed nothing");
+    // The reader is dropped here: the next write meets a closed pipe.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), status.signal(), err)
+}
+
+#[test]
+fn errors_name_the_object_and_output_paths_never_panic() {
+    let topo = Topology::new("operr").unwrap();
+    let root = PinRoot::new();
+    let ns = Some(topo.edge.as_str());
+    let cfg = write_config(&root, CONFIG);
+    // --persist with a stdout whose reader is gone: still attached, no panic.
+    let (code, signal, err) = first_line_then_close(
+        &topo.edge,
+        &root,
+        &["attach", "--iface", &topo.edge_if, "--config", cfg.to_str().unwrap(), "--persist", "--max-contacts", "3"],
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!((code, signal), (Some(0), None), "{err}");
+    // A full map names the DN, the interface and the way out, not a map operation.
+    for dn in ["9000", "9001"] {
+        ok(ns, &root, &["contact", "add", dn, "sip:x@198.18.20.1"]);
+    }
+    let (code, _, err) = run(ns, &root, &["contact", "add", "9002", "sip:x@198.18.20.1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("DN 9002") && err.contains("DN map of veth-edge is full (3 entries)"),
+        "{err}"
+    );
+    assert!(!err.contains("map CONTACTS") && !err.contains("bpf_map"), "{err}");
+    // Deleting or reading a DN that is not there says so in the same words.
+    for verb in ["del", "get"] {
+        let (code, _, err) = run(ns, &root, &["contact", verb, "99999"]);
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(err.trim(), "sip-rewriter: DN 99999 is not in the map", "{verb}");
+    }
+    // A reader that goes away: quiet SIGPIPE (141 in a shell), never a panic or an error line.
+    for args in [
+        &["contact", "export"][..],
+        &["contact", "list"],
+        &["contact", "list", "--json"],
+        &["stats", "--watch", "1", "--json"],
+        &["stats", "--watch", "1"],
+        &["status"],
+    ] {
+        let (code, signal, err) = first_line_then_close(&topo.edge, &root, args);
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert!(
+            signal == Some(libc::SIGPIPE) || code == Some(0),
+            "{args:?}: code {code:?} signal {signal:?}"
+        );
+    }
+    ok(ns, &root, &["detach", "--iface", &topo.edge_if]);
+    let _ = std::fs::remove_file(cfg);
+}

@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    io::Write as _,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::Duration,
@@ -239,7 +240,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         record.pid = None;
         record.attached = true;
         owner.record(&record)?;
-        println!(
+        // attach ignores SIGPIPE: a reader that went away must not turn success into a panic.
+        let _ = writeln!(
+            std::io::stdout(),
             "sip-rewriter stays attached to {iface}; remove it with: sip-rewriter detach --iface {iface}"
         );
         return Ok(());

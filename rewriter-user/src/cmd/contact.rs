@@ -91,7 +91,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                     let mut map = pins.contacts()?;
                     let before = map.get(&k, 0).ok();
                     map.insert(k, v, 0)
-                        .map_err(|e| full_or(e, "adding to map CONTACTS"))?;
+                        .map_err(|e| full_or(e, &dn, &pins))?;
                     if let Err(e) = state.save(&overlay, &lock) {
                         // Not durable: undo the map change too.
                         let _ = match before {
@@ -128,13 +128,13 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                         Err(aya::maps::MapError::KeyNotFound) => {
                             anyhow::bail!("DN {dn} is not in the map")
                         }
-                        Err(e) => return Err(e).context("reading map CONTACTS"),
+                        Err(e) => return Err(e).with_context(|| format!("reading DN {dn} from the DN map")),
                     };
                     // A runtime entry hid any file entry: deleting it masks the file's whatever
                     // its URI; a file entry is masked as it is now.
                     let file_uri = String::from_utf8_lossy(before.uri()).into_owned();
                     overlay.del(&dn, (!known).then_some(file_uri.as_str()));
-                    map.remove(&k).context("removing from map CONTACTS")?;
+                    map.remove(&k).with_context(|| format!("removing DN {dn} from the DN map"))?;
                     if let Err(e) = state.save(&overlay, &lock) {
                         let _ = map.insert(k, before, 0);
                         return Err(e);
@@ -159,7 +159,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             match pins.contacts()?.get(&k, 0) {
                 Ok(v) => println!("{}", String::from_utf8_lossy(v.uri())),
                 Err(aya::maps::MapError::KeyNotFound) => anyhow::bail!("DN {dn} is not in the map"),
-                Err(e) => return Err(e).context("reading map CONTACTS"),
+                Err(e) => return Err(e).with_context(|| format!("reading DN {dn} from the DN map")),
             }
         }
         Cmd::List { json, iface } => {
@@ -241,14 +241,20 @@ fn locked(pins: &PinDir) -> anyhow::Result<(StateFile, state::Lock, state::Overl
     Ok((state, lock, overlay))
 }
 
-fn full_or(e: aya::maps::MapError, what: &str) -> anyhow::Error {
+/// A failed insert of `dn` in user words: a full map says so, with its capacity.
+fn full_or(e: aya::maps::MapError, dn: &str, pins: &PinDir) -> anyhow::Error {
     let full = matches!(&e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG));
     if full {
+        let capacity = pins
+            .contacts_capacity()
+            .map(|c| format!(" ({c} entries)"))
+            .unwrap_or_default();
         anyhow::anyhow!(
-            "map CONTACTS is full; remove entries first (or attach with a larger --max-contacts)"
+            "DN {dn} not added: the DN map of {} is full{capacity}; remove entries first (or attach with a larger --max-contacts)",
+            pins.iface
         )
     } else {
-        anyhow::Error::new(e).context(what.to_owned())
+        anyhow::Error::new(e).context(format!("adding DN {dn} to the DN map of {}", pins.iface))
     }
 }
 
@@ -292,7 +298,7 @@ fn import(
     let capacity = pins.contacts_capacity()? as usize;
     if target.len() > capacity {
         anyhow::bail!(
-            "{}: the resulting {} entries would not fit in map CONTACTS ({capacity} entries, {} in use); nothing imported",
+            "{}: the resulting {} entries would not fit in the DN map ({capacity} entries, {} in use); nothing imported",
             file.display(),
             target.len(),
             existing.len()
