@@ -10,6 +10,10 @@
 //! ```toml
 //! interface = "eth0"                        # optional
 //! ingress = "xdp"                           # optional: xdp (default), tc or off
+//! metrics = "127.0.0.1:9465"                # optional: Prometheus listen address (:PORT = all)
+//! max_contacts = 131072                     # optional: DN map capacity
+//! max_registrations = 16384                 # optional: restore state map capacity
+//! interval = 10                             # optional: seconds between counter lines, 0 = none
 //! [genesys]                                 # optional table
 //! port = 5060                               # optional, default 5060, 1..=65535
 //! addresses = ["10.0.0.5", "2001:db8::5"]   # optional; empty or absent = any destination
@@ -25,7 +29,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     str::FromStr,
 };
@@ -232,6 +236,24 @@ pub enum ValidationError {
     Port {
         /// The port as given (from a file it may be outside the `u16` range).
         port: i64,
+    },
+    /// A number outside the range its setting allows.
+    #[error("invalid {field} {value}: use a value in {min}..={max}")]
+    Range {
+        /// The setting (config key).
+        field: &'static str,
+        /// The value as given.
+        value: i64,
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// A metrics listen address.
+    #[error("invalid metrics listen address {value:?}: want :PORT, localhost:PORT or IP:PORT")]
+    ListenAddr {
+        /// The address as given.
+        value: String,
     },
     /// A network interface name.
     #[error("invalid interface name {name:?}: {reason}")]
@@ -661,6 +683,10 @@ impl FromStr for Template {
 struct FileConfig {
     interface: Option<Spanned<String>>,
     ingress: Option<Spanned<String>>,
+    metrics: Option<Spanned<String>>,
+    max_contacts: Option<Spanned<i64>>,
+    max_registrations: Option<Spanned<i64>>,
+    interval: Option<Spanned<i64>>,
     genesys: Option<FileGenesys>,
     contacts: Option<FileContacts>,
 }
@@ -697,6 +723,61 @@ pub struct Settings {
     pub keep: KeepParams,
     /// (DN, URI) pairs in file order, validated.
     pub contacts: Vec<(String, String)>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// Capacity of the DN map.
+    pub max_contacts: u32,
+    /// Capacity of the restore state map.
+    pub max_registrations: u32,
+    /// Seconds between two counter lines in the log; 0 = none.
+    pub interval: u64,
+}
+
+/// Allowed `max_contacts`.
+pub const MAX_CONTACTS_RANGE: (u32, u32) = (1, 4_194_304);
+/// Allowed `max_registrations`.
+pub const MAX_REGISTRATIONS_RANGE: (u32, u32) = (1, 1_048_576);
+/// Largest `interval`.
+pub const MAX_INTERVAL: u64 = 3600;
+/// Default `interval`.
+pub const DEFAULT_INTERVAL: u64 = 10;
+
+/// `value` as a number of `field` within `min..=max`.
+pub fn validate_range<T: TryFrom<i64> + Into<i64> + Copy>(
+    field: &'static str,
+    value: i64,
+    (min, max): (T, T),
+) -> Result<T, ValidationError> {
+    let (lo, hi) = (min.into(), max.into());
+    if (lo..=hi).contains(&value)
+        && let Ok(v) = T::try_from(value)
+    {
+        return Ok(v);
+    }
+    Err(ValidationError::Range {
+        field,
+        value,
+        min: lo,
+        max: hi,
+    })
+}
+
+/// A listen address as Prometheus exporters take it: `:PORT` (every address), `localhost:PORT`
+/// or a socket address.
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, ValidationError> {
+    let bad = || ValidationError::ListenAddr {
+        value: s.to_owned(),
+    };
+    if let Some(port) = s.strip_prefix(':').or_else(|| s.strip_prefix("localhost:")) {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let ip: IpAddr = if s.starts_with(':') {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
+        return Ok(SocketAddr::new(ip, port));
+    }
+    s.parse().map_err(|_| bad())
 }
 
 impl Default for Settings {
@@ -711,6 +792,10 @@ impl Default for Settings {
             template: None,
             keep: KeepParams::default(),
             contacts: Vec::new(),
+            metrics: None,
+            max_contacts: MAX_CONTACTS,
+            max_registrations: rewriter_common::restore::MAX_REGISTRATIONS,
+            interval: DEFAULT_INTERVAL,
         }
     }
 }
@@ -746,6 +831,25 @@ impl Settings {
                     },
                 )
             })?;
+        }
+
+        if let Some(m) = file.metrics {
+            let addr = parse_listen_addr(m.get_ref()).map_err(|e| invalid(m.span().start, e))?;
+            settings.metrics = Some(addr);
+        }
+        if let Some(n) = file.max_contacts {
+            settings.max_contacts = validate_range("max_contacts", *n.get_ref(), MAX_CONTACTS_RANGE)
+                .map_err(|e| invalid(n.span().start, e))?;
+        }
+        if let Some(n) = file.max_registrations {
+            settings.max_registrations =
+                validate_range("max_registrations", *n.get_ref(), MAX_REGISTRATIONS_RANGE)
+                    .map_err(|e| invalid(n.span().start, e))?;
+        }
+        if let Some(n) = file.interval {
+            settings.interval = validate_range("interval", *n.get_ref(), (0u32, MAX_INTERVAL as u32))
+                .map_err(|e| invalid(n.span().start, e))?
+                .into();
         }
 
         if let Some(genesys) = file.genesys {
@@ -818,6 +922,70 @@ impl Settings {
             config.flags |= rewriter_common::CFG_TC_AFTER_XDP;
         }
         config
+    }
+}
+
+/// One setting's value as the config file writes it (TOML), for `check` and reload logs.
+fn setting_values(s: &Settings) -> [(&'static str, Option<String>); 10] {
+    let quoted = |v: &dyn fmt::Display| format!("{:?}", v.to_string());
+    let list = |items: Vec<String>| {
+        let q: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+        format!("[{}]", q.join(", "))
+    };
+    let keep = match &s.keep {
+        KeepParams::All => vec!["*".to_owned()],
+        KeepParams::Names(n) => n.clone(),
+    };
+    [
+        ("interface", s.interface.as_ref().map(|i| quoted(i))),
+        ("ingress", Some(quoted(&s.ingress))),
+        ("metrics", s.metrics.map(|m| quoted(&m))),
+        ("max_contacts", Some(s.max_contacts.to_string())),
+        ("max_registrations", Some(s.max_registrations.to_string())),
+        ("interval", Some(s.interval.to_string())),
+        ("genesys.port", Some(s.port.to_string())),
+        (
+            "genesys.addresses",
+            Some(list(s.genesys.iter().map(|a| a.to_string()).collect())),
+        ),
+        ("contacts.default", s.template.as_ref().map(|t| quoted(t))),
+        ("contacts.keep_params", Some(list(keep))),
+    ]
+}
+
+/// Settings that differ between `old` and `new` (DN entries aside): (key, old, new), values as
+/// TOML writes them, `(none)` for an absent one.
+pub fn changes(old: &Settings, new: &Settings) -> Vec<(&'static str, String, String)> {
+    let none = || "(none)".to_owned();
+    setting_values(old)
+        .into_iter()
+        .zip(setting_values(new))
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((k, a), (_, b))| (k, a.unwrap_or_else(none), b.unwrap_or_else(none)))
+        .collect()
+}
+
+impl Settings {
+    /// The effective settings as a config file (DN entries counted, not listed).
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        let mut table = "";
+        for (key, value) in setting_values(self) {
+            let (t, k) = key.split_once('.').unwrap_or(("", key));
+            if t != table {
+                out.push_str(&format!("[{t}]\n"));
+                table = t;
+            }
+            match value {
+                Some(v) => out.push_str(&format!("{k} = {v}\n")),
+                None => out.push_str(&format!("# {k}: not set\n")),
+            }
+        }
+        out.push_str(&format!(
+            "# [contacts.map]: {} DN entries\n",
+            self.contacts.len()
+        ));
+        out
     }
 }
 

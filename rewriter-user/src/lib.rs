@@ -12,6 +12,7 @@ pub mod pins;
 pub mod state;
 pub mod stats;
 pub mod support;
+pub mod watch;
 
 pub use loader::{Attachment, Ingress, Rewriter};
 
@@ -24,3 +25,20 @@ pub const PROGRAM: &str = "sip_rewriter";
 pub const PROGRAM_XDP: &str = "sip_restore_xdp";
 /// The ingress restore as a TC ingress classifier.
 pub const PROGRAM_TC_INGRESS: &str = "sip_restore_tc";
+
+/// An error chain on one line, `a: b: c`, without repeating a cause that its parent's message
+/// already ends with (the config errors carry their cause in their own message).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}

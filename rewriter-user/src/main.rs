@@ -27,6 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Attach(cmd::attach::Args),
+    Check(cmd::check::Args),
     Detach(cmd::detach::Args),
     Status(cmd::status::Args),
     /// Manage the DN → Contact map (e.g. 1002 → sip:1002@192.168.210.54:5060).
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Attach(args) => cmd::attach::run(args),
+        Command::Check(args) => cmd::check::run(args),
         Command::Detach(args) => cmd::detach::run(args),
         Command::Contact(c) => cmd::contact::run(c),
         Command::Default(c) => cmd::default::run(c),
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not eprintln!: a closed stderr must not turn an error into a panic.
-            let _ = writeln!(std::io::stderr(), "sip-rewriter: {}", one_line(&e));
+            let _ = writeln!(std::io::stderr(), "sip-rewriter: {}", rewriter_user::one_line(&e));
             ExitCode::from(exit_code(&e))
         }
     }
@@ -84,21 +86,4 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || c.downcast_ref::<cmd::UsageError>().is_some()
     });
     if usage { 2 } else { 1 }
-}
-
-/// The error chain on one line, `a: b: c`, without repeating a cause that its parent's message
-/// already ends with (the config errors carry their cause in their own message).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.ends_with(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }

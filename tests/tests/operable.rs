@@ -30,6 +30,34 @@ fn write_config(root: &PinRoot, body: &str) -> std::path::PathBuf {
     p
 }
 
+/// `sip-rewriter attach ARGS` in `ns` with its log in `log` (read while it runs), started and
+/// stopped as [`Attach`] does.
+fn attach_logged(ns: &str, root: &PinRoot, iface: &str, args: &[&str], log: &std::path::Path) -> Attach {
+    let mut all = vec!["attach"];
+    all.extend_from_slice(args);
+    let file = std::fs::File::create(log).unwrap();
+    let child = cmd(Some(ns), root, &all)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("spawning attach");
+    let mut a = Attach {
+        child: Some(child),
+        pins: root.0.join(iface),
+    };
+    wait_for(20, "attach to come up", || {
+        assert!(
+            a.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "attach exited early: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        run(Some(ns), root, &["status", "--json", "--iface", iface])
+            .1
+            .contains("\"running\"")
+    });
+    a
+}
+
 /// Polls `cond` every 50 ms for up to `secs` seconds.
 fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -170,4 +198,196 @@ fn errors_name_the_object_and_output_paths_never_panic() {
     }
     ok(ns, &root, &["detach", "--iface", &topo.edge_if]);
     let _ = std::fs::remove_file(cfg);
+}
+
+/// A config file in its own directory (the attach watches the directory).
+struct ConfigDir(std::path::PathBuf);
+
+impl ConfigDir {
+    fn new(root: &PinRoot) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "{}-cfg",
+            root.0.file_name().unwrap().to_string_lossy()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+
+    /// Replaces `name` atomically (temporary file, rename), as configuration tools do.
+    fn replace(&self, name: &str, body: &str) {
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, self.0.join(name)).unwrap();
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn check_validates_and_prints_the_effective_settings() {
+    let root = PinRoot::new();
+    let dir = ConfigDir::new(&root);
+    let good = format!(
+        "interface = \"eth9\"\nmetrics = \":9465\"\nmax_contacts = 1000\nmax_registrations = 2048\ninterval = 0\n{CONFIG}"
+    );
+    dir.replace("good.toml", &good);
+    let good = dir.0.join("good.toml");
+    let good = good.to_str().unwrap();
+    let (code, out, err) = run(None, &root, &["check", "--config", good]);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "interface = \"eth9\"",
+        "metrics = \"[::]:9465\"",
+        "max_contacts = 1000",
+        "max_registrations = 2048",
+        "interval = 0",
+        "port = 5060",
+        "addresses = [\"198.18.0.2\"]",
+        "keep_params = [\"expires\", \"q\"]",
+        "# [contacts.map]: 1 DN entries",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing:\n{out}");
+    }
+    // The options override the file, as for attach.
+    let out = ok(None, &root, &["check", "--config", good, "--interval", "5", "--iface", "eth7"]);
+    assert!(out.contains("interval = 5\n") && out.contains("interface = \"eth7\""), "{out}");
+    // Invalid: exit 2, file:line and the value.
+    dir.replace("bad.toml", "interface = \"eth9\"\nmax_contacts = 0\n");
+    let bad = dir.0.join("bad.toml");
+    let (code, out, err) = run(None, &root, &["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("bad.toml:2") && err.contains("invalid max_contacts 0"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    // A missing file: exit 2, the OS error once.
+    let missing = dir.0.join("missing.toml");
+    let (code, _, err) = run(None, &root, &["check", "--config", missing.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    // No Genesys address: valid, with the warning.
+    dir.replace("any.toml", "interface = \"eth9\"\n");
+    let (code, _, err) = run(None, &root, &["check", "--config", dir.0.join("any.toml").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no Genesys address set"), "{err}");
+}
+
+#[test]
+fn config_keys_reload_logs_changes_and_a_changed_file_applies_itself() {
+    let topo = Topology::new("opcfg").unwrap();
+    let root = PinRoot::new();
+    let ns = Some(topo.edge.as_str());
+    let dir = ConfigDir::new(&root);
+    let body = |extra: &str, map: &str| {
+        format!(
+            "max_contacts = 50\nmax_registrations = 64\ninterval = 0\n{extra}\n[genesys]\naddresses = [\"198.18.0.2\"]\n[contacts]\ndefault = \"sip:{{dn}}@192.168.210.54:5060\"\n[contacts.map]\n{map}"
+        )
+    };
+    let map1 = "\"1002\" = \"sip:1002@198.18.20.2\"\n\"1003\" = \"sip:1003@198.18.20.3\"\n";
+    let iface = format!("interface = \"{}\"", topo.edge_if);
+    dir.replace("rw.toml", &body(&iface, map1));
+    let cfg = dir.0.join("rw.toml");
+    let log_path = dir.0.join("attach.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let att = attach_logged(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &["--config", cfg.to_str().unwrap(), "--keep-params", "expires"],
+        &log_path,
+    );
+    // The file's capacities are used.
+    let s: serde_json::Value = serde_json::from_str(&ok(ns, &root, &["status", "--json"])).unwrap();
+    assert_eq!(s[0]["contacts_capacity"], 50, "{s}");
+    assert_eq!(s[0]["registrations_capacity"], 64, "{s}");
+
+    // SIGHUP: a changed setting, DN entries added/changed/removed, one change the command line
+    // overrides, two that need a new attach.
+    let map2 = "\"1002\" = \"sip:1002@198.18.20.22\"\n\"1004\" = \"sip:1004@198.18.20.4\"\n\"1005\" = \"sip:1005@198.18.20.5\"\n";
+    let body2 = body("interface = \"veth-other\"", map2)
+        .replace("max_contacts = 50", "max_contacts = 60")
+        .replace("[contacts]\n", "[contacts]\nkeep_params = [\"q\"]\n")
+        .replace("@192.168.210.54:5060", "@192.168.210.55:5060");
+    // Written in place (the watch may see it before the signal; either way it is applied once
+    // and a reload that finds the same bytes changes nothing).
+    std::fs::write(&cfg, &body2).unwrap();
+    att.signal("HUP");
+    wait_for(10, "the reload line", || log().contains("DN entries 2 added, 1 changed, 1 removed"));
+    let l = log();
+    assert!(
+        l.contains("contacts.default \"sip:{dn}@192.168.210.54:5060\" -> \"sip:{dn}@192.168.210.55:5060\""),
+        "{l}"
+    );
+    assert!(
+        l.contains("contacts.keep_params changed in") && l.contains("--keep-params on the command line overrides it"),
+        "{l}"
+    );
+    for key in ["interface", "max_contacts"] {
+        assert!(
+            l.contains(&format!("{key} changed in")) && l.contains("takes effect at the next attach"),
+            "{key}: {l}"
+        );
+    }
+    ok(ns, &root, &["contact", "get", "1004"]);
+
+    // Renamed over, no signal: applied by the watch.
+    let map3 = format!("{map2}\"1006\" = \"sip:1006@198.18.20.6\"\n");
+    dir.replace("rw.toml", &body2.replace(map2, &map3));
+    wait_for(10, "1006 from the renamed-over file", || {
+        run(ns, &root, &["contact", "get", "1006"]).0 == 0
+    });
+    assert!(log().contains("DN entries 1 added, 0 changed, 0 removed"), "{}", log());
+    // An invalid file changes nothing and says why, in one line.
+    dir.replace("rw.toml", "interval = -1\n");
+    wait_for(10, "the error for the invalid file", || log().contains("previous settings stay"));
+    let l = log();
+    assert!(l.contains("rw.toml:1") && l.contains("invalid interval -1"), "{l}");
+    ok(ns, &root, &["contact", "get", "1006"]);
+    // A deleted file: one error line with the OS error once.
+    std::fs::remove_file(&cfg).unwrap();
+    att.signal("HUP");
+    wait_for(10, "the error for the missing file", || log().contains("No such file"));
+    let (code, _) = att.stop();
+    let l = log();
+    assert_eq!(code, 0, "{l}");
+    assert_eq!(l.matches("No such file").count(), 1, "{l}");
+}
+
+#[test]
+fn a_configmap_symlink_swap_is_applied() {
+    let topo = Topology::new("opcm").unwrap();
+    let root = PinRoot::new();
+    let ns = Some(topo.edge.as_str());
+    let dir = ConfigDir::new(&root);
+    // As the kubelet lays out a ConfigMap volume: file -> ..data/file, ..data -> ..TIMESTAMP.
+    let version = |n: u32, dn: &str| {
+        let v = dir.0.join(format!("..2026_01_0{n}"));
+        std::fs::create_dir(&v).unwrap();
+        std::fs::write(
+            v.join("sip-rewriter.toml"),
+            format!("interval = 0\n[genesys]\naddresses = [\"198.18.0.2\"]\n[contacts.map]\n\"{dn}\" = \"sip:{dn}@198.18.20.9\"\n"),
+        )
+        .unwrap();
+        v
+    };
+    let v1 = version(1, "2001");
+    std::os::unix::fs::symlink(v1.file_name().unwrap(), dir.0.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/sip-rewriter.toml", dir.0.join("sip-rewriter.toml")).unwrap();
+    let cfg = dir.0.join("sip-rewriter.toml");
+    let att = Attach::start(&topo.edge, &root, &topo.edge_if, &["--config", cfg.to_str().unwrap()]);
+    ok(ns, &root, &["contact", "get", "2001"]);
+    let v2 = version(2, "2002");
+    std::os::unix::fs::symlink(v2.file_name().unwrap(), dir.0.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+    wait_for(10, "2002 from the swapped ConfigMap", || {
+        run(ns, &root, &["contact", "get", "2002"]).0 == 0
+    });
+    assert_eq!(run(ns, &root, &["contact", "get", "2001"]).0, 1, "2001 left the file");
+    let (code, log) = att.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("DN entries 1 added, 0 changed, 1 removed"), "{log}");
 }

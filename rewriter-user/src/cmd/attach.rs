@@ -1,28 +1,26 @@
 //! `sip-rewriter attach`: load, pin, attach on egress, then run until SIGINT/SIGTERM (or, with
 //! `--persist`, leave it attached and exit).
 
-use std::{
-    collections::BTreeMap,
-    io::Write as _,
-    net::{IpAddr, SocketAddr},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::BTreeMap, io::Write as _, path::Path, time::Duration};
 
 use anyhow::Context as _;
 use rewriter_user::{
     Rewriter,
-    config::{KeepParams, Settings, Template, validate_port},
+    config::{self, Settings},
     metrics, netdev, owner,
     pins::{self, PinDir},
     state::StateFile,
+    watch::DirWatch,
 };
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
 
-use super::usage;
+use super::{
+    options::{SettingsArgs, no_address_warning},
+    usage,
+};
 
 /// Attach the rewriter to an interface's egress (and the restore to its ingress).
 ///
@@ -33,106 +31,27 @@ use super::usage;
 /// come from --config (TOML) and the options below, which override the file. The maps are
 /// pinned under /sys/fs/bpf/sip-rewriter/<iface>/ so that `contact`, `default`, `stats` and
 /// `status` can reach the running program. SIGHUP re-reads --config and applies the difference
-/// without detaching; SIGINT/SIGTERM detach and remove the pins.
+/// without detaching, and so does a change of the file itself (written in place, renamed over,
+/// or a Kubernetes ConfigMap's symlink swap; applied 0.3 s after the last change); the log says
+/// what changed and warns about what only a new attach can change. SIGINT/SIGTERM detach and
+/// remove the pins.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Interface whose egress traffic reaches Genesys (overrides `interface` in --config).
-    #[arg(long, short = 'i')]
-    iface: Option<String>,
-    /// TOML configuration file (see README, "Configuration").
-    #[arg(long, short = 'c')]
-    config: Option<PathBuf>,
-    /// UDP destination port of the Genesys SIP server [default: 5060].
-    #[arg(long)]
-    port: Option<u16>,
-    /// Genesys destination address (repeatable); without any, every destination on --port is
-    /// a candidate.
-    #[arg(long = "genesys", value_name = "ADDR")]
-    genesys: Vec<IpAddr>,
-    /// Default Contact for DNs not in the map, with one `{dn}`, e.g.
-    /// `sip:{dn}@192.168.210.54:5060`.
-    #[arg(long = "default", value_name = "TEMPLATE")]
-    default: Option<String>,
-    /// Contact parameters to keep, comma-separated (`*` = all, empty = none)
-    /// [default: expires,q].
-    #[arg(long, value_name = "LIST")]
-    keep_params: Option<String>,
-    /// Where the restore of Genesys' 2xx to REGISTER runs: xdp (native where the driver
-    /// supports it, else generic), tc (TC ingress) or off [default: xdp].
-    #[arg(long, value_name = "HOOK")]
-    ingress: Option<rewriter_user::Ingress>,
-    /// Capacity of the restore state map (one entry per registered client and Call-ID; the
-    /// least recently used entry makes room; ~0.9 KiB each, reserved at attach).
-    #[arg(long, default_value_t = rewriter_common::restore::MAX_REGISTRATIONS, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
-    max_registrations: u32,
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Leave the program attached and exit (the link is pinned); undo with `detach`.
     #[arg(long)]
     persist: bool,
-    /// Serve the counters as Prometheus text on http://ADDR/metrics (`:9465` = every address,
-    /// `localhost:9465`, `127.0.0.1:9465`, `[::1]:9465`).
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
-    metrics: Option<SocketAddr>,
-    /// Capacity of the DN → Contact map (memory is used per stored entry, not reserved).
-    #[arg(long, default_value_t = rewriter_common::MAX_CONTACTS, value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
-    max_contacts: u32,
-    /// Seconds between two counter lines in the log.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    interval: u64,
-}
-
-impl Args {
-    /// File settings (if any) with the command-line overrides applied.
-    fn settings(&self) -> anyhow::Result<Settings> {
-        let mut s = match &self.config {
-            Some(p) => Settings::load(p)?,
-            None => Settings::default(),
-        };
-        if let Some(i) = &self.iface {
-            s.interface = Some(i.clone());
-        }
-        if let Some(i) = self.ingress {
-            s.ingress = i;
-        }
-        if let Some(p) = self.port {
-            validate_port(p)?;
-            s.port = p;
-        }
-        if !self.genesys.is_empty() {
-            s.genesys = self.genesys.clone();
-        }
-        if let Some(t) = &self.default {
-            s.template = Some(Template::parse(t)?);
-        }
-        if let Some(k) = &self.keep_params {
-            s.keep = KeepParams::parse_list(k)?;
-        }
-        Ok(s)
-    }
-}
-
-/// A listen address as Prometheus exporters take it: `:PORT` (every address), `localhost:PORT`
-/// or a socket address.
-fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
-    let bad = || format!("invalid listen address {s:?}: want :PORT, localhost:PORT or IP:PORT");
-    if let Some(port) = s.strip_prefix(':').or_else(|| s.strip_prefix("localhost:")) {
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        let ip: IpAddr = if s.starts_with(':') {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        };
-        return Ok(SocketAddr::new(ip, port));
-    }
-    s.parse().map_err(|_| bad())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.persist && args.metrics.is_some() {
+    let file = args.settings.file()?;
+    let mut settings = args.settings.overlay(file.clone())?;
+    if args.persist && settings.metrics.is_some() {
         return Err(usage(
-            "--metrics needs a running attach; with --persist nothing would serve it (run `sip-rewriter stats` instead)",
+            "metrics needs a running attach; with --persist nothing would serve it (run `sip-rewriter stats` instead)",
         ));
     }
-    let mut settings = args.settings()?;
     let iface = settings.interface.clone().ok_or_else(|| {
         usage("no interface: give --iface IF or `interface = \"IF\"` in --config")
     })?;
@@ -196,8 +115,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rw = match Rewriter::load_pinned(
         &settings.kernel_config(),
         &pins,
-        args.max_contacts,
-        args.max_registrations,
+        settings.max_contacts,
+        settings.max_registrations,
     ) {
         Ok(rw) => rw,
         Err(e) => return Err(fail(e, owner)),
@@ -208,12 +127,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             pins.path.display()
         );
     }
-    let applied = Applied {
-        ingress: settings.ingress,
-    };
     let state = StateFile::for_iface(&iface);
-    let result =
-        apply(&mut rw, &settings, &state, true).and_then(|()| rw.attach(&iface, settings.ingress));
+    let result = apply(&mut rw, &settings, &state, true)
+        .and_then(|_| rw.attach(&iface, settings.ingress));
     let (attachment, hook) = match result {
         Ok(a) => a,
         Err(e) => {
@@ -228,11 +144,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         settings.contacts.len(),
         pins.path.display()
     );
-    if settings.genesys.is_empty() {
-        log::warn!(
-            "no Genesys address set: every UDP datagram to port {} leaving {iface} is a candidate, REGISTERs that Kamailio sends to Asterisk on that port included (they would be rewritten too); set [genesys] addresses in the config file or --genesys ADDR",
-            settings.port
-        );
+    if let Some(w) = no_address_warning(&settings) {
+        log::warn!("{w}");
     }
     if args.persist {
         rw.persist(attachment, &pins.link_path(), &pins)?;
@@ -253,7 +166,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let served = rt.block_on(serve(&mut rw, &args, &pins, applied));
+    let loaded = Loaded {
+        file,
+        effective: settings,
+        text: args.settings.config.as_deref().and_then(|p| std::fs::read(p).ok()),
+    };
+    let served = rt.block_on(serve(&mut rw, &args.settings, &pins, loaded));
     let detached = rw.detach(attachment);
     let final_counters = rw.counters();
     drop(rw);
@@ -266,11 +184,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a reload cannot change.
+/// The settings in force and where they came from, for the next reload to compare with.
+struct Loaded {
+    /// The config file's settings alone.
+    file: Settings,
+    /// With the command line on top, and what a reload cannot change kept as attached.
+    effective: Settings,
+    /// The file's bytes when last read (a change notification with the same bytes is no
+    /// change).
+    text: Option<Vec<u8>>,
+}
+
+/// DN entries a reload added, changed and removed in the running map.
 #[derive(Default)]
-struct Applied {
-    /// The ingress hook attached; a reload cannot change it (that needs a re-attach).
-    ingress: rewriter_user::Ingress,
+struct DnChanges {
+    added: usize,
+    changed: usize,
+    removed: usize,
 }
 
 /// Writes `settings` into the maps: config, address set, and the DN map, which becomes the
@@ -285,7 +215,7 @@ fn apply(
     settings: &Settings,
     state: &StateFile,
     first: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<DnChanges> {
     let lock = state.lock()?;
     let mut overlay = state.load()?;
     // An import that died half way: its overlay is saved, and the map is built from the
@@ -319,29 +249,102 @@ fn apply(
     rw.set_config(&settings.kernel_config())?;
     rw.set_genesys(&settings.genesys)?;
     let want = overlay.effective(&settings.contacts);
+    let mut n = DnChanges::default();
     for (dn, (uri, _)) in &want {
-        if have.get(dn) != Some(uri) {
-            rw.set_contact(dn.as_bytes(), uri.as_bytes())?;
+        match have.get(dn) {
+            Some(u) if u == uri => continue,
+            Some(_) => n.changed += 1,
+            None => n.added += 1,
         }
+        rw.set_contact(dn.as_bytes(), uri.as_bytes())?;
     }
     for dn in have.keys().filter(|dn| !want.contains_key(*dn)) {
         rw.remove_contact(dn.as_bytes())?;
+        n.removed += 1;
     }
+    Ok(n)
+}
+
+/// Re-reads the config file and applies what changed; logs each change and warns about what
+/// it cannot apply (kept as attached).
+fn reload(
+    rw: &mut Rewriter,
+    args: &SettingsArgs,
+    pins: &PinDir,
+    cur: &mut Loaded,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let shown = path.display();
+    let text = std::fs::read(path).ok();
+    cur.text = text;
+    let file = args.file()?;
+    let mut new = args.overlay(file.clone())?;
+    let overridden = args.overridden();
+    for (key, old, now) in config::changes(&cur.file, &file) {
+        if let Some((_, option)) = overridden.iter().find(|(k, _)| *k == key) {
+            log::warn!(
+                "{key} changed in {shown} ({old} -> {now}), but {option} on the command line overrides it; not applied"
+            );
+        }
+    }
+    let mut applied = Vec::new();
+    for (key, old, now) in config::changes(&cur.effective, &new) {
+        let fixed = match key {
+            "interface" => Some("the attachment stays"),
+            "ingress" => Some("the restore stays"),
+            "max_contacts" | "max_registrations" => Some("the map keeps its capacity"),
+            "metrics" => Some("the listener stays"),
+            _ => None,
+        };
+        match fixed {
+            Some(what) => log::warn!(
+                "{key} changed in {shown} ({old} -> {now}): takes effect at the next attach; {what} on {old}"
+            ),
+            None => applied.push(format!("{key} {old} -> {now}")),
+        }
+    }
+    // What only a new attach can change stays as attached.
+    new.interface = cur.effective.interface.clone();
+    new.ingress = cur.effective.ingress;
+    new.max_contacts = cur.effective.max_contacts;
+    new.max_registrations = cur.effective.max_registrations;
+    new.metrics = cur.effective.metrics;
+    let dn = apply(rw, &new, &StateFile::for_iface(&pins.iface), false)?;
+    applied.push(format!(
+        "DN entries {} added, {} changed, {} removed",
+        dn.added, dn.changed, dn.removed
+    ));
+    log::info!("reloaded {shown}: {}", applied.join("; "));
+    cur.file = file;
+    cur.effective = new;
     Ok(())
 }
 
-/// Logs counters, forwards eBPF logs, serves metrics, reloads on SIGHUP, until SIGINT/SIGTERM.
+/// How long a config file must stay quiet after a change notification before it is read (an
+/// editor or a deploy tool may write it in several steps).
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// The periodic counter line's timer; none for interval 0.
+fn ticker(secs: u64) -> Option<tokio::time::Interval> {
+    (secs > 0).then(|| {
+        let period = Duration::from_secs(secs);
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+    })
+}
+
+/// Logs counters, forwards eBPF logs, serves metrics, reloads on SIGHUP and (with --config) when
+/// the file changes, until SIGINT/SIGTERM.
 async fn serve(
     rw: &mut Rewriter,
-    args: &Args,
+    args: &SettingsArgs,
     pins: &PinDir,
-    applied: Applied,
+    mut cur: Loaded,
 ) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(args.interval));
-    tick.tick().await;
+    let mut tick = ticker(cur.effective.interval);
+    let mut last_counters = rw.counters()?;
     let mut logs = match rw.take_logger() {
         // SAFETY: the logger owns its ring buffer map fd; it stays open and the same for as long
         // as the logger lives, and the AsyncFd owns the logger.
@@ -351,42 +354,84 @@ async fn serve(
         ),
         None => None,
     };
-    if let Some(addr) = args.metrics {
+    if let Some(addr) = cur.effective.metrics {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the metrics listener on {addr}"))?;
         log::info!("serving Prometheus metrics on http://{addr}/metrics");
         tokio::spawn(metrics::serve(listener, pins.clone()));
     }
+    // With --config, a changed file is applied without a signal too.
+    let config = args.config.clone();
+    let mut watch = match &config {
+        Some(p) => {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            match DirWatch::new(dir) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!(
+                        "not watching {} for changes ({e}); reload with SIGHUP",
+                        dir.display()
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut due: Option<tokio::time::Instant> = None;
     loop {
+        let mut reload_now = false;
         tokio::select! {
             _ = sigint.recv() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
-            _ = sighup.recv() => {
-                match &args.config {
-                    None => log::warn!("SIGHUP ignored: attach was started without --config"),
-                    Some(path) => match args.settings().and_then(|mut s| {
-                        if s.ingress != applied.ingress {
-                            log::warn!(
-                                "ingress = \"{}\" in {} takes effect at the next attach; the restore stays on {}",
-                                s.ingress,
-                                path.display(),
-                                applied.ingress
-                            );
-                            s.ingress = applied.ingress;
-                        }
-                        apply(rw, &s, &StateFile::for_iface(&pins.iface), false)
-                    }) {
-                        Ok(()) => log::info!("reloaded {}", path.display()),
-                        Err(e) => log::error!("reload of {} failed, previous settings stay: {e:#}", path.display()),
-                    },
+            _ = sighup.recv() => match &config {
+                None => log::warn!("SIGHUP ignored: attach was started without --config"),
+                Some(_) => reload_now = true,
+            },
+            r = async { watch.as_mut().expect("guarded").changed().await }, if watch.is_some() => {
+                if let Err(e) = r {
+                    log::warn!("watching the config file failed ({e}); reload with SIGHUP");
+                    watch = None;
+                }
+                due = Some(tokio::time::Instant::now() + DEBOUNCE);
+            }
+            _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
+                due = None;
+                let path = config.as_deref().expect("watching only with --config");
+                // Only a change of the bytes is a change (the directory may hold other files).
+                if std::fs::read(path).ok() != cur.text {
+                    reload_now = true;
                 }
             }
-            _ = tick.tick() => log::info!("{}", rw.counters()?),
+            _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {
+                let now = rw.counters()?;
+                // Nothing moved, nothing to say.
+                if now != last_counters {
+                    log::info!("{now}");
+                    last_counters = now;
+                }
+            }
             r = async { logs.as_mut().expect("guarded").readable_mut().await }, if logs.is_some() => {
                 let mut guard = r.context("waiting for eBPF logs")?;
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
+            }
+        }
+        if reload_now && let Some(path) = &config {
+            let interval = cur.effective.interval;
+            if let Err(e) = reload(rw, args, pins, &mut cur, path) {
+                log::error!(
+                    "reload of {} failed, previous settings stay: {}",
+                    path.display(),
+                    rewriter_user::one_line(&e)
+                );
+            }
+            if cur.effective.interval != interval {
+                tick = ticker(cur.effective.interval);
             }
         }
     }

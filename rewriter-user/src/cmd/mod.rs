@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
 pub mod attach;
+pub mod check;
 pub mod contact;
 pub mod default;
 pub mod detach;
+pub mod options;
 pub mod rewrite;
 pub mod stats;
 pub mod status;
