@@ -49,12 +49,7 @@ fn main() -> ExitCode {
         // SAFETY: signal(2) with a valid signal number and SIG_DFL, before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let level = if cli.verbose {
-        "info,sip_rewriter=debug,rewriter_user=debug"
-    } else {
-        "info"
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    init_logging(cli.verbose);
     let result = match cli.command {
         Command::Status(args) => match cmd::status::run(args) {
             Ok(code) => return ExitCode::from(code),
@@ -72,7 +67,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not eprintln!: a closed stderr must not turn an error into a panic.
-            let _ = writeln!(std::io::stderr(), "sip-rewriter: {}", rewriter_user::one_line(&e));
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}sip-rewriter: {}",
+                if journal() { "<3>" } else { "" },
+                rewriter_user::one_line(&e)
+            );
             ExitCode::from(exit_code(&e))
         }
     }
@@ -86,4 +86,77 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || c.downcast_ref::<cmd::UsageError>().is_some()
     });
     if usage { 2 } else { 1 }
+}
+
+/// Whether stderr goes to the systemd journal, which reads `<N>` syslog priority prefixes.
+fn journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// The log filter: our own lines (sip-rewriter, the library and the eBPF programs, all under
+/// `rewriter*`) at info, or debug with --verbose; RUST_LOG's bare level sets ours, its
+/// `target=level` directives pass through, and aya's internals (189 lines of relocations at
+/// debug) appear only when RUST_LOG names aya.
+fn log_filter(verbose: bool, rust_log: Option<&str>) -> String {
+    let mut ours = if verbose { "debug" } else { "info" };
+    let mut directives = Vec::new();
+    for d in rust_log.unwrap_or_default().split(',').map(str::trim) {
+        if d.is_empty() {
+            continue;
+        }
+        if d.parse::<log::LevelFilter>().is_ok() {
+            ours = d;
+        } else {
+            directives.push(d);
+        }
+    }
+    let mut filter = format!("warn,sip_rewriter={ours},rewriter={ours}");
+    for d in &directives {
+        filter.push(',');
+        filter.push_str(d);
+    }
+    if !directives.iter().any(|d| d.starts_with("aya")) {
+        filter.push_str(",aya=warn");
+    }
+    filter
+}
+
+fn init_logging(verbose: bool) {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(&log_filter(verbose, rust_log.as_deref()));
+    if journal() {
+        // journald stamps time and unit itself; the prefix gives `journalctl -p` its priority.
+        b.format(|buf, r| {
+            let prio = match r.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{prio}>{}", r.args())
+        });
+    }
+    b.init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn our_lines_only_unless_rust_log_names_aya() {
+        assert_eq!(
+            log_filter(false, None),
+            "warn,sip_rewriter=info,rewriter=info,aya=warn"
+        );
+        assert_eq!(
+            log_filter(false, Some("debug")),
+            "warn,sip_rewriter=debug,rewriter=debug,aya=warn"
+        );
+        assert_eq!(
+            log_filter(true, Some("aya=debug")),
+            "warn,sip_rewriter=debug,rewriter=debug,aya=debug"
+        );
+    }
 }

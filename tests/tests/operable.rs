@@ -33,10 +33,23 @@ fn write_config(root: &PinRoot, body: &str) -> std::path::PathBuf {
 /// `sip-rewriter attach ARGS` in `ns` with its log in `log` (read while it runs), started and
 /// stopped as [`Attach`] does.
 fn attach_logged(ns: &str, root: &PinRoot, iface: &str, args: &[&str], log: &std::path::Path) -> Attach {
+    attach_logged_env(ns, root, iface, args, log, &[])
+}
+
+/// [`attach_logged`] with extra environment variables.
+fn attach_logged_env(
+    ns: &str,
+    root: &PinRoot,
+    iface: &str,
+    args: &[&str],
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Attach {
     let mut all = vec!["attach"];
     all.extend_from_slice(args);
     let file = std::fs::File::create(log).unwrap();
     let child = cmd(Some(ns), root, &all)
+        .envs(env.iter().copied())
         .stdout(file.try_clone().unwrap())
         .stderr(file)
         .spawn()
@@ -390,4 +403,66 @@ fn a_configmap_symlink_swap_is_applied() {
     let (code, log) = att.stop();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("DN entries 1 added, 0 changed, 1 removed"), "{log}");
+}
+
+#[test]
+fn logs_are_ours_with_journal_priorities_and_counters_only_when_they_move() {
+    let topo = Topology::new("oplog").unwrap();
+    let root = PinRoot::new();
+    let dir = ConfigDir::new(&root);
+    let log_path = dir.0.join("attach.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let iface = topo.edge_if.as_str();
+    let base = ["--iface", iface, "--genesys", "198.18.0.2", "--interval", "1"];
+    let aya_lines = |l: &str| {
+        l.lines()
+            .filter(|l| l.contains(" aya::") || l.contains(" aya_obj::") || l.contains(" aya_log::"))
+            .count()
+    };
+
+    // RUST_LOG=debug: our lines, none of aya's internals.
+    let att = attach_logged_env(&topo.edge, &root, iface, &base, &log_path, &[("RUST_LOG", "debug")]);
+    // Idle: no counter line. (A window to show an absence, not a synchronisation.)
+    std::thread::sleep(Duration::from_millis(2500));
+    let periodic = |l: &str| l.lines().filter(|l| l.contains("] seen=")).count();
+    assert_eq!(periodic(&log()), 0, "idle counters logged:\n{}", log());
+    let path = SipPath::new(&topo).unwrap();
+    path.exchange(REGISTER.as_bytes()).unwrap();
+    wait_for(10, "a counter line after traffic", || periodic(&log()) == 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, _) = att.stop();
+    let l = log();
+    assert_eq!(code, 0, "{l}");
+    assert_eq!(periodic(&l), 1, "one line for one change:\n{l}");
+    assert_eq!(aya_lines(&l), 0, "{l}");
+    assert!(l.contains("sip_rewriter::cmd::attach] attached to"), "{l}");
+
+    // RUST_LOG=aya=debug: aya's internals too, and still ours.
+    let att = attach_logged_env(&topo.edge, &root, iface, &base, &log_path, &[("RUST_LOG", "aya=debug")]);
+    let (code, _) = att.stop();
+    let l = log();
+    assert_eq!(code, 0, "{l}");
+    assert!(aya_lines(&l) > 0, "{l}");
+    assert!(l.contains("attached to"), "{l}");
+
+    // Under systemd (JOURNAL_STREAM set): syslog priority prefixes.
+    let att = attach_logged_env(
+        &topo.edge,
+        &root,
+        iface,
+        &["--iface", iface, "--interval", "0"],
+        &log_path,
+        &[("JOURNAL_STREAM", "8:12345")],
+    );
+    let (code, _) = att.stop();
+    let l = log();
+    assert_eq!(code, 0, "{l}");
+    assert!(l.lines().any(|x| x.starts_with("<6>attached to")), "{l}");
+    assert!(l.lines().any(|x| x.starts_with("<4>no Genesys address set")), "{l}");
+    let out = cmd(Some(&topo.edge), &root, &["attach", "--iface", "nosuch0"])
+        .env("JOURNAL_STREAM", "8:12345")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("<3>sip-rewriter: "), "{err}");
 }
