@@ -1255,6 +1255,7 @@ keep_params = ["expires", "q"]            # optional
             }),
             keep: KeepParams::Names(strings(&["expires", "q"])),
             contacts: pairs(&[("1002", "sip:1002@192.168.210.54:5060")]),
+            ..Settings::default()
         };
         assert_eq!(s, expected);
     }
@@ -1269,6 +1270,10 @@ keep_params = ["expires", "q"]            # optional
             template: None,
             keep: KeepParams::Names(strings(&["expires", "q"])),
             contacts: vec![],
+            metrics: None,
+            max_contacts: MAX_CONTACTS,
+            max_registrations: rewriter_common::restore::MAX_REGISTRATIONS,
+            interval: DEFAULT_INTERVAL,
         };
         assert_eq!(Settings::default(), expected);
         assert_eq!(parse("").unwrap(), expected);
@@ -1278,6 +1283,34 @@ keep_params = ["expires", "q"]            # optional
             expected
         );
         assert_eq!(parse("[genesys]\naddresses = []\n").unwrap(), expected);
+    }
+
+    #[test]
+    fn operational_keys_are_read_and_validated() {
+        let s = parse("metrics = \":9465\"\nmax_contacts = 7\nmax_registrations = 9\ninterval = 0\n")
+            .unwrap();
+        assert_eq!(s.metrics, Some("[::]:9465".parse().unwrap()));
+        assert_eq!((s.max_contacts, s.max_registrations, s.interval), (7, 9, 0));
+        let e = parse("\n\ninterval = 3601\n").unwrap_err();
+        assert_eq!(e.line(), Some(3));
+        assert!(e.to_string().contains("invalid interval 3601: use a value in 0..=3600"), "{e}");
+        assert!(parse("metrics = \"nowhere\"\n").is_err());
+        assert!(parse("max_registrations = 0\n").is_err());
+    }
+
+    #[test]
+    fn changes_name_each_setting_once() {
+        let a = parse("[genesys]\nport = 5060\n").unwrap();
+        let b = parse("interval = 3\n[genesys]\nport = 5070\n").unwrap();
+        let c = changes(&a, &b);
+        assert_eq!(
+            c,
+            [
+                ("interval", "10".to_owned(), "3".to_owned()),
+                ("genesys.port", "5060".to_owned(), "5070".to_owned())
+            ]
+        );
+        assert!(b.to_toml().contains("[genesys]\nport = 5070\n"));
     }
 
     #[test]

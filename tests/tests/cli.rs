@@ -490,13 +490,13 @@ fn metrics_endpoint_serves_the_counters() {
     let iface = &topo.edge_if;
     assert!(
         body.contains(&format!(
-            "sip_rewriter_packets_total{{iface=\"{iface}\",counter=\"rewritten\"}} 1"
+            "sip_rewriter_registers_total{{iface=\"{iface}\",result=\"rewritten\"}} 1"
         )),
         "{body}"
     );
     assert!(
         body.contains(&format!(
-            "sip_rewriter_packets_total{{iface=\"{iface}\",counter=\"seen\"}} 1"
+            "sip_rewriter_egress_datagrams_total{{iface=\"{iface}\"}} 1"
         )),
         "{body}"
     );

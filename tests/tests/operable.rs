@@ -466,3 +466,133 @@ fn logs_are_ours_with_journal_priorities_and_counters_only_when_they_move() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("<3>sip-rewriter: "), "{err}");
 }
+
+/// One HTTP/1.0 request to the metrics listener at `addr` in namespace `ns`; the whole answer.
+/// Retried for a while: a listener at its connection limit closes new connections.
+fn http(ns: &str, addr: &str, request: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let _ns = integration_tests::net::InNetns::enter(ns).unwrap();
+    let once = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(request.as_bytes())?;
+        let mut b = String::new();
+        s.read_to_string(&mut b)?;
+        Ok(b)
+    };
+    let mut answer = String::new();
+    wait_for(10, "an answer from the metrics listener", || {
+        answer = once().unwrap_or_default();
+        !answer.is_empty()
+    });
+    answer
+}
+
+/// utime + stime of `pid` in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn metrics_families_head_and_1100_idle_connections() {
+    use std::os::unix::process::CommandExt as _;
+    let topo = Topology::new("opmet").unwrap();
+    let root = PinRoot::new();
+    let dir = ConfigDir::new(&root);
+    let iface = topo.edge_if.as_str();
+    let addr = "127.0.0.1:19465";
+    let cfg_body = format!("metrics = \"{addr}\"\ninterval = 0\n{CONFIG}");
+    dir.replace("m.toml", &cfg_body);
+    let cfg = dir.0.join("m.toml");
+    let log_path = dir.0.join("attach.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let file = std::fs::File::create(&log_path).unwrap();
+    let mut c = cmd(Some(&topo.edge), &root, &["attach", "--iface", iface, "--config", cfg.to_str().unwrap()]);
+    c.stdout(file.try_clone().unwrap()).stderr(file);
+    // SAFETY: setrlimit only, between fork and exec: the usual soft limit of 1 024 files.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 1024, rlim_max: 4096 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let att = Attach { child: Some(c.spawn().unwrap()), pins: root.0.join(iface) };
+    let pid = att.child.as_ref().unwrap().id();
+    wait_for(20, "attach and its listener", || {
+        let _ns = integration_tests::net::InNetns::enter(&topo.edge).unwrap();
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let path = SipPath::new(&topo).unwrap();
+    path.exchange(REGISTER.as_bytes()).unwrap();
+
+    // 1 100 idle connections (this process may hold them), nothing sent.
+    let lim = libc::rlimit { rlim_cur: 8192, rlim_max: 8192 };
+    // SAFETY: setrlimit on this process with a valid struct (root may raise the hard limit).
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let idle: Vec<std::net::TcpStream> = {
+        let _ns = integration_tests::net::InNetns::enter(&topo.edge).unwrap();
+        let sa = addr.parse().unwrap();
+        (0..1100)
+            .filter_map(|_| std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2)).ok())
+            .collect()
+    };
+    assert!(idle.len() > 1024, "only {} connections", idle.len());
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(3)); // the measurement window
+    let used = (cpu_ticks(pid) - t0) as f64 / 100.0 / 3.0;
+    eprintln!("attach CPU with {} idle metrics connections: {:.1} %", idle.len(), used * 100.0);
+    assert!(used < 0.2, "attach used {:.0} % CPU with idle connections", used * 100.0);
+    // A reload still works (it opens files).
+    dir.replace("m.toml", &cfg_body.replace("\"1002\" =", "\"1009\" = \"sip:1009@198.18.20.9\"\n\"1002\" ="));
+    att.signal("HUP");
+    wait_for(10, "the reload", || log().contains("DN entries 1 added"));
+    assert!(!log().contains("Too many open files"), "{}", log());
+    drop(idle);
+
+    // Families with result/reason labels, gauges, build info; promtool agrees if present.
+    let resp = http(&topo.edge, addr, "GET /metrics HTTP/1.0\r\n\r\n");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200 OK"), "{resp}");
+    let i = format!("iface=\"{iface}\"");
+    for line in [
+        format!("sip_rewriter_registers_total{{{i},result=\"rewritten\"}} 1"),
+        format!("sip_rewriter_registers_total{{{i},result=\"dn_unknown\"}} 0"),
+        format!("sip_rewriter_contacts_rewritten_total{{{i}}} 1"),
+        format!("sip_rewriter_responses_total{{{i},result=\"restored\"}} 0"),
+        format!("sip_rewriter_untouched_total{{{i},reason=\"malformed\"}} 0"),
+        format!("sip_rewriter_map_entries{{{i},map=\"dn\"}} 2"),
+        format!("sip_rewriter_map_entries{{{i},map=\"registrations\"}} 1"),
+        format!("sip_rewriter_map_capacity{{{i},map=\"registrations\"}} 16384"),
+        "# TYPE sip_rewriter_registers_total counter".to_owned(),
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} missing:\n{body}");
+    }
+    assert!(body.contains("sip_rewriter_build_info{version=\""), "{body}");
+    assert_eq!(body.matches("# TYPE sip_rewriter_registers_total").count(), 1);
+    if let Ok(mut p) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write as _;
+        p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.trim().is_empty(), "promtool: {text}");
+    }
+    // HEAD: the headers alone.
+    let resp = http(&topo.edge, addr, "HEAD /metrics HTTP/1.0\r\n\r\n");
+    assert!(resp.starts_with("HTTP/1.0 200 OK") && resp.contains("Content-Length: "), "{resp}");
+    assert!(resp.ends_with("\r\n\r\n"), "no body: {resp}");
+    let (code, _) = att.stop();
+    assert_eq!(code, 0, "{}", log());
+}
