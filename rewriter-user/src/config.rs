@@ -1074,6 +1074,17 @@ pub fn read_contacts_file(path: &Path) -> Result<Vec<(String, String)>, ConfigEr
     if is_toml {
         return Settings::load(path).map(|s| s.contacts);
     }
+    if path.as_os_str() == "-" {
+        // Standard input is CSV (`contact export | ... | contact import -`).
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| {
+            ConfigError::Io {
+                path: PathBuf::from("standard input"),
+                source,
+            }
+        })?;
+        return parse_contacts_csv(&text, Path::new("standard input"));
+    }
     let text = read_text(path)?;
     parse_contacts_csv(&text, path)
 }

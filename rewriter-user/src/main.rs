@@ -14,7 +14,7 @@ use rewriter_user::config::{ConfigError, ValidationError};
 /// leaves it attached); the other commands change or inspect the running program through its
 /// pins under /sys/fs/bpf/sip-rewriter/<iface>/.
 #[derive(Parser)]
-#[command(version, about, long_about)]
+#[command(name = "sip-rewriter", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -596,3 +596,47 @@ fn metrics_families_head_and_1100_idle_connections() {
     let (code, _) = att.stop();
     assert_eq!(code, 0, "{}", log());
 }
+
+#[test]
+fn rewrite_diagnostics_import_from_stdin_and_version() {
+    use std::io::Write as _;
+    let root = PinRoot::new();
+    let dir = ConfigDir::new(&root);
+    // LF line ends: said so, exit 2.
+    dir.replace("lf.sip", &REGISTER.replace("\r\n", "\n"));
+    let (code, out, err) = run(None, &root, &["rewrite", dir.0.join("lf.sip").to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("lines end in LF; SIP needs CRLF"), "{err}");
+    // A response given as the message is labelled as one.
+    let resp = include_str!("../corpus-restore/01-jssip-map-1002-restored.resp.sip");
+    dir.replace("resp.sip", resp);
+    let (code, _, err) = run(None, &root, &["rewrite", dir.0.join("resp.sip").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.starts_with("response"), "{err}");
+    // A missing input: exit 2 like any other missing file.
+    let (code, _, err) = run(None, &root, &["rewrite", dir.0.join("nosuch.sip").to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nosuch.sip") && err.contains("No such file"), "{err}");
+    let (code, out, _) = run(None, &root, &["--version"]);
+    assert_eq!((code, out.trim()), (0, format!("sip-rewriter {}", env!("CARGO_PKG_VERSION")).as_str()));
+
+    // contact import - reads CSV from standard input.
+    let topo = Topology::new("opimp").unwrap();
+    let ns = Some(topo.edge.as_str());
+    let _att = Attach::start(&topo.edge, &root, &topo.edge_if, &["--genesys", "198.18.0.2"]);
+    let mut child = cmd(ns, &root, &["contact", "import", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"dn,uri\n3001,sip:3001@198.18.20.31\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ok(ns, &root, &["contact", "get", "3001"]).trim(), "sip:3001@198.18.20.31");
+}

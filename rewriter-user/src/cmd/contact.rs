@@ -43,6 +43,7 @@ pub enum Cmd {
     /// Load entries from a CSV (`dn,uri` per line) or TOML (`[contacts.map]`) file. Every line
     /// is validated first; if one is bad, nothing is written.
     Import {
+        /// The file, or `-` for CSV on standard input.
         file: PathBuf,
         /// Also remove entries that are not in the file.
         #[arg(long)]

@@ -13,6 +13,17 @@ use rewriter_common::{
 };
 use rewriter_user::config::Settings;
 
+use super::usage;
+
+/// The input as messages name it.
+fn shown(p: &std::path::Path) -> String {
+    if p.as_os_str() == "-" {
+        "standard input".to_owned()
+    } else {
+        p.display().to_string()
+    }
+}
+
 /// Rewrite one raw SIP message (the UDP payload) the way the kernel would, without root or a
 /// network: the result goes to stdout, the decision (rewritten N contacts / passed: reason) to
 /// stderr. DN entries, template and keep list come from --config. With --response, the
@@ -42,9 +53,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .read_to_end(&mut msg)
             .context("reading standard input")?;
     } else {
+        // A missing or unreadable input is bad input, as for the other files (exit 2).
         msg = std::fs::read(&args.input)
-            .with_context(|| format!("reading {}", args.input.display()))?;
+            .map_err(|e| usage(format!("cannot read {}: {e}", args.input.display())))?;
     }
+    // Saved with an editor or `echo`, a message often lost its CRs; the kernel would pass it
+    // as not a REGISTER, which says nothing about why.
+    if msg.contains(&b'\n') && !msg.windows(2).any(|w| w == b"\r\n") {
+        return Err(usage(format!(
+            "{}: lines end in LF; SIP needs CRLF (e.g. sed -i 's/$/\\r/' FILE)",
+            shown(&args.input)
+        )));
+    }
+    // A response given as the message: label it as what it is.
+    let label = if msg.starts_with(b"SIP/2.0 ") {
+        "response (give the REGISTER as the message and this with --response)"
+    } else {
+        "REGISTER"
+    };
     let table: HashMap<&[u8], ContactUri> = settings
         .contacts
         .iter()
@@ -61,13 +87,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rewritten = match decision {
         Decision::Rewritten { len, contacts } => {
             eprintln!(
-                "REGISTER: rewritten {contacts} contact(s), {} -> {len} bytes",
+                "{label}: rewritten {contacts} contact(s), {} -> {len} bytes",
                 msg.len()
             );
             Some(&out[..len])
         }
         Decision::Pass(stat) => {
-            eprintln!("REGISTER: passed: {}", stat.name());
+            eprintln!("{label}: passed: {}", stat.name());
             None
         }
     };
@@ -75,7 +101,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stdout.write_all(rewritten.unwrap_or(&msg))?;
         return Ok(());
     };
-    let resp = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let resp = std::fs::read(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     let state =
         rewritten.and_then(|new| restore::record_rewritten(&msg, new, &settings.kernel_config()));
     if rewritten.is_some() && state.is_none() {
