@@ -838,8 +838,9 @@ impl Settings {
             settings.metrics = Some(addr);
         }
         if let Some(n) = file.max_contacts {
-            settings.max_contacts = validate_range("max_contacts", *n.get_ref(), MAX_CONTACTS_RANGE)
-                .map_err(|e| invalid(n.span().start, e))?;
+            settings.max_contacts =
+                validate_range("max_contacts", *n.get_ref(), MAX_CONTACTS_RANGE)
+                    .map_err(|e| invalid(n.span().start, e))?;
         }
         if let Some(n) = file.max_registrations {
             settings.max_registrations =
@@ -847,9 +848,10 @@ impl Settings {
                     .map_err(|e| invalid(n.span().start, e))?;
         }
         if let Some(n) = file.interval {
-            settings.interval = validate_range("interval", *n.get_ref(), (0u32, MAX_INTERVAL as u32))
-                .map_err(|e| invalid(n.span().start, e))?
-                .into();
+            settings.interval =
+                validate_range("interval", *n.get_ref(), (0u32, MAX_INTERVAL as u32))
+                    .map_err(|e| invalid(n.span().start, e))?
+                    .into();
         }
 
         if let Some(genesys) = file.genesys {
@@ -1298,13 +1300,18 @@ keep_params = ["expires", "q"]            # optional
 
     #[test]
     fn operational_keys_are_read_and_validated() {
-        let s = parse("metrics = \":9465\"\nmax_contacts = 7\nmax_registrations = 9\ninterval = 0\n")
-            .unwrap();
+        let s =
+            parse("metrics = \":9465\"\nmax_contacts = 7\nmax_registrations = 9\ninterval = 0\n")
+                .unwrap();
         assert_eq!(s.metrics, Some("[::]:9465".parse().unwrap()));
         assert_eq!((s.max_contacts, s.max_registrations, s.interval), (7, 9, 0));
         let e = parse("\n\ninterval = 3601\n").unwrap_err();
         assert_eq!(e.line(), Some(3));
-        assert!(e.to_string().contains("invalid interval 3601: use a value in 0..=3600"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("invalid interval 3601: use a value in 0..=3600"),
+            "{e}"
+        );
         assert!(parse("metrics = \"nowhere\"\n").is_err());
         assert!(parse("max_registrations = 0\n").is_err());
     }

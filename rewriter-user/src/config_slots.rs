@@ -79,8 +79,17 @@ impl<T: Borrow<MapData>> ConfigMaps<T> {
     }
 
     fn read_current(&self) -> anyhow::Result<(Config, u32)> {
-        let i = self.slot.get(&0, 0).context("reading the configuration slot")? % CONFIG_SLOTS;
-        Ok((self.configs.get(&i, 0).context("reading the configuration")?, i))
+        let i = self
+            .slot
+            .get(&0, 0)
+            .context("reading the configuration slot")?
+            % CONFIG_SLOTS;
+        Ok((
+            self.configs
+                .get(&i, 0)
+                .context("reading the configuration")?,
+            i,
+        ))
     }
 }
 
@@ -120,7 +129,9 @@ impl<T: BorrowMut<MapData>> ConfigMaps<T> {
         // Runs that read `next` before the last switch may still be going if the process that
         // switched died before its second wait: wait for them before writing it.
         wait_for_program_runs();
-        self.configs.set(next, c, 0).context("writing the configuration")?;
+        self.configs
+            .set(next, c, 0)
+            .context("writing the configuration")?;
         wait_for_program_runs();
         self.slot
             .set(0, next, 0)

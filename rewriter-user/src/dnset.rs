@@ -98,7 +98,10 @@ fn finish(
             let v =
                 ContactUri::new(uri.as_bytes()).with_context(|| format!("invalid URI {uri:?}"))?;
             map.insert(k, v, 0).with_context(|| {
-                format!("writing DN {dn} into the standby DN map ({})", DN_MAPS[usize::from(to)])
+                format!(
+                    "writing DN {dn} into the standby DN map ({})",
+                    DN_MAPS[usize::from(to)]
+                )
             })?;
             progress(i + 1);
         }

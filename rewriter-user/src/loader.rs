@@ -225,7 +225,8 @@ impl Rewriter {
         let value = ContactUri::new(uri)
             .with_context(|| format!("invalid URI {:?}", String::from_utf8_lossy(uri)))?;
         let mut map = self.dn_map_mut(None)?;
-        map.insert(key, value, 0).with_context(|| format!("storing DN {} in the DN map", String::from_utf8_lossy(dn)))?;
+        map.insert(key, value, 0)
+            .with_context(|| format!("storing DN {} in the DN map", String::from_utf8_lossy(dn)))?;
         Ok(())
     }
 
@@ -264,7 +265,12 @@ impl Rewriter {
         match map.remove(&key) {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("removing DN {} from the DN map", String::from_utf8_lossy(dn))),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "removing DN {} from the DN map",
+                    String::from_utf8_lossy(dn)
+                )
+            }),
         }
     }
 
@@ -281,10 +287,12 @@ impl Rewriter {
             .context("reading the Genesys address set")?;
         let new: Vec<AddrKey> = addrs.iter().map(|a| addr_key(*a)).collect();
         for k in new.iter() {
-            map.insert(*k, 1, 0).context("adding to the Genesys address set")?;
+            map.insert(*k, 1, 0)
+                .context("adding to the Genesys address set")?;
         }
         for k in old.iter().filter(|k| !new.contains(k)) {
-            map.remove(k).context("removing from the Genesys address set")?;
+            map.remove(k)
+                .context("removing from the Genesys address set")?;
         }
         Ok(())
     }

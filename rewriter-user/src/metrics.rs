@@ -162,7 +162,10 @@ async fn answer(mut sock: tokio::net::TcpStream, pins: PinDir) -> std::io::Resul
         // Map reads are syscalls, a full DN map 131 072 of them: off the runtime thread.
         match tokio::task::spawn_blocking(move || render(&pins)).await {
             Ok(Ok(b)) => ("200 OK", b),
-            Ok(Err(e)) => ("500 Internal Server Error", format!("{}\n", crate::one_line(&e))),
+            Ok(Err(e)) => (
+                "500 Internal Server Error",
+                format!("{}\n", crate::one_line(&e)),
+            ),
             Err(e) => ("500 Internal Server Error", format!("{e}\n")),
         }
     } else {
@@ -226,7 +229,10 @@ pub fn render(pins: &PinDir) -> anyhow::Result<String> {
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         let _ = writeln!(out, "{name}{{iface=\"{iface}\",map=\"dn\"}} {dn}");
-        let _ = writeln!(out, "{name}{{iface=\"{iface}\",map=\"registrations\"}} {reg}");
+        let _ = writeln!(
+            out,
+            "{name}{{iface=\"{iface}\",map=\"registrations\"}} {reg}"
+        );
     }
     let _ = writeln!(
         out,

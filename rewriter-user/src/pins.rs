@@ -131,7 +131,13 @@ impl PinDir {
 
     fn map(&self, name: &str) -> anyhow::Result<MapData> {
         let p = self.map_path(name);
-        MapData::from_pin(&p).with_context(|| format!("opening {} (pins of the attachment to {})", p.display(), self.iface))
+        MapData::from_pin(&p).with_context(|| {
+            format!(
+                "opening {} (pins of the attachment to {})",
+                p.display(),
+                self.iface
+            )
+        })
     }
 
     /// The configuration slots of the running program (read and publish through them only).

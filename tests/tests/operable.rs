@@ -32,7 +32,13 @@ fn write_config(root: &PinRoot, body: &str) -> std::path::PathBuf {
 
 /// `sip-rewriter attach ARGS` in `ns` with its log in `log` (read while it runs), started and
 /// stopped as [`Attach`] does.
-fn attach_logged(ns: &str, root: &PinRoot, iface: &str, args: &[&str], log: &std::path::Path) -> Attach {
+fn attach_logged(
+    ns: &str,
+    root: &PinRoot,
+    iface: &str,
+    args: &[&str],
+    log: &std::path::Path,
+) -> Attach {
     attach_logged_env(ns, root, iface, args, log, &[])
 }
 
@@ -107,7 +113,11 @@ fn status_exit_codes_follow_systemctl_is_active() {
     assert_eq!(code, 0, "running: {out}{err}");
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s[0]["state"], "running", "{s}");
-    assert_eq!(s[0]["keep_params"], serde_json::json!(["expires", "q"]), "{s}");
+    assert_eq!(
+        s[0]["keep_params"],
+        serde_json::json!(["expires", "q"]),
+        "{s}"
+    );
     assert_eq!(s[0]["contacts"], 1, "{s}");
     assert_eq!(s[0]["registrations"], 1, "one REGISTER recorded: {s}");
     assert_eq!(s[0]["registrations_capacity"], 16384, "{s}");
@@ -133,7 +143,11 @@ fn status_exit_codes_follow_systemctl_is_active() {
 
 /// Runs `args` with stdout on a pipe whose reader goes away after the first line; returns
 /// (exit code, signal, stderr).
-fn first_line_then_close(ns: &str, root: &PinRoot, args: &[&str]) -> (Option<i32>, Option<i32>, String) {
+fn first_line_then_close(
+    ns: &str,
+    root: &PinRoot,
+    args: &[&str],
+) -> (Option<i32>, Option<i32>, String) {
     use std::{io::BufRead as _, os::unix::process::ExitStatusExt as _, process::Stdio};
     let mut child = cmd(Some(ns), root, args)
         .stdout(Stdio::piped())
@@ -172,7 +186,16 @@ fn errors_name_the_object_and_output_paths_never_panic() {
     let (code, signal, err) = first_line_then_close(
         &topo.edge,
         &root,
-        &["attach", "--iface", &topo.edge_if, "--config", cfg.to_str().unwrap(), "--persist", "--max-contacts", "3"],
+        &[
+            "attach",
+            "--iface",
+            &topo.edge_if,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--persist",
+            "--max-contacts",
+            "3",
+        ],
     );
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!((code, signal), (Some(0), None), "{err}");
@@ -186,12 +209,19 @@ fn errors_name_the_object_and_output_paths_never_panic() {
         err.contains("DN 9002") && err.contains("DN map of veth-edge is full (3 entries)"),
         "{err}"
     );
-    assert!(!err.contains("map CONTACTS") && !err.contains("bpf_map"), "{err}");
+    assert!(
+        !err.contains("map CONTACTS") && !err.contains("bpf_map"),
+        "{err}"
+    );
     // Deleting or reading a DN that is not there says so in the same words.
     for verb in ["del", "get"] {
         let (code, _, err) = run(ns, &root, &["contact", verb, "99999"]);
         assert_eq!(code, 1, "{err}");
-        assert_eq!(err.trim(), "sip-rewriter: DN 99999 is not in the map", "{verb}");
+        assert_eq!(
+            err.trim(),
+            "sip-rewriter: DN 99999 is not in the map",
+            "{verb}"
+        );
     }
     // A reader that goes away: quiet SIGPIPE (141 in a shell), never a panic or an error line.
     for args in [
@@ -267,23 +297,53 @@ fn check_validates_and_prints_the_effective_settings() {
         assert!(out.lines().any(|l| l == line), "{line:?} missing:\n{out}");
     }
     // The options override the file, as for attach.
-    let out = ok(None, &root, &["check", "--config", good, "--interval", "5", "--iface", "eth7"]);
-    assert!(out.contains("interval = 5\n") && out.contains("interface = \"eth7\""), "{out}");
+    let out = ok(
+        None,
+        &root,
+        &[
+            "check",
+            "--config",
+            good,
+            "--interval",
+            "5",
+            "--iface",
+            "eth7",
+        ],
+    );
+    assert!(
+        out.contains("interval = 5\n") && out.contains("interface = \"eth7\""),
+        "{out}"
+    );
     // Invalid: exit 2, file:line and the value.
     dir.replace("bad.toml", "interface = \"eth9\"\nmax_contacts = 0\n");
     let bad = dir.0.join("bad.toml");
     let (code, out, err) = run(None, &root, &["check", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 2, "{out}{err}");
-    assert!(err.contains("bad.toml:2") && err.contains("invalid max_contacts 0"), "{err}");
+    assert!(
+        err.contains("bad.toml:2") && err.contains("invalid max_contacts 0"),
+        "{err}"
+    );
     assert!(out.is_empty(), "{out}");
     // A missing file: exit 2, the OS error once.
     let missing = dir.0.join("missing.toml");
-    let (code, _, err) = run(None, &root, &["check", "--config", missing.to_str().unwrap()]);
+    let (code, _, err) = run(
+        None,
+        &root,
+        &["check", "--config", missing.to_str().unwrap()],
+    );
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
     // No Genesys address: valid, with the warning.
     dir.replace("any.toml", "interface = \"eth9\"\n");
-    let (code, _, err) = run(None, &root, &["check", "--config", dir.0.join("any.toml").to_str().unwrap()]);
+    let (code, _, err) = run(
+        None,
+        &root,
+        &[
+            "check",
+            "--config",
+            dir.0.join("any.toml").to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("no Genesys address set"), "{err}");
 }
@@ -309,7 +369,12 @@ fn config_keys_reload_logs_changes_and_a_changed_file_applies_itself() {
         &topo.edge,
         &root,
         &topo.edge_if,
-        &["--config", cfg.to_str().unwrap(), "--keep-params", "expires"],
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--keep-params",
+            "expires",
+        ],
         &log_path,
     );
     // The file's capacities are used.
@@ -328,19 +393,25 @@ fn config_keys_reload_logs_changes_and_a_changed_file_applies_itself() {
     // and a reload that finds the same bytes changes nothing).
     std::fs::write(&cfg, &body2).unwrap();
     att.signal("HUP");
-    wait_for(10, "the reload line", || log().contains("DN entries 2 added, 1 changed, 1 removed"));
+    wait_for(10, "the reload line", || {
+        log().contains("DN entries 2 added, 1 changed, 1 removed")
+    });
     let l = log();
     assert!(
-        l.contains("contacts.default \"sip:{dn}@192.168.210.54:5060\" -> \"sip:{dn}@192.168.210.55:5060\""),
+        l.contains(
+            "contacts.default \"sip:{dn}@192.168.210.54:5060\" -> \"sip:{dn}@192.168.210.55:5060\""
+        ),
         "{l}"
     );
     assert!(
-        l.contains("contacts.keep_params changed in") && l.contains("--keep-params on the command line overrides it"),
+        l.contains("contacts.keep_params changed in")
+            && l.contains("--keep-params on the command line overrides it"),
         "{l}"
     );
     for key in ["interface", "max_contacts"] {
         assert!(
-            l.contains(&format!("{key} changed in")) && l.contains("takes effect at the next attach"),
+            l.contains(&format!("{key} changed in"))
+                && l.contains("takes effect at the next attach"),
             "{key}: {l}"
         );
     }
@@ -352,17 +423,28 @@ fn config_keys_reload_logs_changes_and_a_changed_file_applies_itself() {
     wait_for(10, "1006 from the renamed-over file", || {
         run(ns, &root, &["contact", "get", "1006"]).0 == 0
     });
-    assert!(log().contains("DN entries 1 added, 0 changed, 0 removed"), "{}", log());
+    assert!(
+        log().contains("DN entries 1 added, 0 changed, 0 removed"),
+        "{}",
+        log()
+    );
     // An invalid file changes nothing and says why, in one line.
     dir.replace("rw.toml", "interval = -1\n");
-    wait_for(10, "the error for the invalid file", || log().contains("previous settings stay"));
+    wait_for(10, "the error for the invalid file", || {
+        log().contains("previous settings stay")
+    });
     let l = log();
-    assert!(l.contains("rw.toml:1") && l.contains("invalid interval -1"), "{l}");
+    assert!(
+        l.contains("rw.toml:1") && l.contains("invalid interval -1"),
+        "{l}"
+    );
     ok(ns, &root, &["contact", "get", "1006"]);
     // A deleted file: one error line with the OS error once.
     std::fs::remove_file(&cfg).unwrap();
     att.signal("HUP");
-    wait_for(10, "the error for the missing file", || log().contains("No such file"));
+    wait_for(10, "the error for the missing file", || {
+        log().contains("No such file")
+    });
     let (code, _) = att.stop();
     let l = log();
     assert_eq!(code, 0, "{l}");
@@ -388,9 +470,15 @@ fn a_configmap_symlink_swap_is_applied() {
     };
     let v1 = version(1, "2001");
     std::os::unix::fs::symlink(v1.file_name().unwrap(), dir.0.join("..data")).unwrap();
-    std::os::unix::fs::symlink("..data/sip-rewriter.toml", dir.0.join("sip-rewriter.toml")).unwrap();
+    std::os::unix::fs::symlink("..data/sip-rewriter.toml", dir.0.join("sip-rewriter.toml"))
+        .unwrap();
     let cfg = dir.0.join("sip-rewriter.toml");
-    let att = Attach::start(&topo.edge, &root, &topo.edge_if, &["--config", cfg.to_str().unwrap()]);
+    let att = Attach::start(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &["--config", cfg.to_str().unwrap()],
+    );
     ok(ns, &root, &["contact", "get", "2001"]);
     let v2 = version(2, "2002");
     std::os::unix::fs::symlink(v2.file_name().unwrap(), dir.0.join("..data_tmp")).unwrap();
@@ -399,10 +487,17 @@ fn a_configmap_symlink_swap_is_applied() {
     wait_for(10, "2002 from the swapped ConfigMap", || {
         run(ns, &root, &["contact", "get", "2002"]).0 == 0
     });
-    assert_eq!(run(ns, &root, &["contact", "get", "2001"]).0, 1, "2001 left the file");
+    assert_eq!(
+        run(ns, &root, &["contact", "get", "2001"]).0,
+        1,
+        "2001 left the file"
+    );
     let (code, log) = att.stop();
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("DN entries 1 added, 0 changed, 1 removed"), "{log}");
+    assert!(
+        log.contains("DN entries 1 added, 0 changed, 1 removed"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -413,15 +508,31 @@ fn logs_are_ours_with_journal_priorities_and_counters_only_when_they_move() {
     let log_path = dir.0.join("attach.log");
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let iface = topo.edge_if.as_str();
-    let base = ["--iface", iface, "--genesys", "198.18.0.2", "--interval", "1"];
+    let base = [
+        "--iface",
+        iface,
+        "--genesys",
+        "198.18.0.2",
+        "--interval",
+        "1",
+    ];
     let aya_lines = |l: &str| {
         l.lines()
-            .filter(|l| l.contains(" aya::") || l.contains(" aya_obj::") || l.contains(" aya_log::"))
+            .filter(|l| {
+                l.contains(" aya::") || l.contains(" aya_obj::") || l.contains(" aya_log::")
+            })
             .count()
     };
 
     // RUST_LOG=debug: our lines, none of aya's internals.
-    let att = attach_logged_env(&topo.edge, &root, iface, &base, &log_path, &[("RUST_LOG", "debug")]);
+    let att = attach_logged_env(
+        &topo.edge,
+        &root,
+        iface,
+        &base,
+        &log_path,
+        &[("RUST_LOG", "debug")],
+    );
     // Idle: no counter line. (A window to show an absence, not a synchronisation.)
     std::thread::sleep(Duration::from_millis(2500));
     let periodic = |l: &str| l.lines().filter(|l| l.contains("] seen=")).count();
@@ -438,7 +549,14 @@ fn logs_are_ours_with_journal_priorities_and_counters_only_when_they_move() {
     assert!(l.contains("sip_rewriter::cmd::attach] attached to"), "{l}");
 
     // RUST_LOG=aya=debug: aya's internals too, and still ours.
-    let att = attach_logged_env(&topo.edge, &root, iface, &base, &log_path, &[("RUST_LOG", "aya=debug")]);
+    let att = attach_logged_env(
+        &topo.edge,
+        &root,
+        iface,
+        &base,
+        &log_path,
+        &[("RUST_LOG", "aya=debug")],
+    );
     let (code, _) = att.stop();
     let l = log();
     assert_eq!(code, 0, "{l}");
@@ -458,7 +576,11 @@ fn logs_are_ours_with_journal_priorities_and_counters_only_when_they_move() {
     let l = log();
     assert_eq!(code, 0, "{l}");
     assert!(l.lines().any(|x| x.starts_with("<6>attached to")), "{l}");
-    assert!(l.lines().any(|x| x.starts_with("<4>no Genesys address set")), "{l}");
+    assert!(
+        l.lines()
+            .any(|x| x.starts_with("<4>no Genesys address set")),
+        "{l}"
+    );
     let out = cmd(Some(&topo.edge), &root, &["attach", "--iface", "nosuch0"])
         .env("JOURNAL_STREAM", "8:12345")
         .output()
@@ -511,19 +633,35 @@ fn metrics_families_head_and_1100_idle_connections() {
     let log_path = dir.0.join("attach.log");
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let file = std::fs::File::create(&log_path).unwrap();
-    let mut c = cmd(Some(&topo.edge), &root, &["attach", "--iface", iface, "--config", cfg.to_str().unwrap()]);
+    let mut c = cmd(
+        Some(&topo.edge),
+        &root,
+        &[
+            "attach",
+            "--iface",
+            iface,
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
     c.stdout(file.try_clone().unwrap()).stderr(file);
     // SAFETY: setrlimit only, between fork and exec: the usual soft limit of 1 024 files.
     unsafe {
         c.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: 1024, rlim_max: 4096 };
+            let lim = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 4096,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let att = Attach { child: Some(c.spawn().unwrap()), pins: root.0.join(iface) };
+    let att = Attach {
+        child: Some(c.spawn().unwrap()),
+        pins: root.0.join(iface),
+    };
     let pid = att.child.as_ref().unwrap().id();
     wait_for(20, "attach and its listener", || {
         let _ns = integration_tests::net::InNetns::enter(&topo.edge).unwrap();
@@ -533,7 +671,10 @@ fn metrics_families_head_and_1100_idle_connections() {
     path.exchange(REGISTER.as_bytes()).unwrap();
 
     // 1 100 idle connections (this process may hold them), nothing sent.
-    let lim = libc::rlimit { rlim_cur: 8192, rlim_max: 8192 };
+    let lim = libc::rlimit {
+        rlim_cur: 8192,
+        rlim_max: 8192,
+    };
     // SAFETY: setrlimit on this process with a valid struct (root may raise the hard limit).
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
     let idle: Vec<std::net::TcpStream> = {
@@ -547,10 +688,24 @@ fn metrics_families_head_and_1100_idle_connections() {
     let t0 = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(3)); // the measurement window
     let used = (cpu_ticks(pid) - t0) as f64 / 100.0 / 3.0;
-    eprintln!("attach CPU with {} idle metrics connections: {:.1} %", idle.len(), used * 100.0);
-    assert!(used < 0.2, "attach used {:.0} % CPU with idle connections", used * 100.0);
+    eprintln!(
+        "attach CPU with {} idle metrics connections: {:.1} %",
+        idle.len(),
+        used * 100.0
+    );
+    assert!(
+        used < 0.2,
+        "attach used {:.0} % CPU with idle connections",
+        used * 100.0
+    );
     // A reload still works (it opens files).
-    dir.replace("m.toml", &cfg_body.replace("\"1002\" =", "\"1009\" = \"sip:1009@198.18.20.9\"\n\"1002\" ="));
+    dir.replace(
+        "m.toml",
+        &cfg_body.replace(
+            "\"1002\" =",
+            "\"1009\" = \"sip:1009@198.18.20.9\"\n\"1002\" =",
+        ),
+    );
     att.signal("HUP");
     wait_for(10, "the reload", || log().contains("DN entries 1 added"));
     assert!(!log().contains("Too many open files"), "{}", log());
@@ -574,8 +729,14 @@ fn metrics_families_head_and_1100_idle_connections() {
     ] {
         assert!(body.lines().any(|l| l == line), "{line} missing:\n{body}");
     }
-    assert!(body.contains("sip_rewriter_build_info{version=\""), "{body}");
-    assert_eq!(body.matches("# TYPE sip_rewriter_registers_total").count(), 1);
+    assert!(
+        body.contains("sip_rewriter_build_info{version=\""),
+        "{body}"
+    );
+    assert_eq!(
+        body.matches("# TYPE sip_rewriter_registers_total").count(),
+        1
+    );
     if let Ok(mut p) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -586,12 +747,22 @@ fn metrics_families_head_and_1100_idle_connections() {
         use std::io::Write as _;
         p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
         let out = p.wait_with_output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && text.trim().is_empty(), "promtool: {text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.trim().is_empty(),
+            "promtool: {text}"
+        );
     }
     // HEAD: the headers alone.
     let resp = http(&topo.edge, addr, "HEAD /metrics HTTP/1.0\r\n\r\n");
-    assert!(resp.starts_with("HTTP/1.0 200 OK") && resp.contains("Content-Length: "), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.0 200 OK") && resp.contains("Content-Length: "),
+        "{resp}"
+    );
     assert!(resp.ends_with("\r\n\r\n"), "no body: {resp}");
     let (code, _) = att.stop();
     assert_eq!(code, 0, "{}", log());
@@ -604,26 +775,52 @@ fn rewrite_diagnostics_import_from_stdin_and_version() {
     let dir = ConfigDir::new(&root);
     // LF line ends: said so, exit 2.
     dir.replace("lf.sip", &REGISTER.replace("\r\n", "\n"));
-    let (code, out, err) = run(None, &root, &["rewrite", dir.0.join("lf.sip").to_str().unwrap()]);
+    let (code, out, err) = run(
+        None,
+        &root,
+        &["rewrite", dir.0.join("lf.sip").to_str().unwrap()],
+    );
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("lines end in LF; SIP needs CRLF"), "{err}");
     // A response given as the message is labelled as one.
     let resp = include_str!("../corpus-restore/01-jssip-map-1002-restored.resp.sip");
     dir.replace("resp.sip", resp);
-    let (code, _, err) = run(None, &root, &["rewrite", dir.0.join("resp.sip").to_str().unwrap()]);
+    let (code, _, err) = run(
+        None,
+        &root,
+        &["rewrite", dir.0.join("resp.sip").to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(err.starts_with("response"), "{err}");
     // A missing input: exit 2 like any other missing file.
-    let (code, _, err) = run(None, &root, &["rewrite", dir.0.join("nosuch.sip").to_str().unwrap()]);
+    let (code, _, err) = run(
+        None,
+        &root,
+        &["rewrite", dir.0.join("nosuch.sip").to_str().unwrap()],
+    );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("nosuch.sip") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("nosuch.sip") && err.contains("No such file"),
+        "{err}"
+    );
     let (code, out, _) = run(None, &root, &["--version"]);
-    assert_eq!((code, out.trim()), (0, format!("sip-rewriter {}", env!("CARGO_PKG_VERSION")).as_str()));
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            format!("sip-rewriter {}", env!("CARGO_PKG_VERSION")).as_str()
+        )
+    );
 
     // contact import - reads CSV from standard input.
     let topo = Topology::new("opimp").unwrap();
     let ns = Some(topo.edge.as_str());
-    let _att = Attach::start(&topo.edge, &root, &topo.edge_if, &["--genesys", "198.18.0.2"]);
+    let _att = Attach::start(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &["--genesys", "198.18.0.2"],
+    );
     let mut child = cmd(ns, &root, &["contact", "import", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -637,6 +834,13 @@ fn rewrite_diagnostics_import_from_stdin_and_version() {
         .write_all(b"dn,uri\n3001,sip:3001@198.18.20.31\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(ok(ns, &root, &["contact", "get", "3001"]).trim(), "sip:3001@198.18.20.31");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ok(ns, &root, &["contact", "get", "3001"]).trim(),
+        "sip:3001@198.18.20.31"
+    );
 }

@@ -128,8 +128,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let state = StateFile::for_iface(&iface);
-    let result = apply(&mut rw, &settings, &state, true)
-        .and_then(|_| rw.attach(&iface, settings.ingress));
+    let result =
+        apply(&mut rw, &settings, &state, true).and_then(|_| rw.attach(&iface, settings.ingress));
     let (attachment, hook) = match result {
         Ok(a) => a,
         Err(e) => {
@@ -169,7 +169,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = Loaded {
         file,
         effective: settings,
-        text: args.settings.config.as_deref().and_then(|p| std::fs::read(p).ok()),
+        text: args
+            .settings
+            .config
+            .as_deref()
+            .and_then(|p| std::fs::read(p).ok()),
     };
     let served = rt.block_on(serve(&mut rw, &args.settings, &pins, loaded));
     let detached = rw.detach(attachment);

@@ -91,8 +91,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                 Some(pins) => {
                     let mut map = pins.contacts()?;
                     let before = map.get(&k, 0).ok();
-                    map.insert(k, v, 0)
-                        .map_err(|e| full_or(e, &dn, &pins))?;
+                    map.insert(k, v, 0).map_err(|e| full_or(e, &dn, &pins))?;
                     if let Err(e) = state.save(&overlay, &lock) {
                         // Not durable: undo the map change too.
                         let _ = match before {
@@ -129,13 +128,17 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                         Err(aya::maps::MapError::KeyNotFound) => {
                             anyhow::bail!("DN {dn} is not in the map")
                         }
-                        Err(e) => return Err(e).with_context(|| format!("reading DN {dn} from the DN map")),
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("reading DN {dn} from the DN map"));
+                        }
                     };
                     // A runtime entry hid any file entry: deleting it masks the file's whatever
                     // its URI; a file entry is masked as it is now.
                     let file_uri = String::from_utf8_lossy(before.uri()).into_owned();
                     overlay.del(&dn, (!known).then_some(file_uri.as_str()));
-                    map.remove(&k).with_context(|| format!("removing DN {dn} from the DN map"))?;
+                    map.remove(&k)
+                        .with_context(|| format!("removing DN {dn} from the DN map"))?;
                     if let Err(e) = state.save(&overlay, &lock) {
                         let _ = map.insert(k, before, 0);
                         return Err(e);
@@ -160,7 +163,9 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             match pins.contacts()?.get(&k, 0) {
                 Ok(v) => println!("{}", String::from_utf8_lossy(v.uri())),
                 Err(aya::maps::MapError::KeyNotFound) => anyhow::bail!("DN {dn} is not in the map"),
-                Err(e) => return Err(e).with_context(|| format!("reading DN {dn} from the DN map")),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading DN {dn} from the DN map"));
+                }
             }
         }
         Cmd::List { json, iface } => {

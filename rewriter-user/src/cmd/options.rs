@@ -114,7 +114,11 @@ impl SettingsArgs {
             ("interface", "--iface", self.iface.is_some()),
             ("ingress", "--ingress", self.ingress.is_some()),
             ("metrics", "--metrics", self.metrics.is_some()),
-            ("max_contacts", "--max-contacts", self.max_contacts.is_some()),
+            (
+                "max_contacts",
+                "--max-contacts",
+                self.max_contacts.is_some(),
+            ),
             (
                 "max_registrations",
                 "--max-registrations",
@@ -124,7 +128,11 @@ impl SettingsArgs {
             ("genesys.port", "--port", self.port.is_some()),
             ("genesys.addresses", "--genesys", !self.genesys.is_empty()),
             ("contacts.default", "--default", self.default.is_some()),
-            ("contacts.keep_params", "--keep-params", self.keep_params.is_some()),
+            (
+                "contacts.keep_params",
+                "--keep-params",
+                self.keep_params.is_some(),
+            ),
         ]
         .into_iter()
         .filter(|(_, _, given)| *given)

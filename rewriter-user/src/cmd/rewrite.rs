@@ -101,8 +101,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stdout.write_all(rewritten.unwrap_or(&msg))?;
         return Ok(());
     };
-    let resp = std::fs::read(path)
-        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let resp =
+        std::fs::read(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     let state =
         rewritten.and_then(|new| restore::record_rewritten(&msg, new, &settings.kernel_config()));
     if rewritten.is_some() && state.is_none() {
