@@ -31,10 +31,14 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Build, then run sip-rewriter with the given arguments (as root).
+    /// Build, then run sip-rewriter with the given arguments (as root). Its exit status is
+    /// xtask's; SIGINT/SIGTERM are passed on to it and waited for.
     Run {
         #[arg(long)]
         release: bool,
+        /// Show the build's output (the eBPF build's lines included).
+        #[arg(long, short)]
+        verbose: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -151,13 +155,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Cmd::Setup => Ok(()),
         Cmd::Build { release } => build(release),
-        Cmd::Run { release, args } => {
-            build(release)?;
+        Cmd::Run {
+            release,
+            verbose,
+            args,
+        } => {
+            if verbose {
+                build(release)?;
+            } else {
+                build_quiet(release)?;
+            }
             let bin = workspace_root()?
                 .join("target")
                 .join(if release { "release" } else { "debug" })
                 .join("sip-rewriter");
-            cargo_like(Command::new(&bin).args(&args))
+            std::process::exit(run_forwarding(Command::new(&bin).args(&args))?)
         }
         Cmd::Test { args } => test(&args),
         Cmd::Bench { quick, no_kamailio } => {
@@ -279,6 +291,60 @@ fn build(release: bool) -> anyhow::Result<()> {
         cmd.arg("--release");
     }
     cargo_like(&mut cmd)
+}
+
+/// [`build`] without aya-build's progress lines, which cargo prints as
+/// `warning: rewriter-user@…` even when nothing is built; everything is shown if it fails.
+fn build_quiet(release: bool) -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--quiet", "--package", "rewriter-user"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        eprint!("{err}");
+        bail!("{cmd:?} failed: {}", out.status);
+    }
+    for line in err.lines() {
+        if !line.starts_with("warning: rewriter-user@") {
+            eprintln!("{line}");
+        }
+    }
+    Ok(())
+}
+
+/// The child `run_forwarding` waits for, for the signal handler.
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; the pid is our child's until we reap it.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Runs `cmd` with SIGINT/SIGTERM passed on to it, waits for it and returns the exit status a
+/// shell would report (128 + signal for a child killed by one).
+fn run_forwarding(cmd: &mut Command) -> anyhow::Result<i32> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    CHILD.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs a handler that only reads an atomic and calls kill(2).
+        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+    }
+    let status = child.wait().with_context(|| format!("waiting for {cmd:?}"));
+    CHILD.store(0, std::sync::atomic::Ordering::SeqCst);
+    let status = status?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
