@@ -188,7 +188,8 @@ const fn bytes_of(h: u64) -> u64 {
 
 impl RegState {
     /// Records the original URI of egress edit `e` (an `EDIT_URI` edit) as original number
-    /// `self.n`; `false` if there is no room or it is too long.
+    /// `self.n`; `false` if there is no room, it is too long or holds a byte a configured URI
+    /// may not ([`crate::is_uri_byte`]).
     #[inline(always)]
     pub fn record(&mut self, m: &Msg, e: &Edit) -> bool {
         let k = self.n as usize;
@@ -203,7 +204,10 @@ impl RegState {
         if n > MAX_URI_LEN + if bare { 0 } else { 2 } {
             return false;
         }
-        let ok = self.orig[k & (MAX_ORIGINALS - 1)].fill(m, start, n, bare);
+        // Only bytes a configured URI may hold ever go back into a response (no CR, LF, NUL,
+        // white space, `<>"`): anything else would let a client smuggle a header line through.
+        let slot = &mut self.orig[k & (MAX_ORIGINALS - 1)];
+        let ok = slot.fill(m, start, n, bare) && slot.clean();
         if ok {
             self.n = k as u32 + 1;
         }

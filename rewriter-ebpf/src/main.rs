@@ -36,7 +36,7 @@ use pkt::{Frame, Pkt, Raw};
 use rewriter_common::{
     AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, CONFIG_SLOTS, Config, ContactUri, DnKey,
     MAX_CONTACTS, MAX_DN_LEN, MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
-    restore::{MAX_ORIGINALS, MAX_REGISTRATIONS, RegKey, RegState, copy_aligned},
+    restore::{MAX_REGISTRATIONS, RegKey, RegState, copy_aligned},
     sip::{self, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, TAIL_PAD},
 };
 
@@ -476,16 +476,21 @@ fn rewrite(
 /// word copies' branches would otherwise multiply the states of this function's remainder).
 #[inline(always)]
 fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) {
-    if s.scan.n_contacts as usize > MAX_ORIGINALS {
-        count(Stat::NotRecorded);
-        return;
-    }
     s.write.from = uri_len as u32;
     s.write.err = 0;
     // SAFETY: a plain field of the map value (volatile: no merged `memset`).
     unsafe { core::ptr::write_volatile(&mut s.reg.n, 0) };
+    // More than MAX_ORIGINALS contacts end the loop with REC_UNRECORDABLE, keyed.
     run_loop(MAX_EDITS as u32 + 1, record_cb, s, cfg, ());
-    if s.write.err != 0 || s.reg.n != s.scan.n_contacts {
+    if s.write.err == 0 && s.reg.n != s.scan.n_contacts {
+        s.write.err = REC_UNRECORDABLE;
+    }
+    if s.write.err != 0 {
+        // The record an earlier REGISTER of this (Call-ID, DN) left would give the next 2xx
+        // that REGISTER's Contact back: it goes too.
+        if s.write.err == REC_UNRECORDABLE {
+            let _ = REGS.remove(&s.reg_key);
+        }
         count(Stat::NotRecorded);
         return;
     }
@@ -500,22 +505,30 @@ fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) {
         return;
     }
     if REGS.insert(&s.reg_key, &s.reg, 0).is_err() {
+        let _ = REGS.remove(&s.reg_key);
         count(Stat::NotRecorded);
         return;
     }
     count(Stat::Recorded);
 }
 
+/// `WriteState::err` of [`record`]: no usable Call-ID, so no key (nothing can be recorded
+/// under it either).
+const REC_NO_KEY: u32 = 1;
+/// `WriteState::err` of [`record`]: keyed, but a contact cannot be recorded.
+const REC_UNRECORDABLE: u32 = 2;
+
 /// Iteration 0: the key and the URI written (`s.out` holds the rewritten middle from the
 /// first edit's even-rounded start; `s.write.from` its length); iteration k > 0: the original
-/// of edit k - 1 if it is a URI edit. Sets `s.write.err` if something does not fit.
+/// of edit k - 1 if it is a URI edit. Sets `s.write.err` ([`REC_NO_KEY`],
+/// [`REC_UNRECORDABLE`]) if something does not fit.
 #[inline(never)]
 extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
     let (s, _, ()) = unsafe { loop_ctx::<()>(ctx) };
     if index == 0 {
         if !s.reg_key.fill_call_id(&s.msg, &s.scan) {
-            s.write.err = 1;
+            s.write.err = REC_NO_KEY;
             return 1;
         }
         // The DN key and a mapped URI are at hand as aligned words; a template URI is read
@@ -544,7 +557,7 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
                 .written
                 .fill(&s.out, first & 1, s.write.from as usize, false)
             {
-                s.write.err = 1;
+                s.write.err = REC_UNRECORDABLE;
                 return 1;
             }
         }
@@ -556,7 +569,7 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
     }
     let e = s.scan.edits[k & (MAX_EDITS - 1)];
     if e.kind == EDIT_URI && !s.reg.record(&s.msg, &e) {
-        s.write.err = 1;
+        s.write.err = REC_UNRECORDABLE;
         return 1;
     }
     0
