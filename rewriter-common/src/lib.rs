@@ -509,7 +509,7 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<restore::RegKey>(),
-            restore::MAX_CALLID_LEN + MAX_DN_LEN
+            restore::MAX_CALLID_LEN + MAX_DN_LEN + 8
         );
         assert_eq!(
             core::mem::size_of::<restore::RegState>(),

@@ -26,12 +26,14 @@ pub const MAX_REGISTRATIONS: u32 = 16_384;
 /// Words of a [`ContactUri`] text.
 const URI_WORDS: usize = URI_BUF / 8;
 
-/// Key of the restore-state map: the Call-ID and the DN, each zero-padded.
+/// Key of the restore-state map: the Call-ID and the DN, each zero-padded, and the Call-ID's
+/// length (so `abc` and `abc\0` are two keys; a DN holds no NUL).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RegKey {
     pub call_id: [u8; MAX_CALLID_LEN],
     pub dn: DnKey,
+    pub call_id_len: u64,
 }
 
 /// Value of the restore-state map: what the egress wrote and what it replaced.
@@ -118,6 +120,8 @@ impl RegKey {
             return false;
         }
         copy_words::<{ MAX_CALLID_LEN / 8 }>(m, start, len, self.call_id.as_mut_ptr() as *mut u64);
+        // SAFETY: a plain field (volatile: see `copy_words`).
+        unsafe { core::ptr::write_volatile(&mut self.call_id_len, len as u64) };
         true
     }
 }
@@ -339,6 +343,7 @@ pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegStat
     let mut key = RegKey {
         call_id: [0; MAX_CALLID_LEN],
         dn: DnKey([0; MAX_DN_LEN]),
+        call_id_len: 0,
     };
     if !key.fill(&m, s) {
         return None;
@@ -430,6 +435,7 @@ pub fn restore(
     let mut key = RegKey {
         call_id: [0; MAX_CALLID_LEN],
         dn: DnKey([0; MAX_DN_LEN]),
+        call_id_len: 0,
     };
     if !key.fill(&m, &s) {
         return Decision::Pass(Stat::NoState);
@@ -517,6 +523,11 @@ mod tests {
         assert_eq!(run(&resp("*")), "pass no_match");
         assert_eq!(
             run(&resp("<sip:1002@198.18.0.77>").replace("abc123", "abc124")),
+            "pass no_state"
+        );
+        // Keys carry the Call-ID's length: a NUL after it is another Call-ID, not padding.
+        assert_eq!(
+            run(&resp("<sip:1002@198.18.0.77>").replace("abc123", "abc123\0")),
             "pass no_state"
         );
         assert_eq!(
