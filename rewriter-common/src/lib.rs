@@ -264,6 +264,18 @@ impl ContactUri {
 pub struct AddrKey(pub [u8; 16]);
 
 impl AddrKey {
+    /// Byte-wise equality without `memcmp` (which the BPF target lacks).
+    #[inline(always)]
+    pub const fn same(&self, other: &AddrKey) -> bool {
+        let mut diff = 0u8;
+        let mut i = 0;
+        while i < 16 {
+            diff |= self.0[i] ^ other.0[i];
+            i += 1;
+        }
+        diff == 0
+    }
+
     pub const fn v4(a: [u8; 4]) -> Self {
         AddrKey([
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
@@ -370,11 +382,18 @@ pub enum Stat {
     /// the driver has no metadata support): no tailroom to grow, or a UDP checksum XDP cannot
     /// update (it does not verify, e.g. CHECKSUM_PARTIAL from a local sender).
     ToTc,
+    /// Frames with more than two VLAN tags (whether they carry SIP is not looked at).
+    VlanUnsupported,
+    /// IPv6 datagrams to (ingress: from) the Genesys port behind extension headers
+    /// (hop-by-hop, destination options, routing): left alone.
+    Ipv6Ext,
+    /// Ingress: a 2xx to a recorded REGISTER from another address than the REGISTER went to.
+    WrongSource,
 }
 
 impl Stat {
     /// Number of counters (size of the `STATS` map).
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 26;
     /// Every counter, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Seen,
@@ -400,6 +419,9 @@ impl Stat {
         Stat::NoMatch,
         Stat::RespOther,
         Stat::ToTc,
+        Stat::VlanUnsupported,
+        Stat::Ipv6Ext,
+        Stat::WrongSource,
     ];
 
     /// Stable name used in CLI output, JSON and metrics.
@@ -428,6 +450,9 @@ impl Stat {
             Stat::NoMatch => "no_match",
             Stat::RespOther => "resp_other",
             Stat::ToTc => "to_tc",
+            Stat::VlanUnsupported => "vlan_unsupported",
+            Stat::Ipv6Ext => "ipv6_ext",
+            Stat::WrongSource => "wrong_source",
         }
     }
 
@@ -513,7 +538,7 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<restore::RegState>(),
-            8 + (1 + restore::MAX_ORIGINALS) * core::mem::size_of::<ContactUri>()
+            8 + (1 + restore::MAX_ORIGINALS) * core::mem::size_of::<ContactUri>() + 16
         );
     }
 

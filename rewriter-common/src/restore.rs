@@ -12,7 +12,7 @@
 //! and userspace run the same code.
 
 use crate::{
-    ContactUri, DnKey, MAX_DN_LEN, MAX_URI_LEN, Stat, URI_BUF, WriteState,
+    AddrKey, ContactUri, DnKey, MAX_DN_LEN, MAX_URI_LEN, Stat, URI_BUF, WriteState,
     sip::{self, EDIT_URI, Edit, MAX_EDITS, MAX_SIP_LEN, Msg, Outcome, Scan, low_bytes},
 };
 
@@ -49,6 +49,8 @@ pub struct RegState {
     pub written: ContactUri,
     /// The client's URIs, bracketed, in the REGISTER's order.
     pub orig: [ContactUri; MAX_ORIGINALS],
+    /// The address the REGISTER was sent to: only a 2xx from there is restored.
+    pub peer: AddrKey,
 }
 
 /// Copies `W` 8-byte words from `src` to `dst` (volatile: see [`copy_words`]).
@@ -333,9 +335,9 @@ pub fn apply(input: &[u8], s: &Scan, st: &RegState, out: &mut [u8]) -> Option<us
 }
 
 /// What the egress records for a rewritten REGISTER (`s` its scan, `written` the bracketed
-/// URI it wrote): `None` if not recordable (no or too long Call-ID, too many or too long
-/// contacts).
-pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegState)> {
+/// URI it wrote, `peer` the address it was sent to): `None` if not recordable (no or too long
+/// Call-ID, too many, too long or unclean contacts).
+pub fn record(input: &[u8], s: &Scan, written: &[u8], peer: AddrKey) -> Option<(RegKey, RegState)> {
     let mut m = Msg::zeroed();
     if !m.load(input) || written.len() > URI_BUF || s.n_contacts as usize > MAX_ORIGINALS {
         return None;
@@ -358,6 +360,7 @@ pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegStat
         key_check: key.check(),
         written: empty,
         orig: [empty; MAX_ORIGINALS],
+        peer,
     };
     st.written.text[..written.len()].copy_from_slice(written);
     st.written.len = written.len() as u16;
@@ -376,6 +379,7 @@ pub fn record_rewritten(
     input: &[u8],
     rewritten: &[u8],
     cfg: &crate::Config,
+    peer: AddrKey,
 ) -> Option<(RegKey, RegState)> {
     let mut m = Msg::zeroed();
     if !m.load(input) {
@@ -388,7 +392,7 @@ pub fn record_rewritten(
     }
     let uri_len = (rewritten.len() + s.removed as usize).checked_sub(input.len())? / n;
     let start = s.edits().first()?.start as usize;
-    record(input, &s, rewritten.get(start..start + uri_len)?)
+    record(input, &s, rewritten.get(start..start + uri_len)?, peer)
 }
 
 /// What the restore did with one message.
@@ -413,11 +417,12 @@ pub const fn stat_for_response(o: Outcome) -> Stat {
     }
 }
 
-/// The whole userspace restore, same algorithm as the ingress programs: scan the response,
-/// look up the state, select matching contacts, apply.
+/// The whole userspace restore, same algorithm as the ingress programs: scan the response
+/// (sent from `peer`), look up the state, select matching contacts, apply.
 pub fn restore(
     input: &[u8],
     cfg: &crate::Config,
+    peer: AddrKey,
     lookup: impl Fn(&RegKey) -> Option<RegState>,
     out: &mut [u8],
 ) -> Decision {
@@ -445,6 +450,9 @@ pub fn restore(
     else {
         return Decision::Pass(Stat::NoState);
     };
+    if !st.peer.same(&peer) {
+        return Decision::Pass(Stat::WrongSource);
+    }
     let new_len = select(&mut s, &m, &st);
     if s.n_edits == 0 {
         return Decision::Pass(Stat::NoMatch);
@@ -477,13 +485,15 @@ mod tests {
         )
     }
 
+    const GENESYS: AddrKey = AddrKey::v4([198, 18, 0, 2]);
+
     fn state() -> (RegKey, RegState) {
         let cfg = Config::default();
         let mut m = Msg::zeroed();
         assert!(m.load(REQ));
         let s = sip::scan(&m, REQ.len(), &cfg);
         assert_eq!(s.outcome(), Outcome::Rewrite);
-        record(REQ, &s, b"<sip:1002@198.18.0.77>").expect("recordable")
+        record(REQ, &s, b"<sip:1002@198.18.0.77>", GENESYS).expect("recordable")
     }
 
     fn run(input: &str) -> std::string::String {
@@ -492,6 +502,7 @@ mod tests {
         match restore(
             input.as_bytes(),
             &Config::default(),
+            GENESYS,
             |key| (*key == k).then_some(st),
             &mut out,
         ) {

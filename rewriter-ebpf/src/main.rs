@@ -132,6 +132,21 @@ pub fn bench_scan(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// VLAN tags looked through: 802.1Q, or QinQ (two).
+const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers looked through before UDP.
+const MAX_IPV6_EXT: usize = 2;
+/// The unit of an IPv6 extension header's length field, and the length of its first unit
+/// (RFC 8200 4.3: "in 8-octet units, not including the first 8 octets").
+const IPV6_EXT_UNIT: usize = 8;
+
+/// The first two bytes of an IPv6 hop-by-hop, routing or destination options header.
+#[repr(C)]
+struct Ipv6ExtHdr {
+    next_hdr: u8,
+    len: u8,
+}
+
 /// How far [`try_sip_rewriter`] goes (the `bench_` programs stop early).
 const STAGE_COPY: u8 = 1;
 const STAGE_SCAN: u8 = 2;
@@ -244,11 +259,19 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
     // SAFETY: bounds checked by `ptr_at`.
     let mut ether_type = unsafe { (*eth).ether_type };
     let mut l3 = EthHdr::LEN;
-    if ether_type == EtherType::Ieee8021q as u16 {
-        let vlan: *const VlanHdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
-        // SAFETY: bounds checked by `ptr_at`.
-        ether_type = unsafe { (*vlan).ether_type };
-        l3 += VlanHdr::LEN;
+    // 802.1Q, and QinQ (802.1ad or 802.1Q outer tag, 802.1Q inner).
+    let is_vlan = |t: u16| t == EtherType::Ieee8021q as u16 || t == EtherType::Ieee8021ad as u16;
+    for _ in 0..MAX_VLAN_TAGS {
+        if is_vlan(ether_type) {
+            let vlan: *const VlanHdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
+            // SAFETY: bounds checked by `ptr_at`.
+            ether_type = unsafe { (*vlan).ether_type };
+            l3 += VlanHdr::LEN;
+        }
+    }
+    if is_vlan(ether_type) {
+        // A third tag: where the IP header starts is not looked for.
+        return Err(Stat::VlanUnsupported);
     }
     let port = if cfg.port == 0 {
         rewriter_common::DEFAULT_PORT
@@ -258,11 +281,12 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
     let (f, dst, fragment) = if ether_type == EtherType::Ipv4 as u16 {
         let ip: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let (ihl, proto, frags, dst) = unsafe {
+        let (ihl, proto, frags, tot_len, dst) = unsafe {
             (
                 (*ip).ihl() as usize,
                 (*ip).proto,
                 (*ip).frags,
+                (*ip).tot_len(),
                 if ingress {
                     (*ip).src_addr
                 } else {
@@ -281,6 +305,8 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
                 l3,
                 udp: l3 + ihl,
                 v6: false,
+                ip_end: l3 + tot_len as usize,
+                peer: AddrKey::v4(dst),
             },
             AddrKey::v4(dst),
             fragment,
@@ -288,9 +314,10 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
     } else if ether_type == EtherType::Ipv6 as u16 {
         let ip: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let (next, dst) = unsafe {
+        let (mut next, payload_len, dst) = unsafe {
             (
                 (*ip).next_hdr,
+                (*ip).payload_len(),
                 if ingress {
                     (*ip).src_addr
                 } else {
@@ -298,6 +325,24 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
                 },
             )
         };
+        // Extension headers before UDP (RFC 8200 4.1: hop-by-hop first, then destination
+        // options, routing): found so that a SIP datagram behind them is counted, not
+        // rewritten (a routing header would change the checksum's pseudo-header).
+        let mut udp = l3 + Ipv6Hdr::LEN;
+        let mut ext = false;
+        for _ in 0..MAX_IPV6_EXT {
+            if next == IpProto::HopOpt as u8
+                || next == IpProto::Ipv6Opts as u8
+                || next == IpProto::Ipv6Route as u8
+            {
+                let h: *const Ipv6ExtHdr = ptr_at(ctx, udp).ok_or(Stat::Seen)?;
+                // SAFETY: bounds checked by `ptr_at`.
+                let (n, units) = unsafe { ((*h).next_hdr, (*h).len as usize) };
+                next = n;
+                udp += (units + 1) * IPV6_EXT_UNIT;
+                ext = true;
+            }
+        }
         if next == IpProto::Ipv6Frag as u8 {
             // The UDP port is only in the first fragment; it cannot be rewritten anyway.
             return Err(if ingress { Stat::Seen } else { Stat::Fragment });
@@ -305,11 +350,25 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
         if next != IpProto::Udp as u8 {
             return Err(Stat::Seen);
         }
+        if ext {
+            let h: *const UdpHdr = ptr_at(ctx, udp).ok_or(Stat::Seen)?;
+            // SAFETY: bounds checked by `ptr_at`.
+            let p = unsafe {
+                if ingress {
+                    (*h).src_port()
+                } else {
+                    (*h).dst_port()
+                }
+            };
+            return Err(if p == port { Stat::Ipv6Ext } else { Stat::Seen });
+        }
         (
             Frame {
                 l3,
-                udp: l3 + Ipv6Hdr::LEN,
+                udp,
                 v6: true,
+                ip_end: l3 + Ipv6Hdr::LEN + payload_len as usize,
+                peer: AddrKey(dst),
             },
             AddrKey(dst),
             false,
@@ -357,6 +416,11 @@ fn sip_payload<'a, P: Pkt>(
     let udp_len = unsafe { (*udp).len() } as usize;
     let payload = f.udp + UdpHdr::LEN;
     if udp_len < UdpHdr::LEN || payload + (udp_len - UdpHdr::LEN) != ctx.len() as usize {
+        return Err(Stat::Malformed);
+    }
+    // An IP length that disagrees with the frame (and so with the UDP length): a receiver
+    // would drop or truncate it, so it is not ours to rewrite either.
+    if f.ip_end != ctx.len() as usize {
         return Err(Stat::Malformed);
     }
     let n = udp_len - UdpHdr::LEN;
@@ -467,6 +531,7 @@ fn rewrite(
             total
         );
     }
+    s.reg.peer = f.peer;
     record(s, cfg, uri_len);
     Ok(())
 }

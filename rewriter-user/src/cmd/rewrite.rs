@@ -31,6 +31,9 @@ pub struct Args {
     response: Option<PathBuf>,
 }
 
+/// Offline there are no addresses: the response comes from where the REGISTER went.
+const OFFLINE_PEER: rewriter_common::AddrKey = rewriter_common::AddrKey([0; 16]);
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let settings = match &args.config {
         Some(p) => Settings::load(p)?,
@@ -76,8 +79,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     };
     let resp = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let state =
-        rewritten.and_then(|new| restore::record_rewritten(&msg, new, &settings.kernel_config()));
+    let state = rewritten.and_then(|new| {
+        restore::record_rewritten(&msg, new, &settings.kernel_config(), OFFLINE_PEER)
+    });
     if rewritten.is_some() && state.is_none() {
         eprintln!(
             "REGISTER: not recorded (no Call-ID or one over 64 bytes, more than 4 contacts, or a URI over 128 bytes)"
@@ -85,7 +89,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut restored = vec![0u8; MAX_SIP_LEN * 2];
     let lookup = |k: &restore::RegKey| state.filter(|(sk, _)| sk == k).map(|(_, st)| st);
-    match restore::restore(&resp, &settings.kernel_config(), lookup, &mut restored) {
+    match restore::restore(
+        &resp,
+        &settings.kernel_config(),
+        OFFLINE_PEER,
+        lookup,
+        &mut restored,
+    ) {
         restore::Decision::Restored { len, contacts } => {
             stdout.write_all(&restored[..len])?;
             eprintln!(
