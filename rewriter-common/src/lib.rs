@@ -382,7 +382,7 @@ pub enum Stat {
     /// the driver has no metadata support): no tailroom to grow, or a UDP checksum XDP cannot
     /// update (it does not verify, e.g. CHECKSUM_PARTIAL from a local sender).
     ToTc,
-    /// Frames with more than two VLAN tags (whether they carry SIP is not looked at).
+    /// QinQ frames (an 802.1ad tag, or two 802.1Q tags); whether they carry SIP is not looked at.
     VlanUnsupported,
     /// IPv6 datagrams to (ingress: from) the Genesys port behind extension headers
     /// (hop-by-hop, destination options, routing): left alone.
