@@ -176,7 +176,56 @@ pub struct ContactUri {
     pub text: [u8; URI_BUF],
 }
 
+/// Whether `c` may appear in a Contact URI that sip-rewriter writes (configured, or recorded
+/// from a REGISTER for the restore): printable ASCII (RFC 3261 URIs escape the rest) without
+/// `<`, `>` and `"`, which would end the `<...>` or open a quoted string in the header. The
+/// same rule as the CLI's URI validation.
+pub const fn is_uri_byte(c: u8) -> bool {
+    c > b' ' && c < 0x7f && c != b'<' && c != b'>' && c != b'"'
+}
+
+/// High bit set in each byte of `x` that [`is_uri_byte`] refuses (word at a time).
+#[inline(always)]
+pub const fn bad_uri_bytes(x: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = LO << 7;
+    let low7 = x & !HI;
+    // Bytes below 0x21: adding 0x80 - 0x21 to the low seven bits sets no high bit.
+    let below = !low7.wrapping_add(LO * (0x80 - 0x21)) & HI;
+    (x & HI)
+        | below
+        | sip::zero_bytes(x ^ (LO * 0x7f))
+        | sip::zero_bytes(x ^ (LO * b'<' as u64))
+        | sip::zero_bytes(x ^ (LO * b'>' as u64))
+        | sip::zero_bytes(x ^ (LO * b'"' as u64))
+}
+
 impl ContactUri {
+    /// Whether every byte between the brackets passes [`is_uri_byte`], for a text as
+    /// `restore` fills it: `<`, the URI, `>`, then zeroes to the end of the buffer.
+    ///
+    /// Branch-free over a fixed number of words (branches would multiply the verifier's
+    /// states): the refused bytes are exactly the `<`, the `>` and the zero padding when the
+    /// URI itself is clean, so it suffices to count them.
+    #[inline(always)]
+    pub fn clean(&self) -> bool {
+        let len = self.len as usize;
+        if !(3..=URI_BUF).contains(&len) {
+            return false;
+        }
+        let words = self.text.as_ptr() as *const u64;
+        let mut refused = 0u64;
+        let mut j = 0;
+        while j < URI_BUF / 8 {
+            // SAFETY: `text` is 8-aligned (offset 8 in an 8-aligned struct) and j < URI_BUF / 8.
+            let t = unsafe { core::ptr::read(words.add(j)) };
+            // One per refused byte, summed across the lanes into the top byte.
+            refused += ((bad_uri_bytes(t) >> 7).wrapping_mul(0x0101_0101_0101_0101)) >> 56;
+            j += 1;
+        }
+        refused == (URI_BUF - len + 2) as u64
+    }
+
     /// From a URI without brackets; `None` if longer than `MAX_URI_LEN` or empty.
     pub fn new(uri: &[u8]) -> Option<Self> {
         if uri.is_empty() || uri.len() > MAX_URI_LEN {
@@ -215,6 +264,18 @@ impl ContactUri {
 pub struct AddrKey(pub [u8; 16]);
 
 impl AddrKey {
+    /// Byte-wise equality without `memcmp` (which the BPF target lacks).
+    #[inline(always)]
+    pub const fn same(&self, other: &AddrKey) -> bool {
+        let mut diff = 0u8;
+        let mut i = 0;
+        while i < 16 {
+            diff |= self.0[i] ^ other.0[i];
+            i += 1;
+        }
+        diff == 0
+    }
+
     pub const fn v4(a: [u8; 4]) -> Self {
         AddrKey([
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
@@ -321,11 +382,18 @@ pub enum Stat {
     /// the driver has no metadata support): no tailroom to grow, or a UDP checksum XDP cannot
     /// update (it does not verify, e.g. CHECKSUM_PARTIAL from a local sender).
     ToTc,
+    /// QinQ frames (an 802.1ad tag, or two 802.1Q tags); whether they carry SIP is not looked at.
+    VlanUnsupported,
+    /// IPv6 datagrams to (ingress: from) the Genesys port behind extension headers
+    /// (hop-by-hop, destination options, routing): left alone.
+    Ipv6Ext,
+    /// Ingress: a 2xx to a recorded REGISTER from another address than the REGISTER went to.
+    WrongSource,
 }
 
 impl Stat {
     /// Number of counters (size of the `STATS` map).
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 26;
     /// Every counter, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Seen,
@@ -351,6 +419,9 @@ impl Stat {
         Stat::NoMatch,
         Stat::RespOther,
         Stat::ToTc,
+        Stat::VlanUnsupported,
+        Stat::Ipv6Ext,
+        Stat::WrongSource,
     ];
 
     /// Stable name used in CLI output, JSON and metrics.
@@ -379,6 +450,9 @@ impl Stat {
             Stat::NoMatch => "no_match",
             Stat::RespOther => "resp_other",
             Stat::ToTc => "to_tc",
+            Stat::VlanUnsupported => "vlan_unsupported",
+            Stat::Ipv6Ext => "ipv6_ext",
+            Stat::WrongSource => "wrong_source",
         }
     }
 
@@ -414,6 +488,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_word_check_refuses_exactly_the_bytes_is_uri_byte_refuses() {
+        for c in 0..=255u8 {
+            for lane in 0..8 {
+                // The byte in one lane, good bytes around it.
+                let mut b = [b'a'; 8];
+                b[lane] = c;
+                let hits = bad_uri_bytes(u64::from_le_bytes(b));
+                assert_eq!(
+                    hits,
+                    if is_uri_byte(c) {
+                        0
+                    } else {
+                        0x80 << (8 * lane)
+                    },
+                    "{c:#x} lane {lane}"
+                );
+            }
+        }
+        let uri = |s: &[u8]| ContactUri::new(s).unwrap();
+        assert!(uri(b"sip:84jp7d1i@3tglb5esjoiv.invalid;transport=ws").clean());
+        for bad in [
+            &b"sip:me@v.invalid\nX-Injected: yes"[..],
+            b"sip:a\0b@h",
+            b"sip:a\"b@h",
+            b"sip:a b@h",
+            b"sip:a<b@h",
+        ] {
+            assert!(!uri(bad).clean(), "{bad:?}");
+        }
+        assert!(!uri(b"sip:abcdefg\x7f").clean());
+    }
+
+    #[test]
     fn config_has_no_implicit_padding() {
         assert_eq!(
             core::mem::size_of::<Config>(),
@@ -427,11 +534,11 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<restore::RegKey>(),
-            restore::MAX_CALLID_LEN + MAX_DN_LEN
+            restore::MAX_CALLID_LEN + MAX_DN_LEN + 8
         );
         assert_eq!(
             core::mem::size_of::<restore::RegState>(),
-            8 + (1 + restore::MAX_ORIGINALS) * core::mem::size_of::<ContactUri>()
+            8 + (1 + restore::MAX_ORIGINALS) * core::mem::size_of::<ContactUri>() + 16
         );
     }
 

@@ -12,7 +12,7 @@
 //! and userspace run the same code.
 
 use crate::{
-    ContactUri, DnKey, MAX_DN_LEN, MAX_URI_LEN, Stat, URI_BUF, WriteState,
+    AddrKey, ContactUri, DnKey, MAX_DN_LEN, MAX_URI_LEN, Stat, URI_BUF, WriteState,
     sip::{self, EDIT_URI, Edit, MAX_EDITS, MAX_SIP_LEN, Msg, Outcome, Scan, low_bytes},
 };
 
@@ -26,12 +26,14 @@ pub const MAX_REGISTRATIONS: u32 = 16_384;
 /// Words of a [`ContactUri`] text.
 const URI_WORDS: usize = URI_BUF / 8;
 
-/// Key of the restore-state map: the Call-ID and the DN, each zero-padded.
+/// Key of the restore-state map: the Call-ID and the DN, each zero-padded, and the Call-ID's
+/// length (so `abc` and `abc\0` are two keys; a DN holds no NUL).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RegKey {
     pub call_id: [u8; MAX_CALLID_LEN],
     pub dn: DnKey,
+    pub call_id_len: u64,
 }
 
 /// Value of the restore-state map: what the egress wrote and what it replaced.
@@ -47,6 +49,8 @@ pub struct RegState {
     pub written: ContactUri,
     /// The client's URIs, bracketed, in the REGISTER's order.
     pub orig: [ContactUri; MAX_ORIGINALS],
+    /// The address the REGISTER was sent to: only a 2xx from there is restored.
+    pub peer: AddrKey,
 }
 
 /// Copies `W` 8-byte words from `src` to `dst` (volatile: see [`copy_words`]).
@@ -118,6 +122,8 @@ impl RegKey {
             return false;
         }
         copy_words::<{ MAX_CALLID_LEN / 8 }>(m, start, len, self.call_id.as_mut_ptr() as *mut u64);
+        // SAFETY: a plain field (volatile: see `copy_words`).
+        unsafe { core::ptr::write_volatile(&mut self.call_id_len, len as u64) };
         true
     }
 }
@@ -188,7 +194,8 @@ const fn bytes_of(h: u64) -> u64 {
 
 impl RegState {
     /// Records the original URI of egress edit `e` (an `EDIT_URI` edit) as original number
-    /// `self.n`; `false` if there is no room or it is too long.
+    /// `self.n`; `false` if there is no room, it is too long or holds a byte a configured URI
+    /// may not ([`crate::is_uri_byte`]).
     #[inline(always)]
     pub fn record(&mut self, m: &Msg, e: &Edit) -> bool {
         let k = self.n as usize;
@@ -203,7 +210,10 @@ impl RegState {
         if n > MAX_URI_LEN + if bare { 0 } else { 2 } {
             return false;
         }
-        let ok = self.orig[k & (MAX_ORIGINALS - 1)].fill(m, start, n, bare);
+        // Only bytes a configured URI may hold ever go back into a response (no CR, LF, NUL,
+        // white space, `<>"`): anything else would let a client smuggle a header line through.
+        let slot = &mut self.orig[k & (MAX_ORIGINALS - 1)];
+        let ok = slot.fill(m, start, n, bare) && slot.clean();
         if ok {
             self.n = k as u32 + 1;
         }
@@ -325,9 +335,9 @@ pub fn apply(input: &[u8], s: &Scan, st: &RegState, out: &mut [u8]) -> Option<us
 }
 
 /// What the egress records for a rewritten REGISTER (`s` its scan, `written` the bracketed
-/// URI it wrote): `None` if not recordable (no or too long Call-ID, too many or too long
-/// contacts).
-pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegState)> {
+/// URI it wrote, `peer` the address it was sent to): `None` if not recordable (no or too long
+/// Call-ID, too many, too long or unclean contacts).
+pub fn record(input: &[u8], s: &Scan, written: &[u8], peer: AddrKey) -> Option<(RegKey, RegState)> {
     let mut m = Msg::zeroed();
     if !m.load(input) || written.len() > URI_BUF || s.n_contacts as usize > MAX_ORIGINALS {
         return None;
@@ -335,6 +345,7 @@ pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegStat
     let mut key = RegKey {
         call_id: [0; MAX_CALLID_LEN],
         dn: DnKey([0; MAX_DN_LEN]),
+        call_id_len: 0,
     };
     if !key.fill(&m, s) {
         return None;
@@ -349,6 +360,7 @@ pub fn record(input: &[u8], s: &Scan, written: &[u8]) -> Option<(RegKey, RegStat
         key_check: key.check(),
         written: empty,
         orig: [empty; MAX_ORIGINALS],
+        peer,
     };
     st.written.text[..written.len()].copy_from_slice(written);
     st.written.len = written.len() as u16;
@@ -367,6 +379,7 @@ pub fn record_rewritten(
     input: &[u8],
     rewritten: &[u8],
     cfg: &crate::Config,
+    peer: AddrKey,
 ) -> Option<(RegKey, RegState)> {
     let mut m = Msg::zeroed();
     if !m.load(input) {
@@ -379,7 +392,7 @@ pub fn record_rewritten(
     }
     let uri_len = (rewritten.len() + s.removed as usize).checked_sub(input.len())? / n;
     let start = s.edits().first()?.start as usize;
-    record(input, &s, rewritten.get(start..start + uri_len)?)
+    record(input, &s, rewritten.get(start..start + uri_len)?, peer)
 }
 
 /// What the restore did with one message.
@@ -404,11 +417,12 @@ pub const fn stat_for_response(o: Outcome) -> Stat {
     }
 }
 
-/// The whole userspace restore, same algorithm as the ingress programs: scan the response,
-/// look up the state, select matching contacts, apply.
+/// The whole userspace restore, same algorithm as the ingress programs: scan the response
+/// (sent from `peer`), look up the state, select matching contacts, apply.
 pub fn restore(
     input: &[u8],
     cfg: &crate::Config,
+    peer: AddrKey,
     lookup: impl Fn(&RegKey) -> Option<RegState>,
     out: &mut [u8],
 ) -> Decision {
@@ -426,6 +440,7 @@ pub fn restore(
     let mut key = RegKey {
         call_id: [0; MAX_CALLID_LEN],
         dn: DnKey([0; MAX_DN_LEN]),
+        call_id_len: 0,
     };
     if !key.fill(&m, &s) {
         return Decision::Pass(Stat::NoState);
@@ -435,6 +450,9 @@ pub fn restore(
     else {
         return Decision::Pass(Stat::NoState);
     };
+    if !st.peer.same(&peer) {
+        return Decision::Pass(Stat::WrongSource);
+    }
     let new_len = select(&mut s, &m, &st);
     if s.n_edits == 0 {
         return Decision::Pass(Stat::NoMatch);
@@ -467,13 +485,15 @@ mod tests {
         )
     }
 
+    const GENESYS: AddrKey = AddrKey::v4([198, 18, 0, 2]);
+
     fn state() -> (RegKey, RegState) {
         let cfg = Config::default();
         let mut m = Msg::zeroed();
         assert!(m.load(REQ));
         let s = sip::scan(&m, REQ.len(), &cfg);
         assert_eq!(s.outcome(), Outcome::Rewrite);
-        record(REQ, &s, b"<sip:1002@198.18.0.77>").expect("recordable")
+        record(REQ, &s, b"<sip:1002@198.18.0.77>", GENESYS).expect("recordable")
     }
 
     fn run(input: &str) -> std::string::String {
@@ -482,6 +502,7 @@ mod tests {
         match restore(
             input.as_bytes(),
             &Config::default(),
+            GENESYS,
             |key| (*key == k).then_some(st),
             &mut out,
         ) {
@@ -513,6 +534,11 @@ mod tests {
         assert_eq!(run(&resp("*")), "pass no_match");
         assert_eq!(
             run(&resp("<sip:1002@198.18.0.77>").replace("abc123", "abc124")),
+            "pass no_state"
+        );
+        // Keys carry the Call-ID's length: a NUL after it is another Call-ID, not padding.
+        assert_eq!(
+            run(&resp("<sip:1002@198.18.0.77>").replace("abc123", "abc123\0")),
             "pass no_state"
         );
         assert_eq!(

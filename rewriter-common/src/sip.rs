@@ -773,7 +773,11 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             }
             match m.byte(hit) {
                 b'"' => s.goto(hit + 1, s.ret),
-                b'\\' => s.find(hit + 2, SET_QUOTED, M_QUOTE_HIT),
+                // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F) (RFC 3261 25.1): never CR or
+                // LF, so a quoted string cannot run on past the end of its line.
+                b'\\' if !matches!(m.byte(hit + 1), b'\r' | b'\n') => {
+                    s.find(hit + 2, SET_QUOTED, M_QUOTE_HIT)
+                }
                 _ => s.done(Outcome::Malformed),
             }
         }

@@ -167,6 +167,11 @@ fn try_restore<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, cfg: &Config, first_look
     {
         return Err(Stat::NoState);
     }
+    // Only the registrar the REGISTER went to answers it: a 2xx from anywhere else (any host
+    // that can send from the Genesys port when no address set is configured) is not restored.
+    if !s.reg.peer.same(&f.peer) {
+        return Err(Stat::WrongSource);
+    }
     s.write.kept = 0;
     s.write.grow = 0;
     s.write.shrink = 0;

@@ -36,7 +36,7 @@ use pkt::{Frame, Pkt, Raw};
 use rewriter_common::{
     AddrKey, CFG_ADDR_FILTER, CFG_HAS_DEFAULT, CONFIG_SLOTS, Config, ContactUri, DnKey,
     MAX_CONTACTS, MAX_DN_LEN, MAX_GENESYS_ADDRS, Scratch, Stat, URI_BUF,
-    restore::{MAX_ORIGINALS, MAX_REGISTRATIONS, RegKey, RegState, copy_aligned},
+    restore::{MAX_REGISTRATIONS, RegKey, RegState, copy_aligned},
     sip::{self, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, MAX_STEPS, Outcome, TAIL_PAD},
 };
 
@@ -130,6 +130,19 @@ pub fn bench_copy(ctx: TcContext) -> i32 {
 pub fn bench_scan(ctx: TcContext) -> i32 {
     let _ = try_sip_rewriter::<STAGE_SCAN>(&ctx);
     TC_ACT_UNSPEC
+}
+
+/// IPv6 extension headers looked through before UDP.
+const MAX_IPV6_EXT: usize = 2;
+/// The unit of an IPv6 extension header's length field, and the length of its first unit
+/// (RFC 8200 4.3: "in 8-octet units, not including the first 8 octets").
+const IPV6_EXT_UNIT: usize = 8;
+
+/// The first two bytes of an IPv6 hop-by-hop, routing or destination options header.
+#[repr(C)]
+struct Ipv6ExtHdr {
+    next_hdr: u8,
+    len: u8,
 }
 
 /// How far [`try_sip_rewriter`] goes (the `bench_` programs stop early).
@@ -244,11 +257,18 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
     // SAFETY: bounds checked by `ptr_at`.
     let mut ether_type = unsafe { (*eth).ether_type };
     let mut l3 = EthHdr::LEN;
+    let is_vlan = |t: u16| t == EtherType::Ieee8021q as u16 || t == EtherType::Ieee8021ad as u16;
     if ether_type == EtherType::Ieee8021q as u16 {
         let vlan: *const VlanHdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
         ether_type = unsafe { (*vlan).ether_type };
         l3 += VlanHdr::LEN;
+    }
+    if is_vlan(ether_type) {
+        // QinQ (802.1ad, or a second 802.1Q tag): a third IP header offset would make the
+        // verifier walk every later path once more per offset (v6.1: past its budget), so
+        // such frames pass, counted, whether or not they carry SIP.
+        return Err(Stat::VlanUnsupported);
     }
     let port = if cfg.port == 0 {
         rewriter_common::DEFAULT_PORT
@@ -258,11 +278,12 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
     let (f, dst, fragment) = if ether_type == EtherType::Ipv4 as u16 {
         let ip: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let (ihl, proto, frags, dst) = unsafe {
+        let (ihl, proto, frags, tot_len, dst) = unsafe {
             (
                 (*ip).ihl() as usize,
                 (*ip).proto,
                 (*ip).frags,
+                (*ip).tot_len(),
                 if ingress {
                     (*ip).src_addr
                 } else {
@@ -281,6 +302,8 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
                 l3,
                 udp: l3 + ihl,
                 v6: false,
+                ip_end: l3 + tot_len as usize,
+                peer: AddrKey::v4(dst),
             },
             AddrKey::v4(dst),
             fragment,
@@ -288,9 +311,10 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
     } else if ether_type == EtherType::Ipv6 as u16 {
         let ip: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let (next, dst) = unsafe {
+        let (mut next, payload_len, dst) = unsafe {
             (
                 (*ip).next_hdr,
+                (*ip).payload_len(),
                 if ingress {
                     (*ip).src_addr
                 } else {
@@ -298,6 +322,24 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
                 },
             )
         };
+        // Extension headers before UDP (RFC 8200 4.1: hop-by-hop first, then destination
+        // options, routing): found so that a SIP datagram behind them is counted, not
+        // rewritten (a routing header would change the checksum's pseudo-header).
+        let mut udp = l3 + Ipv6Hdr::LEN;
+        let mut ext = false;
+        for _ in 0..MAX_IPV6_EXT {
+            if next == IpProto::HopOpt as u8
+                || next == IpProto::Ipv6Opts as u8
+                || next == IpProto::Ipv6Route as u8
+            {
+                let h: *const Ipv6ExtHdr = ptr_at(ctx, udp).ok_or(Stat::Seen)?;
+                // SAFETY: bounds checked by `ptr_at`.
+                let (n, units) = unsafe { ((*h).next_hdr, (*h).len as usize) };
+                next = n;
+                udp += (units + 1) * IPV6_EXT_UNIT;
+                ext = true;
+            }
+        }
         if next == IpProto::Ipv6Frag as u8 {
             // The UDP port is only in the first fragment; it cannot be rewritten anyway.
             return Err(if ingress { Stat::Seen } else { Stat::Fragment });
@@ -305,11 +347,25 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
         if next != IpProto::Udp as u8 {
             return Err(Stat::Seen);
         }
+        if ext {
+            let h: *const UdpHdr = ptr_at(ctx, udp).ok_or(Stat::Seen)?;
+            // SAFETY: bounds checked by `ptr_at`.
+            let p = unsafe {
+                if ingress {
+                    (*h).src_port()
+                } else {
+                    (*h).dst_port()
+                }
+            };
+            return Err(if p == port { Stat::Ipv6Ext } else { Stat::Seen });
+        }
         (
             Frame {
                 l3,
-                udp: l3 + Ipv6Hdr::LEN,
+                udp,
                 v6: true,
+                ip_end: l3 + Ipv6Hdr::LEN + payload_len as usize,
+                peer: AddrKey(dst),
             },
             AddrKey(dst),
             false,
@@ -357,6 +413,11 @@ fn sip_payload<'a, P: Pkt>(
     let udp_len = unsafe { (*udp).len() } as usize;
     let payload = f.udp + UdpHdr::LEN;
     if udp_len < UdpHdr::LEN || payload + (udp_len - UdpHdr::LEN) != ctx.len() as usize {
+        return Err(Stat::Malformed);
+    }
+    // An IP length that disagrees with the frame (and so with the UDP length): a receiver
+    // would drop or truncate it, so it is not ours to rewrite either.
+    if f.ip_end != ctx.len() as usize {
         return Err(Stat::Malformed);
     }
     let n = udp_len - UdpHdr::LEN;
@@ -467,6 +528,7 @@ fn rewrite(
             total
         );
     }
+    s.reg.peer = f.peer;
     record(s, cfg, uri_len);
     Ok(())
 }
@@ -476,16 +538,21 @@ fn rewrite(
 /// word copies' branches would otherwise multiply the states of this function's remainder).
 #[inline(always)]
 fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) {
-    if s.scan.n_contacts as usize > MAX_ORIGINALS {
-        count(Stat::NotRecorded);
-        return;
-    }
     s.write.from = uri_len as u32;
     s.write.err = 0;
     // SAFETY: a plain field of the map value (volatile: no merged `memset`).
     unsafe { core::ptr::write_volatile(&mut s.reg.n, 0) };
+    // More than MAX_ORIGINALS contacts end the loop with REC_UNRECORDABLE, keyed.
     run_loop(MAX_EDITS as u32 + 1, record_cb, s, cfg, ());
-    if s.write.err != 0 || s.reg.n != s.scan.n_contacts {
+    if s.write.err == 0 && s.reg.n != s.scan.n_contacts {
+        s.write.err = REC_UNRECORDABLE;
+    }
+    if s.write.err != 0 {
+        // The record an earlier REGISTER of this (Call-ID, DN) left would give the next 2xx
+        // that REGISTER's Contact back: it goes too.
+        if s.write.err == REC_UNRECORDABLE {
+            let _ = REGS.remove(&s.reg_key);
+        }
         count(Stat::NotRecorded);
         return;
     }
@@ -500,22 +567,30 @@ fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) {
         return;
     }
     if REGS.insert(&s.reg_key, &s.reg, 0).is_err() {
+        let _ = REGS.remove(&s.reg_key);
         count(Stat::NotRecorded);
         return;
     }
     count(Stat::Recorded);
 }
 
+/// `WriteState::err` of [`record`]: no usable Call-ID, so no key (nothing can be recorded
+/// under it either).
+const REC_NO_KEY: u32 = 1;
+/// `WriteState::err` of [`record`]: keyed, but a contact cannot be recorded.
+const REC_UNRECORDABLE: u32 = 2;
+
 /// Iteration 0: the key and the URI written (`s.out` holds the rewritten middle from the
 /// first edit's even-rounded start; `s.write.from` its length); iteration k > 0: the original
-/// of edit k - 1 if it is a URI edit. Sets `s.write.err` if something does not fit.
+/// of edit k - 1 if it is a URI edit. Sets `s.write.err` ([`REC_NO_KEY`],
+/// [`REC_UNRECORDABLE`]) if something does not fit.
 #[inline(never)]
 extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
     let (s, _, ()) = unsafe { loop_ctx::<()>(ctx) };
     if index == 0 {
         if !s.reg_key.fill_call_id(&s.msg, &s.scan) {
-            s.write.err = 1;
+            s.write.err = REC_NO_KEY;
             return 1;
         }
         // The DN key and a mapped URI are at hand as aligned words; a template URI is read
@@ -544,7 +619,7 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
                 .written
                 .fill(&s.out, first & 1, s.write.from as usize, false)
             {
-                s.write.err = 1;
+                s.write.err = REC_UNRECORDABLE;
                 return 1;
             }
         }
@@ -556,7 +631,7 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
     }
     let e = s.scan.edits[k & (MAX_EDITS - 1)];
     if e.kind == EDIT_URI && !s.reg.record(&s.msg, &e) {
-        s.write.err = 1;
+        s.write.err = REC_UNRECORDABLE;
         return 1;
     }
     0

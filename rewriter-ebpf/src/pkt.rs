@@ -284,4 +284,8 @@ pub struct Frame {
     pub l3: usize,
     pub udp: usize,
     pub v6: bool,
+    /// Where the IP header's length says the datagram ends.
+    pub ip_end: usize,
+    /// The Genesys side: the destination on egress, the source on ingress.
+    pub peer: rewriter_common::AddrKey,
 }

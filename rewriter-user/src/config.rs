@@ -356,8 +356,9 @@ fn is_token_char(c: char) -> bool {
 }
 
 /// Characters that must never reach a Contact header: they would end the `<...>` or the line.
+/// The same rule the kernel applies to the URIs it records for the restore.
 fn is_uri_char(c: char) -> bool {
-    c.is_ascii() && !c.is_ascii_whitespace() && !c.is_ascii_control() && !"<>\"".contains(c)
+    c.is_ascii() && rewriter_common::is_uri_byte(c as u8)
 }
 
 /// The first character of `s` not accepted by `ok`, with its 1-based position.

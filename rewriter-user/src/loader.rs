@@ -134,7 +134,7 @@ impl Rewriter {
             loader.map_pin_path(name, path.as_path());
         }
         if let Some(d) = pins {
-            drop_outdated_config_pin(d);
+            drop_outdated_pins(d, max_registrations);
         }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
@@ -622,22 +622,50 @@ fn prog_name(egress: bool) -> &'static str {
     if egress { PROGRAM } else { PROGRAM_TC_INGRESS }
 }
 
-/// A `CONFIG` pinned by a version with one configuration slot (aya reuses a pinned map without
-/// comparing its size) would fail every attach: remove that pin, the maps are written anew from
-/// the settings anyway.
-fn drop_outdated_config_pin(d: &PinDir) {
-    let p = d.map_path("CONFIG");
-    let slots = MapData::from_pin(&p)
-        .ok()
-        .and_then(|m| m.info().ok())
-        .map(|i| i.max_entries());
-    if slots.is_some_and(|n| n != rewriter_common::CONFIG_SLOTS) {
-        log::info!(
-            "replacing {} (pinned by an older sip-rewriter with another layout)",
-            p.display()
-        );
-        let _ = std::fs::remove_file(&p);
-        let _ = std::fs::remove_file(d.map_path("CONFIG_SLOT"));
+/// Pinned maps of another layout (an older sip-rewriter) would be reused as they are (aya
+/// reuses a pinned map without comparing its sizes) and then read and written with this
+/// version's layout: replace them. Only maps whose contents are rebuilt anyway: the
+/// configuration (written from the settings), the counters and the restore records (soft
+/// state: a registration is recorded again at its next REGISTER). The DN maps' layout has not
+/// changed.
+fn drop_outdated_pins(d: &PinDir, max_registrations: u32) {
+    use rewriter_common::{Stat, restore::RegKey, restore::RegState};
+    // (map, key size, value size, entries; 0: any)
+    let want: [(&str, usize, usize, u32); 4] = [
+        (
+            "CONFIG",
+            4,
+            core::mem::size_of::<Config>(),
+            rewriter_common::CONFIG_SLOTS,
+        ),
+        ("CONFIG_SLOT", 4, 4, 1),
+        ("STATS", 4, 8, Stat::COUNT),
+        (
+            "REGS",
+            core::mem::size_of::<RegKey>(),
+            core::mem::size_of::<RegState>(),
+            max_registrations,
+        ),
+    ];
+    for (name, key, value, entries) in want {
+        let p = d.map_path(name);
+        let Some(info) = MapData::from_pin(&p).ok().and_then(|m| m.info().ok()) else {
+            continue;
+        };
+        let fits = info.key_size() as usize == key
+            && info.value_size() as usize == value
+            && (entries == 0 || info.max_entries() == entries);
+        if !fits {
+            log::info!(
+                "replacing {} (pinned with another layout or size, e.g. by an older sip-rewriter)",
+                p.display()
+            );
+            let _ = std::fs::remove_file(&p);
+            if name == "CONFIG" {
+                // The two go together.
+                let _ = std::fs::remove_file(d.map_path("CONFIG_SLOT"));
+            }
+        }
     }
 }
 

@@ -106,6 +106,16 @@ pub fn ok(ns: Option<&str>, root: &PinRoot, args: &[&str]) -> String {
     out
 }
 
+/// How long `attach` may take to come up: 20 s, or `$SIP_REWRITER_ATTACH_WAIT` seconds (the
+/// vm-test guests set it: under TCG the verifier alone takes tens of seconds).
+pub fn attach_wait() -> Duration {
+    let secs = std::env::var("SIP_REWRITER_ATTACH_WAIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    Duration::from_secs(secs)
+}
+
 /// A long-running `sip-rewriter attach`, stopped with SIGTERM (then SIGKILL) on drop.
 pub struct Attach {
     pub child: Option<Child>,
@@ -126,7 +136,8 @@ impl Attach {
             child: Some(child),
             pins: root.0.join(iface),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let wait = attach_wait();
+        let deadline = Instant::now() + wait;
         while !run(Some(ns), root, &["status", "--json", "--iface", iface])
             .1
             .contains("\"running\"")
@@ -141,7 +152,8 @@ impl Attach {
             }
             assert!(
                 Instant::now() < deadline,
-                "attach did not come up within 20 s"
+                "attach did not come up within {} s",
+                wait.as_secs()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

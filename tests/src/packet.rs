@@ -13,6 +13,7 @@ pub const UDP_LEN: usize = 8;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
 const PROTO_UDP: u8 = 17;
 
 /// What to put around a UDP payload.
@@ -24,6 +25,8 @@ pub struct Frame {
     pub dport: u16,
     /// 802.1Q VLAN id, if tagged.
     pub vlan: Option<u16>,
+    /// 802.1ad service VLAN id (QinQ outer tag, in front of `vlan`), if any.
+    pub outer_vlan: Option<u16>,
     /// IPv4 options (length a multiple of 4, at most 40).
     pub ipv4_options: Vec<u8>,
     /// Write 0 in the UDP checksum field (IPv4 only: "no checksum").
@@ -40,6 +43,7 @@ impl Frame {
             sport: 5060,
             dport,
             vlan: None,
+            outer_vlan: None,
             ipv4_options: Vec::new(),
             zero_udp_csum: false,
             ipv4_frag: 0,
@@ -73,6 +77,10 @@ impl Frame {
             IpAddr::V4(_) => ETHERTYPE_IPV4,
             IpAddr::V6(_) => ETHERTYPE_IPV6,
         };
+        if let Some(vid) = self.outer_vlan {
+            f.extend_from_slice(&ETHERTYPE_QINQ.to_be_bytes());
+            f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+        }
         if let Some(vid) = self.vlan {
             f.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
             f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
@@ -136,9 +144,11 @@ pub struct Checked {
 pub fn check(frame: &[u8]) -> Result<Checked, String> {
     let mut off = ETH_LEN;
     let mut ethertype = be16(frame, 12)?;
-    if ethertype == ETHERTYPE_VLAN {
-        ethertype = be16(frame, off + 2)?;
-        off += VLAN_LEN;
+    for _ in 0..2 {
+        if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
+            ethertype = be16(frame, off + 2)?;
+            off += VLAN_LEN;
+        }
     }
     let (src, dst, udp_off, ip_end);
     match ethertype {

@@ -63,12 +63,18 @@ fn compare(
             if checked.payload != out[..len] {
                 return Some("payloads differ".into());
             }
-            let recorded =
-                if restore::record_rewritten(payload, &out[..len], &corpus_config()).is_some() {
-                    Stat::Recorded
-                } else {
-                    Stat::NotRecorded
-                };
+            let recorded = if restore::record_rewritten(
+                payload,
+                &out[..len],
+                &corpus_config(),
+                rewriter_common::AddrKey([0; 16]),
+            )
+            .is_some()
+            {
+                Stat::Recorded
+            } else {
+                Stat::NotRecorded
+            };
             if moved != [Stat::Rewritten, recorded] {
                 return Some(format!(
                     "userspace rewrote ({recorded:?}), kernel counted {moved:?}"

@@ -262,3 +262,78 @@ fn counters_add_up_over_the_corpus_kinds() {
         "all but the INVITE"
     );
 }
+
+/// QinQ (an 802.1ad outer tag, or two 802.1Q tags) passes, counted `vlan_unsupported`; one
+/// 802.1Q tag is looked through (the corpus runs with one).
+#[test]
+fn qinq_passes_and_is_counted() {
+    let mut rw = corpus_rewriter();
+    let f = Frame {
+        outer_vlan: Some(100),
+        vlan: Some(200),
+        ..Frame::v4(5060)
+    };
+    assert_passes(&mut rw, &f.build(JSSIP), Stat::VlanUnsupported, None);
+    let mut frame = Frame {
+        vlan: Some(200),
+        ..Frame::v4(5060)
+    }
+    .build(JSSIP);
+    // A second 802.1Q tag after the MAC addresses.
+    frame.splice(12..12, [0x81, 0x00, 0x01, 0x2c]);
+    assert_passes(&mut rw, &frame, Stat::VlanUnsupported, None);
+}
+
+/// A SIP datagram behind IPv6 extension headers is left alone and counted `ipv6_ext`; other
+/// traffic behind them (MLD reports carry a hop-by-hop header) is not a candidate at all.
+#[test]
+fn ipv6_extension_headers_pass_and_are_counted() {
+    let mut rw = corpus_rewriter();
+    let plain = Frame::v6(5060).build(JSSIP);
+    for (next, name) in [
+        (0u8, "hop-by-hop"),
+        (60, "destination options"),
+        (43, "routing"),
+    ] {
+        // Insert an 8-byte extension header (next header UDP, length 0) after the IPv6 header.
+        let mut frame = plain.clone();
+        let l3 = 14;
+        frame[l3 + 6] = next;
+        let plen = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]) + 8;
+        frame[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
+        frame.splice(l3 + 40..l3 + 40, [17, 0, 0, 0, 0, 0, 0, 0]);
+        assert_passes(&mut rw, &frame, Stat::Ipv6Ext, None);
+        // The same to another port: not counted anywhere.
+        let mut other = frame.clone();
+        other[l3 + 48 + 2..l3 + 48 + 4].copy_from_slice(&5070u16.to_be_bytes());
+        let before = rw.counters().unwrap();
+        assert_eq!(run(&mut rw, &other), other, "{name}");
+        assert_eq!(rw.counters().unwrap(), before, "{name}: not a candidate");
+    }
+}
+
+/// An IP length that disagrees with the frame (while the UDP length matches it) is malformed:
+/// the receiver would drop or cut it.
+#[test]
+fn an_ip_length_that_disagrees_with_the_frame_is_malformed() {
+    let mut rw = corpus_rewriter();
+    for v6 in [false, true] {
+        let mut frame = if v6 { Frame::v6(5060) } else { Frame::v4(5060) }.build(JSSIP);
+        let at = 14 + if v6 { 4 } else { 2 };
+        let len = u16::from_be_bytes([frame[at], frame[at + 1]]) + 2;
+        frame[at..at + 2].copy_from_slice(&len.to_be_bytes());
+        if !v6 {
+            // Keep the IPv4 header checksum valid: only the length lies.
+            frame[24..26].fill(0);
+            let mut sum: u32 = frame[14..34]
+                .chunks(2)
+                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+                .sum();
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        }
+        assert_passes(&mut rw, &frame, Stat::Malformed, None);
+    }
+}

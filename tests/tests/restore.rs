@@ -17,6 +17,9 @@ use rewriter_common::{
 };
 use rewriter_user::Ingress;
 
+/// Where the userspace model's REGISTERs go and responses come from.
+const PEER: rewriter_common::AddrKey = rewriter_common::AddrKey::v4([198, 18, 0, 2]);
+
 struct Case {
     name: String,
     req: Vec<u8>,
@@ -151,12 +154,13 @@ fn userspace_restore_matches_corpus() {
                     let (pre, post) = cfg.template().unwrap();
                     [pre, dn, post].concat()
                 };
-                restore::record(&c.req, &s, &written)
+                restore::record(&c.req, &s, &written, PEER)
             });
         let mut out = vec![0u8; MAX_SIP_LEN];
         let got = match restore::restore(
             &c.resp,
             &cfg,
+            PEER,
             |k| state.filter(|(sk, _)| sk == k).map(|(_, st)| st),
             &mut out,
         ) {
@@ -364,5 +368,101 @@ fn a_record_of_another_key_is_not_used() {
             before + 1,
             "{which}"
         );
+    }
+}
+
+/// A REGISTER that is rewritten but cannot be recorded (an original URI holding bytes a
+/// configured URI may not, as a client smuggling a header line through the restore would send;
+/// or more contacts than a record holds) removes the record an earlier REGISTER of the same
+/// Call-ID and DN left: the next 2xx passes as it came (`no_state`) instead of getting the
+/// earlier Contact, and nothing the client sent that a configured URI could not hold is ever
+/// written into a response.
+#[test]
+fn an_unrecordable_register_removes_the_earlier_record() {
+    let c = cases()
+        .into_iter()
+        .find(|c| c.name.starts_with("01-"))
+        .unwrap();
+    let (req_f, resp_f) = frames(false);
+    let req = String::from_utf8_lossy(&c.req).into_owned();
+    let start = req.find("Contact: <").unwrap() + "Contact: ".len();
+    let uri = &req[start..start + req[start..].find('>').unwrap() + 1];
+    let bare = &uri[1..uri.len() - 1];
+    let five = (0..5)
+        .map(|i| format!("<{}>", bare.replacen("sip:", &format!("sip:c{i}"), 1)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for bad in [
+        format!("<{bare}\nX-Injected: yes>"),
+        format!("<{}>", bare.replacen("sip:", "sip:a\0b", 1)),
+        format!("<{}>", bare.replacen("sip:", "sip:a\"b", 1)),
+        five,
+    ] {
+        let mut rw = corpus_rewriter();
+        let _ = run(&mut rw, &req_f.build(&c.req));
+        assert_eq!(rw.counters().unwrap().get(Stat::Recorded), 1);
+        let out = run_ingress(&mut rw, Ingress::Tc, &resp_f.build(&c.resp));
+        assert_eq!(check(&out).unwrap().payload, c.out, "recorded first");
+        let second = req.replacen(uri, &bad, 1);
+        let rewritten = run(&mut rw, &req_f.build(second.as_bytes()));
+        assert_ne!(
+            check(&rewritten).unwrap().payload,
+            second.as_bytes(),
+            "{bad:?}: still rewritten"
+        );
+        let counters = rw.counters().unwrap();
+        assert_eq!(counters.get(Stat::NotRecorded), 1, "{bad:?}");
+        for which in [Ingress::Xdp, Ingress::Tc] {
+            let frame = resp_f.build(&c.resp);
+            assert_eq!(
+                run_ingress(&mut rw, which, &frame),
+                frame,
+                "{bad:?} {which}: the earlier record was used"
+            );
+        }
+        assert_eq!(
+            rw.counters().unwrap().get(Stat::NoState),
+            counters.get(Stat::NoState) + 2,
+            "{bad:?}"
+        );
+    }
+}
+
+/// A 2xx is restored only when it comes from the address its REGISTER went to: from anywhere
+/// else (any host sending from the Genesys port, with no address set configured) it passes
+/// as it came, counted `wrong_source`.
+#[test]
+fn a_2xx_from_another_address_is_not_restored() {
+    let c = cases()
+        .into_iter()
+        .find(|c| c.name.starts_with("01-"))
+        .unwrap();
+    for v6 in [false, true] {
+        let (req_f, resp_f) = frames(v6);
+        let mut rw = corpus_rewriter();
+        let _ = run(&mut rw, &req_f.build(&c.req));
+        let other = Frame {
+            src: if v6 { "2001:db8::9" } else { "198.18.0.9" }
+                .parse()
+                .unwrap(),
+            ..resp_f.clone()
+        };
+        for which in [Ingress::Xdp, Ingress::Tc] {
+            let frame = other.build(&c.resp);
+            let before = rw.counters().unwrap().get(Stat::WrongSource);
+            assert_eq!(
+                run_ingress(&mut rw, which, &frame),
+                frame,
+                "v6={v6} {which}"
+            );
+            assert_eq!(
+                rw.counters().unwrap().get(Stat::WrongSource),
+                before + 1,
+                "v6={v6} {which}"
+            );
+        }
+        // From Genesys itself it is restored.
+        let out = run_ingress(&mut rw, Ingress::Tc, &resp_f.build(&c.resp));
+        assert_eq!(check(&out).unwrap().payload, c.out, "v6={v6}");
     }
 }

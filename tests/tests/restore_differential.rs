@@ -24,7 +24,8 @@ use rewriter_common::{
 use rewriter_user::{Ingress, Rewriter};
 
 /// Stats an ingress run may move (the egress ones cannot).
-const INGRESS: [Stat; 8] = [
+const INGRESS: [Stat; 9] = [
+    Stat::WrongSource,
     Stat::RespOther,
     Stat::Malformed,
     Stat::NoState,
@@ -99,7 +100,10 @@ fn compare(
         return None;
     };
     rewritten.truncate(len);
-    let state = restore::record_rewritten(register, &rewritten, &cfg);
+    // The REGISTER goes to Frame's destination, the response comes from there.
+    let genesys =
+        rewriter_user::loader::addr_key(if v6 { Frame::v6(5060) } else { Frame::v4(5060) }.dst);
+    let state = restore::record_rewritten(register, &rewritten, &cfg, genesys);
     rw.clear_registrations().unwrap();
     let req = Frame {
         sport: 5070,
@@ -173,6 +177,7 @@ fn compare(
     let decision = restore::restore(
         &resp,
         &cfg,
+        genesys,
         |k| state.filter(|(sk, _)| sk == k).map(|(_, st)| st),
         &mut out,
     );

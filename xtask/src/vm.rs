@@ -936,6 +936,8 @@ pub mod guest {
             let mut child = Command::new(exe)
                 .args(["--test-threads", "1", "--nocapture"])
                 .env("SIP_REWRITER_BIN", sip_rewriter)
+                // Under TCG, loading the programs takes tens of seconds (tests/src/cli.rs).
+                .env("SIP_REWRITER_ATTACH_WAIT", "240")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()

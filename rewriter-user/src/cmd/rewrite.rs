@@ -42,6 +42,9 @@ pub struct Args {
     response: Option<PathBuf>,
 }
 
+/// Offline there are no addresses: the response comes from where the REGISTER went.
+const OFFLINE_PEER: rewriter_common::AddrKey = rewriter_common::AddrKey([0; 16]);
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let settings = match &args.config {
         Some(p) => Settings::load(p)?,
@@ -103,8 +106,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let resp =
         std::fs::read(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-    let state =
-        rewritten.and_then(|new| restore::record_rewritten(&msg, new, &settings.kernel_config()));
+    let state = rewritten.and_then(|new| {
+        restore::record_rewritten(&msg, new, &settings.kernel_config(), OFFLINE_PEER)
+    });
     if rewritten.is_some() && state.is_none() {
         eprintln!(
             "REGISTER: not recorded (no Call-ID or one over 64 bytes, more than 4 contacts, or a URI over 128 bytes)"
@@ -112,7 +116,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut restored = vec![0u8; MAX_SIP_LEN * 2];
     let lookup = |k: &restore::RegKey| state.filter(|(sk, _)| sk == k).map(|(_, st)| st);
-    match restore::restore(&resp, &settings.kernel_config(), lookup, &mut restored) {
+    match restore::restore(
+        &resp,
+        &settings.kernel_config(),
+        OFFLINE_PEER,
+        lookup,
+        &mut restored,
+    ) {
         restore::Decision::Restored { len, contacts } => {
             stdout.write_all(&restored[..len])?;
             eprintln!(
