@@ -17,11 +17,17 @@ use tokio::io::unix::AsyncFd;
 /// An inotify watch on one directory.
 pub struct DirWatch {
     fd: AsyncFd<OwnedFd>,
+    /// The config file's name in the directory.
+    name: Vec<u8>,
+    /// It was modified and not yet closed: a writer is at work (an in-place write truncates
+    /// first, so reading now could see half a file, or none).
+    writing: bool,
 }
 
 impl DirWatch {
-    /// Watches `dir` for files written, created, deleted or renamed in or out.
-    pub fn new(dir: &Path) -> io::Result<Self> {
+    /// Watches `dir` for files written, created, deleted or renamed in or out; `name` is the
+    /// config file's name there (see [`Self::changed`]).
+    pub fn new(dir: &Path, name: &std::ffi::OsStr) -> io::Result<Self> {
         // SAFETY: plain syscall with valid flags; the fd is owned right below.
         let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if raw < 0 {
@@ -32,6 +38,7 @@ impl DirWatch {
         let path = CString::new(dir.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
         let mask = libc::IN_CLOSE_WRITE
+            | libc::IN_MODIFY
             | libc::IN_MOVED_TO
             | libc::IN_MOVED_FROM
             | libc::IN_CREATE
@@ -43,13 +50,21 @@ impl DirWatch {
         // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same for
         // as long as it is registered.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            name: name.as_bytes().to_vec(),
+            writing: false,
+        })
     }
 
-    /// Waits for events and consumes them all. Which file they name does not matter: the
-    /// caller compares the config file's contents, which also covers a symlink swap.
-    pub async fn changed(&mut self) -> io::Result<()> {
+    /// Waits for events and consumes them all; `Ok(true)` once nothing is writing the config
+    /// file in place (its last modification was followed by a close), `Ok(false)` while a
+    /// writer has it open. Which other file the events name does not matter: the caller
+    /// compares the config file's contents, which also covers a symlink swap.
+    pub async fn changed(&mut self) -> io::Result<bool> {
         let mut guard = self.fd.readable_mut().await?;
+        // `struct inotify_event` (include/uapi/linux/inotify.h): wd, mask, cookie, len, name.
+        const HEADER: usize = 16;
         let mut buf = [0u8; 4096];
         loop {
             // SAFETY: reads into a local buffer of the given length.
@@ -64,9 +79,37 @@ impl DirWatch {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock {
                     guard.clear_ready();
-                    return Ok(());
+                    return Ok(!self.writing);
                 }
                 return Err(e);
+            }
+            let mut at = 0;
+            let n = n as usize;
+            while at + HEADER <= n {
+                let word = |i: usize| {
+                    u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap_or_default())
+                };
+                let (mask, len) = (word(4), word(12) as usize);
+                let name = buf
+                    .get(at + HEADER..(at + HEADER + len).min(n))
+                    .unwrap_or_default();
+                let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+                if name == self.name.as_slice() {
+                    if mask & libc::IN_MODIFY != 0 {
+                        self.writing = true;
+                    }
+                    if mask
+                        & (libc::IN_CLOSE_WRITE
+                            | libc::IN_MOVED_TO
+                            | libc::IN_DELETE
+                            | libc::IN_MOVED_FROM
+                            | libc::IN_CREATE)
+                        != 0
+                    {
+                        self.writing = false;
+                    }
+                }
+                at += HEADER + len;
             }
         }
     }

@@ -844,3 +844,54 @@ fn rewrite_diagnostics_import_from_stdin_and_version() {
         "sip:3001@198.18.20.31"
     );
 }
+
+/// An in-place write (truncate, write, close, as `echo > file` or a plain editor does) is
+/// applied once the writer closes the file, never while it holds it half written: a truncated
+/// file that sits there longer than the watch's debounce (a writer that stalls) must not
+/// wipe the DN map.
+#[test]
+fn a_file_being_written_in_place_is_not_applied_until_closed() {
+    use std::io::Write as _;
+    let topo = Topology::new("opinpl").unwrap();
+    let root = PinRoot::new();
+    let ns = Some(topo.edge.as_str());
+    let dir = ConfigDir::new(&root);
+    let body = |dn: &str| {
+        format!(
+            "interval = 0\n[genesys]\naddresses = [\"198.18.0.2\"]\n[contacts.map]\n\"{dn}\" = \"sip:{dn}@198.18.20.9\"\n"
+        )
+    };
+    dir.replace("rw.toml", &body("3001"));
+    let cfg = dir.0.join("rw.toml");
+    let att = Attach::start(
+        &topo.edge,
+        &root,
+        &topo.edge_if,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    ok(ns, &root, &["contact", "get", "3001"]);
+    // A complete write (its close arms the watch's debounce), then at once the next one:
+    // truncated and half written, and the writer stalls with the file open past the
+    // debounce. The half is valid TOML without the DN entries: applied, it would empty the map.
+    std::fs::write(&cfg, body("3001") + "# touched\n").unwrap();
+    let mut f = std::fs::File::create(&cfg).unwrap();
+    let new = body("3002");
+    let cut = new.find("[contacts.map]\n").unwrap() + "[contacts.map]\n".len();
+    let (head, tail) = new.split_at(cut);
+    f.write_all(head.as_bytes()).unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        run(ns, &root, &["contact", "get", "3001"]).0,
+        0,
+        "a half-written file was applied"
+    );
+    f.write_all(tail.as_bytes()).unwrap();
+    drop(f);
+    wait_for(10, "3002 once the writer closed the file", || {
+        run(ns, &root, &["contact", "get", "3002"]).0 == 0
+    });
+    let (code, log) = att.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("failed"), "{log}");
+}

@@ -373,7 +373,8 @@ async fn serve(
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
-            match DirWatch::new(dir) {
+            let name = p.file_name().unwrap_or_default();
+            match DirWatch::new(dir, name) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     log::warn!(
@@ -397,11 +398,16 @@ async fn serve(
                 Some(_) => reload_now = true,
             },
             r = async { watch.as_mut().expect("guarded").changed().await }, if watch.is_some() => {
-                if let Err(e) = r {
-                    log::warn!("watching the config file failed ({e}); reload with SIGHUP");
-                    watch = None;
-                }
-                due = Some(tokio::time::Instant::now() + DEBOUNCE);
+                due = match r {
+                    // Read it once the writer is done with it, never half written.
+                    Ok(true) => Some(tokio::time::Instant::now() + DEBOUNCE),
+                    Ok(false) => None,
+                    Err(e) => {
+                        log::warn!("watching the config file failed ({e}); reload with SIGHUP");
+                        watch = None;
+                        None
+                    }
+                };
             }
             _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
                 due = None;
