@@ -63,54 +63,64 @@ impl DirWatch {
     /// compares the config file's contents, which also covers a symlink swap.
     pub async fn changed(&mut self) -> io::Result<bool> {
         let mut guard = self.fd.readable_mut().await?;
-        // `struct inotify_event` (include/uapi/linux/inotify.h): wd, mask, cookie, len, name.
-        const HEADER: usize = 16;
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: reads into a local buffer of the given length.
-            let n = unsafe {
-                libc::read(
-                    guard.get_inner().as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
+        let r = drain(guard.get_inner().as_raw_fd(), &self.name, &mut self.writing);
+        if r.is_ok() {
+            guard.clear_ready();
+        }
+        r.map(|()| !self.writing)
+    }
+
+    /// Consumes the events already queued, without waiting; `true` when a writer holds the
+    /// config file now (a reload should wait for its close).
+    pub fn writing_now(&mut self) -> io::Result<bool> {
+        drain(self.fd.get_ref().as_raw_fd(), &self.name, &mut self.writing)?;
+        Ok(self.writing)
+    }
+}
+
+/// Reads every queued event of the non-blocking inotify descriptor `fd`, tracking in `writing`
+/// whether `name` was modified and not closed since.
+fn drain(fd: i32, name: &[u8], writing: &mut bool) -> io::Result<()> {
+    // `struct inotify_event` (include/uapi/linux/inotify.h): wd, mask, cookie, len, name.
+    const HEADER: usize = 16;
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: reads into a local buffer of the given length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        let mut at = 0;
+        let n = n as usize;
+        while at + HEADER <= n {
+            let word = |i: usize| {
+                u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap_or_default())
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    guard.clear_ready();
-                    return Ok(!self.writing);
+            let (mask, len) = (word(4), word(12) as usize);
+            let this = buf
+                .get(at + HEADER..(at + HEADER + len).min(n))
+                .unwrap_or_default();
+            let this = &this[..this.iter().position(|b| *b == 0).unwrap_or(this.len())];
+            if this == name {
+                if mask & libc::IN_MODIFY != 0 {
+                    *writing = true;
                 }
-                return Err(e);
-            }
-            let mut at = 0;
-            let n = n as usize;
-            while at + HEADER <= n {
-                let word = |i: usize| {
-                    u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap_or_default())
-                };
-                let (mask, len) = (word(4), word(12) as usize);
-                let name = buf
-                    .get(at + HEADER..(at + HEADER + len).min(n))
-                    .unwrap_or_default();
-                let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
-                if name == self.name.as_slice() {
-                    if mask & libc::IN_MODIFY != 0 {
-                        self.writing = true;
-                    }
-                    if mask
-                        & (libc::IN_CLOSE_WRITE
-                            | libc::IN_MOVED_TO
-                            | libc::IN_DELETE
-                            | libc::IN_MOVED_FROM
-                            | libc::IN_CREATE)
-                        != 0
-                    {
-                        self.writing = false;
-                    }
+                if mask
+                    & (libc::IN_CLOSE_WRITE
+                        | libc::IN_MOVED_TO
+                        | libc::IN_DELETE
+                        | libc::IN_MOVED_FROM
+                        | libc::IN_CREATE)
+                    != 0
+                {
+                    *writing = false;
                 }
-                at += HEADER + len;
             }
+            at += HEADER + len;
         }
     }
 }

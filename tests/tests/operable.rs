@@ -847,8 +847,8 @@ fn rewrite_diagnostics_import_from_stdin_and_version() {
 
 /// An in-place write (truncate, write, close, as `echo > file` or a plain editor does) is
 /// applied once the writer closes the file, never while it holds it half written: a truncated
-/// file that sits there longer than the watch's debounce (a writer that stalls) must not
-/// wipe the DN map.
+/// file that sits there longer than the watch's debounce (a writer that stalls), or a SIGHUP
+/// that comes meanwhile, must not wipe the DN map.
 #[test]
 fn a_file_being_written_in_place_is_not_applied_until_closed() {
     use std::io::Write as _;
@@ -880,6 +880,9 @@ fn a_file_being_written_in_place_is_not_applied_until_closed() {
     let (head, tail) = new.split_at(cut);
     f.write_all(head.as_bytes()).unwrap();
     f.flush().unwrap();
+    // A SIGHUP meanwhile (`systemctl reload` right after starting an edit) waits for the close
+    // too (up to 2 s).
+    att.signal("HUP");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(
         run(ns, &root, &["contact", "get", "3001"]).0,

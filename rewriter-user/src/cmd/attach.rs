@@ -388,6 +388,10 @@ async fn serve(
         None => None,
     };
     let mut due: Option<tokio::time::Instant> = None;
+    // How long a SIGHUP waits for a writer that holds the config file.
+    const SIGHUP_WAIT: Duration = Duration::from_secs(2);
+    // A SIGHUP that came while a writer held the config file: done when it closes it.
+    let mut reload_after_close = false;
     loop {
         let mut reload_now = false;
         tokio::select! {
@@ -395,25 +399,45 @@ async fn serve(
             _ = sigterm.recv() => return Ok(()),
             _ = sighup.recv() => match &config {
                 None => log::warn!("SIGHUP ignored: attach was started without --config"),
+                // A writer still holds the file: reload once it has closed it.
+                Some(_) if watch.as_mut().is_some_and(|w| w.writing_now().unwrap_or(false)) => {
+                    reload_after_close = true;
+                    due = Some(tokio::time::Instant::now() + SIGHUP_WAIT);
+                }
                 Some(_) => reload_now = true,
             },
             r = async { watch.as_mut().expect("guarded").changed().await }, if watch.is_some() => {
-                due = match r {
+                match r {
+                    Ok(true) if reload_after_close => {
+                        reload_after_close = false;
+                        reload_now = true;
+                        due = None;
+                    }
                     // Read it once the writer is done with it, never half written.
-                    Ok(true) => Some(tokio::time::Instant::now() + DEBOUNCE),
-                    Ok(false) => None,
+                    Ok(true) => due = Some(tokio::time::Instant::now() + DEBOUNCE),
+                    // A SIGHUP waiting for the writer keeps its deadline.
+                    Ok(false) if reload_after_close => {}
+                    Ok(false) => due = None,
                     Err(e) => {
                         log::warn!("watching the config file failed ({e}); reload with SIGHUP");
                         watch = None;
-                        None
+                        due = None;
+                        if reload_after_close {
+                            reload_after_close = false;
+                            reload_now = true;
+                        }
                     }
-                };
+                }
             }
             _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
                 due = None;
                 let path = config.as_deref().expect("watching only with --config");
-                // Only a change of the bytes is a change (the directory may hold other files).
-                if std::fs::read(path).ok() != cur.text {
+                if reload_after_close {
+                    // The writer kept the file open longer than a SIGHUP should wait.
+                    reload_after_close = false;
+                    reload_now = true;
+                } else if std::fs::read(path).ok() != cur.text {
+                    // Only a change of the bytes is a change (the directory holds other files).
                     reload_now = true;
                 }
             }
