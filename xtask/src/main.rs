@@ -1,9 +1,10 @@
-//! `cargo xtask setup|build|run|test|demo`.
+//! `cargo xtask setup|build|run|install|test|demo`.
 //!
 //! Every command first runs `setup`, which installs what the build needs (nightly `rust-src`,
 //! `bpf-linker`) when it is missing and is a fast no-op otherwise.
 
 mod demo;
+mod install;
 mod setup;
 mod vm;
 
@@ -41,6 +42,26 @@ enum Cmd {
         verbose: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Build the release binary and install it with the systemd unit and the example config:
+    /// PREFIX/bin/sip-rewriter, UNITDIR/sip-rewriter.service (its ExecStart/ExecReload name
+    /// these paths), PREFIX/share/doc/sip-rewriter/{sip-rewriter.example.toml,README.md} and
+    /// SYSCONFDIR/sip-rewriter.toml from the example only if that file does not exist (an
+    /// operator's config is never overwritten). Does not run systemctl.
+    Install {
+        /// Prefix of the binary and the documentation.
+        #[arg(long, value_name = "DIR", default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
+        /// Directory of the config file sip-rewriter.toml.
+        #[arg(long, value_name = "DIR", default_value = "/etc")]
+        sysconfdir: std::path::PathBuf,
+        /// Directory of the systemd unit.
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        unitdir: std::path::PathBuf,
+        /// Stage every file under DIR (packaging, tests); the unit still names the final paths.
+        /// Without it, installs into / (needs root).
+        #[arg(long, value_name = "DIR")]
+        destdir: Option<std::path::PathBuf>,
     },
     /// Run every test of the workspace, privileged ones included (needs root).
     Test {
@@ -171,6 +192,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .join("sip-rewriter");
             std::process::exit(run_forwarding(Command::new(&bin).args(&args))?)
         }
+        Cmd::Install {
+            prefix,
+            sysconfdir,
+            unitdir,
+            destdir,
+        } => install::run(
+            &workspace_root()?,
+            &install::Options {
+                prefix,
+                sysconfdir,
+                unitdir,
+                destdir,
+            },
+        ),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { quick, no_kamailio } => {
             setup::require_root(
