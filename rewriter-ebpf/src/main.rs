@@ -472,22 +472,6 @@ fn rewrite(
         // SAFETY: `DnKey` is 8-byte aligned and holds MAX_DN_LEN / 8 words.
         unsafe { core::ptr::write_volatile(key.add(j), w) };
     }
-    // An escaped DN is looked up, and written, decoded (`sip::decode_dn_step`): the key is
-    // rebuilt one character per `bpf_loop` iteration (rare, so a loop, not inline code).
-    let escaped = s.scan.flags & sip::DN_ESCAPED != 0;
-    if escaped {
-        for j in 0..MAX_DN_LEN / 8 {
-            // SAFETY: as above.
-            unsafe { core::ptr::write_volatile(key.add(j), 0) };
-        }
-        s.write.dn_rd = 0;
-        s.write.dn_wr = 0;
-        s.write.err = 0;
-        run_loop(MAX_DN_LEN as u32, decode_cb, s, cfg, ());
-        if s.write.err != 0 {
-            return Err(Stat::DnInvalid);
-        }
-    }
     // SAFETY: the value is only read, and map values stay valid for the program run.
     let dn_map = if cfg.dn_map == 0 {
         &CONTACTS
@@ -508,20 +492,6 @@ fn rewrite(
             }
             s.write.mapped = 1;
             (s.uri.len as usize).min(URI_BUF)
-        }
-        None if cfg.flags & CFG_HAS_DEFAULT != 0 && escaped => {
-            // The template around the decoded DN, built as if it were a map entry.
-            let total = (cfg.tpl_pre_len as usize).min(URI_BUF)
-                + (cfg.tpl_post_len as usize).min(URI_BUF)
-                + (s.write.dn_wr as usize).min(MAX_DN_LEN);
-            if total > URI_BUF {
-                return Err(Stat::TooBig);
-            }
-            run_loop(URI_BUF as u32, template_cb, s, cfg, ());
-            // SAFETY: a plain field (volatile: see above).
-            unsafe { core::ptr::write_volatile(&mut s.uri.len, total as u16) };
-            s.write.mapped = 1;
-            total
         }
         None if cfg.flags & CFG_HAS_DEFAULT != 0 => {
             s.write.mapped = 0;
@@ -558,56 +528,6 @@ fn rewrite(
     s.reg.peer = f.peer;
     record(s, cfg, uri_len);
     Ok(())
-}
-
-/// Decodes the next character of an escaped DN into the key; stops at its end, or with
-/// `s.write.err` set when it decodes to a character no user part holds.
-#[inline(never)]
-extern "C" fn decode_cb(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: called by `run_loop` only.
-    let (s, _, ()) = unsafe { loop_ctx::<()>(ctx) };
-    let (start, len) = (s.scan.dn_start as usize, s.scan.dn_len as usize);
-    match sip::decode_dn_step(
-        &s.msg,
-        start,
-        len,
-        &mut s.write.dn_rd,
-        &mut s.write.dn_wr,
-        &mut s.key.0,
-    ) {
-        Some(true) => 0,
-        Some(false) => 1,
-        None => {
-            s.write.err = 1;
-            1
-        }
-    }
-}
-
-/// Byte `index` of the template around the decoded DN, into `s.uri`.
-#[inline(never)]
-extern "C" fn template_cb(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: called by `run_loop` only.
-    let (s, cfg, ()) = unsafe { loop_ctx::<()>(ctx) };
-    let i = index as usize;
-    let pre = (cfg.tpl_pre_len as usize).min(URI_BUF);
-    let dn = (s.write.dn_wr as usize).min(MAX_DN_LEN);
-    let post = (cfg.tpl_post_len as usize).min(URI_BUF);
-    // `get`: every index is checked (URI_BUF is no power of two to mask with).
-    let b = if i < pre {
-        cfg.tpl_pre.get(i)
-    } else if i < pre + dn {
-        s.key.0.get(i - pre)
-    } else if i < pre + dn + post {
-        cfg.tpl_post.get(i - pre - dn)
-    } else {
-        return 1;
-    };
-    match (b, s.uri.text.get_mut(i)) {
-        (Some(b), Some(d)) => *d = *b,
-        _ => return 1,
-    }
-    0
 }
 
 /// Records what the egress just wrote for the ingress restore (see `rewriter_common::restore`).
@@ -666,13 +586,19 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
     let (s, _, ()) = unsafe { loop_ctx::<()>(ctx) };
     if index == 0 {
-        // The DN as sent (the 2xx echoes the To as Genesys got it), not the decoded key.
-        if !s.reg_key.fill(&s.msg, &s.scan) {
+        if !s.reg_key.fill_call_id(&s.msg, &s.scan) {
             s.write.err = REC_NO_KEY;
             return 1;
         }
-        // A mapped URI is at hand as aligned words; a template URI is read back from what
-        // was written.
+        // The DN key and a mapped URI are at hand as aligned words; a template URI is read
+        // back from what was written.
+        // SAFETY: `DnKey` and `ContactUri` are 8-aligned, whole numbers of words.
+        unsafe {
+            copy_aligned::<{ MAX_DN_LEN / 8 }>(
+                s.key.0.as_ptr() as *const u64,
+                s.reg_key.dn.0.as_mut_ptr() as *mut u64,
+            );
+        }
         s.reg.key_check = s.reg_key.check();
         if s.write.mapped != 0 {
             const W: usize = core::mem::size_of::<ContactUri>() / 8;
