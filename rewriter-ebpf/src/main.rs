@@ -132,8 +132,6 @@ pub fn bench_scan(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// The IPv4 flags/fragment-offset field's more-fragments flag and offset (RFC 791 3.1).
-const IPV4_FRAGMENT_BITS: u16 = 0x3fff;
 /// IPv6 extension headers looked through before UDP.
 const MAX_IPV6_EXT: usize = 2;
 /// The unit of an IPv6 extension header's length field, and the length of its first unit
@@ -277,20 +275,13 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
     } else {
         cfg.port
     };
-    // Cheapest first: protocol, then port; addresses and lengths only for a candidate.
-    let (f, fragment) = if ether_type == EtherType::Ipv4 as u16 {
+    let (f, dst, fragment) = if ether_type == EtherType::Ipv4 as u16 {
         let ip: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let (ihl, proto) = unsafe { ((*ip).ihl() as usize, (*ip).proto) };
-        if proto != IpProto::Udp as u8 || ihl < Ipv4Hdr::LEN {
-            return Err(Stat::Seen);
-        }
-        if udp_port(ctx, l3 + ihl, ingress)? != port {
-            return Err(Stat::Seen);
-        }
-        // SAFETY: bounds checked by `ptr_at` above.
-        let (frags, tot_len, addr) = unsafe {
+        let (ihl, proto, frags, tot_len, dst) = unsafe {
             (
+                (*ip).ihl() as usize,
+                (*ip).proto,
                 (*ip).frags,
                 (*ip).tot_len(),
                 if ingress {
@@ -300,23 +291,37 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
                 },
             )
         };
+        if proto != IpProto::Udp as u8 || ihl < Ipv4Hdr::LEN {
+            return Err(Stat::Seen);
+        }
         // More-fragments flag or a fragment offset: only the first fragment has the UDP header,
         // and no fragment can be rewritten on its own.
-        let fragment = u16::from_be_bytes(frags) & IPV4_FRAGMENT_BITS != 0;
+        let fragment = u16::from_be_bytes(frags) & 0x3fff != 0;
         (
             Frame {
                 l3,
                 udp: l3 + ihl,
                 v6: false,
                 ip_end: l3 + tot_len as usize,
-                peer: AddrKey::v4(addr),
+                peer: AddrKey::v4(dst),
             },
+            AddrKey::v4(dst),
             fragment,
         )
     } else if ether_type == EtherType::Ipv6 as u16 {
         let ip: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(Stat::Seen)?;
         // SAFETY: bounds checked by `ptr_at`.
-        let mut next = unsafe { (*ip).next_hdr };
+        let (mut next, payload_len, dst) = unsafe {
+            (
+                (*ip).next_hdr,
+                (*ip).payload_len(),
+                if ingress {
+                    (*ip).src_addr
+                } else {
+                    (*ip).dst_addr
+                },
+            )
+        };
         // Extension headers before UDP (RFC 8200 4.1: hop-by-hop first, then destination
         // options, routing): found so that a SIP datagram behind them is counted, not
         // rewritten (a routing header would change the checksum's pseudo-header).
@@ -339,38 +344,50 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
             // The UDP port is only in the first fragment; it cannot be rewritten anyway.
             return Err(if ingress { Stat::Seen } else { Stat::Fragment });
         }
-        if next != IpProto::Udp as u8 || udp_port(ctx, udp, ingress)? != port {
+        if next != IpProto::Udp as u8 {
             return Err(Stat::Seen);
         }
         if ext {
-            return Err(Stat::Ipv6Ext);
-        }
-        // SAFETY: bounds checked by `ptr_at` above.
-        let (payload_len, addr) = unsafe {
-            (
-                (*ip).payload_len(),
+            let h: *const UdpHdr = ptr_at(ctx, udp).ok_or(Stat::Seen)?;
+            // SAFETY: bounds checked by `ptr_at`.
+            let p = unsafe {
                 if ingress {
-                    (*ip).src_addr
+                    (*h).src_port()
                 } else {
-                    (*ip).dst_addr
-                },
-            )
-        };
+                    (*h).dst_port()
+                }
+            };
+            return Err(if p == port { Stat::Ipv6Ext } else { Stat::Seen });
+        }
         (
             Frame {
                 l3,
                 udp,
                 v6: true,
                 ip_end: l3 + Ipv6Hdr::LEN + payload_len as usize,
-                peer: AddrKey(addr),
+                peer: AddrKey(dst),
             },
+            AddrKey(dst),
             false,
         )
     } else {
         return Err(Stat::Seen);
     };
+    let udp: *const UdpHdr = ptr_at(ctx, f.udp).ok_or(Stat::Seen)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    // SAFETY: as above.
+    let udp_port = unsafe {
+        if ingress {
+            (*udp).src_port()
+        } else {
+            (*udp).dst_port()
+        }
+    };
+    if udp_port != port {
+        return Err(Stat::Seen);
+    }
     // SAFETY: plain lookup; the value is not used.
-    if cfg.flags & CFG_ADDR_FILTER != 0 && unsafe { GENESYS.get(&f.peer) }.is_none() {
+    if cfg.flags & CFG_ADDR_FILTER != 0 && unsafe { GENESYS.get(&dst) }.is_none() {
         return Err(Stat::Seen);
     }
     if fragment {
@@ -378,20 +395,6 @@ fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Result<Frame, Stat
         return Err(Stat::Fragment);
     }
     Ok(f)
-}
-
-/// The Genesys-side UDP port of the header at `off`: destination on egress, source on ingress.
-#[inline(always)]
-fn udp_port<P: Pkt>(ctx: &P, off: usize, ingress: bool) -> Result<u16, Stat> {
-    let udp: *const UdpHdr = ptr_at(ctx, off).ok_or(Stat::Seen)?;
-    // SAFETY: bounds checked by `ptr_at`.
-    Ok(unsafe {
-        if ingress {
-            (*udp).src_port()
-        } else {
-            (*udp).dst_port()
-        }
-    })
 }
 
 /// The UDP payload of a candidate, copied into the per-CPU scratch: (packet offset, length,
