@@ -37,22 +37,27 @@ fn two_attaches_at_once_leave_one_owner_that_every_command_reaches() {
     let root = PinRoot::new();
     let ns = Some(topo.edge.as_str());
     for round in 0..3 {
-        let start = || {
-            cmd(ns, &root, &["attach", "--iface", &topo.edge_if])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+        // In `Attach`s, so that a failed assertion stops them (its Drop) instead of leaking them.
+        let start = || Attach {
+            child: Some(
+                cmd(ns, &root, &["attach", "--iface", &topo.edge_if])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            ),
+            pins: root.0.join(&topo.edge_if),
         };
         let mut a = start();
         let mut b = start();
+        let exited = |x: &mut Attach| x.child.as_mut().unwrap().try_wait().unwrap().is_some();
         // The loser exits (1) on its own; the winner runs until stopped.
         let deadline = Instant::now() + Duration::from_secs(20);
-        let (loser, mut winner) = loop {
-            if a.try_wait().unwrap().is_some() {
+        let (mut loser, mut winner) = loop {
+            if exited(&mut a) {
                 break (a, b);
             }
-            if b.try_wait().unwrap().is_some() {
+            if exited(&mut b) {
                 break (b, a);
             }
             assert!(
@@ -61,7 +66,7 @@ fn two_attaches_at_once_leave_one_owner_that_every_command_reaches() {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let out = loser.wait_with_output().unwrap();
+        let out = loser.child.take().unwrap().wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "round {round}: {err}");
         assert!(err.contains("already attached"), "round {round}: {err}");
@@ -70,13 +75,11 @@ fn two_attaches_at_once_leave_one_owner_that_every_command_reaches() {
         loop {
             let s = status(ns, &root);
             if s[0]["state"] == "running" {
-                assert_eq!(s[0]["owner_pid"], winner.id(), "round {round}: {s}");
+                let pid = winner.child.as_ref().unwrap().id();
+                assert_eq!(s[0]["owner_pid"], pid, "round {round}: {s}");
                 break;
             }
-            assert!(
-                winner.try_wait().unwrap().is_none(),
-                "round {round}: the winner exited"
-            );
+            assert!(!exited(&mut winner), "round {round}: the winner exited");
             assert!(Instant::now() < deadline, "round {round}: {s}");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -91,11 +94,8 @@ fn two_attaches_at_once_leave_one_owner_that_every_command_reaches() {
             "Contact: <sip:1002@198.18.0.44>;expires=600",
             "round {round}"
         );
-        Command::new("kill")
-            .args(["-TERM", &winner.id().to_string()])
-            .status()
-            .unwrap();
-        let out = winner.wait().unwrap();
+        winner.signal("TERM");
+        let out = winner.child.take().unwrap().wait().unwrap();
         assert!(out.success(), "round {round}: winner exit {out}");
         assert!(
             !root.0.join(&topo.edge_if).exists(),
