@@ -90,3 +90,13 @@ pub fn run_ingress(rw: &mut Rewriter, which: Ingress, frame: &[u8]) -> Vec<u8> {
     out.truncate(res.data_size_out as usize);
     out
 }
+
+/// Pins this CPU for the calling thread (BPF_PROG_TEST_RUN runs on the caller's CPU).
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity only touch it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

@@ -7,3 +7,12 @@ pub mod net;
 pub mod packet;
 pub mod registrar;
 pub mod sipp;
+
+/// The Contact header line of a SIP message (empty if none).
+pub fn contact_of(msg: &[u8]) -> String {
+    String::from_utf8_lossy(msg)
+        .split("\r\n")
+        .find(|l| l.starts_with("Contact:"))
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -5,6 +5,7 @@ use std::{io::Read as _, io::Write as _, time::Duration};
 
 use integration_tests::{
     cli::{Attach, PinRoot, ok, run},
+    contact_of,
     net::{InNetns, SipPath, Topology, ip},
 };
 
@@ -13,15 +14,6 @@ const MAPPED: &str = "sip:1002@192.168.210.54:5060";
 
 fn register_for(dn: &str) -> String {
     REGISTER.replace("sip:1002@", &format!("sip:{dn}@"))
-}
-
-/// The Contact header line Genesys received.
-fn contact_of(msg: &[u8]) -> String {
-    String::from_utf8_lossy(msg)
-        .split("\r\n")
-        .find(|l| l.starts_with("Contact:"))
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Whether an XDP program is attached to `iface` in namespace `ns` (`ip link` shows it).

@@ -9,21 +9,13 @@ use std::{os::fd::OwnedFd, path::PathBuf};
 
 use integration_tests::{
     cli::{Attach, PinRoot, ok},
-    foreign,
+    contact_of, foreign,
     net::{InNetns, SipPath, Topology},
 };
 use rewriter_user::netdev;
 
 const REGISTER: &str = include_str!("../shared-corpus/01-jssip-register.in.sip");
 const MAPPED: &str = "Contact: <sip:1002@198.18.0.44>;expires=600";
-
-fn contact_of(msg: &[u8]) -> String {
-    String::from_utf8_lossy(msg)
-        .split("\r\n")
-        .find(|l| l.starts_with("Contact:"))
-        .unwrap_or_default()
-        .to_owned()
-}
 
 /// A foreign program on `iface`: a TCX link (dropped = detached), or a clsact filter at `pref`
 /// (removed with the namespace) whose program is pinned at `pin`.

@@ -11,6 +11,7 @@ use std::{
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use integration_tests::{
     kernel::PASS,
+    kernel::pin_to_cpu,
     packet::{Frame, check},
 };
 use rewriter_common::Config;
@@ -47,16 +48,6 @@ fn config(v: usize) -> Config {
     }
     assert!(c.set_template(pre.as_bytes(), post.as_bytes()));
     c
-}
-
-/// Pins this CPU for the calling thread (BPF_PROG_TEST_RUN runs on the caller's CPU).
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity only touch it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 #[test]

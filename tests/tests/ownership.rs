@@ -12,6 +12,7 @@ use std::{
 use aya::programs::{Xdp, XdpMode};
 use integration_tests::{
     cli::{Attach, PinRoot, bin, cmd, ok, run},
+    contact_of,
     net::{InNetns, SipPath, Topology},
 };
 use rewriter_common::Config;
@@ -21,14 +22,6 @@ const REGISTER: &str = include_str!("../shared-corpus/01-jssip-register.in.sip")
 
 fn status(ns: Option<&str>, root: &PinRoot) -> serde_json::Value {
     serde_json::from_str(&run(ns, root, &["status", "--json"]).1).unwrap()
-}
-
-fn contact_of(msg: &[u8]) -> String {
-    String::from_utf8_lossy(msg)
-        .split("\r\n")
-        .find(|l| l.starts_with("Contact:"))
-        .unwrap_or_default()
-        .to_owned()
 }
 
 #[test]
