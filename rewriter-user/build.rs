@@ -20,10 +20,17 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = dir_of("rewriter-ebpf")?;
     // The eBPF program also compiles rewriter-common; aya-build only watches the eBPF crate.
     println!("cargo:rerun-if-changed={}", dir_of("rewriter-common")?);
+    // The `bench_` programs only when this crate's `bench` feature asks for them.
+    let features: &[&str] = if std::env::var_os("CARGO_FEATURE_BENCH").is_some() {
+        &["bench"]
+    } else {
+        &[]
+    };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "rewriter-ebpf",
             root_dir: &ebpf_dir,
+            features,
             ..Default::default()
         }],
         aya_build::Toolchain::default(),

@@ -18,6 +18,13 @@ pub const BUF_SIZE: usize = 2048;
 const BUF_MASK: usize = BUF_SIZE - 1;
 /// Largest UDP payload the rewriter handles (1500-byte MTU minus IPv4 and UDP headers).
 pub const MAX_SIP_LEN: usize = 1472;
+/// The shortest message either side looks at: the shortest request line the scan takes,
+/// `REGISTER x SIP/2.0`, and its CRLF.
+pub const MIN_SIP_LEN: usize = SHORTEST_REQUEST_LINE.len() + 2;
+/// See [`MIN_SIP_LEN`].
+const SHORTEST_REQUEST_LINE: &[u8] = b"REGISTER x SIP/2.0";
+/// The shortest status line of a 2xx: `SIP/2.0 2xx ` (the reason phrase may be empty).
+const SHORTEST_STATUS_LINE: &[u8] = b"SIP/2.0 200 ";
 /// Most spans one message may need (URI replacements and parameter deletions, merged when
 /// adjacent); more means "too complex" and the packet passes.
 pub const MAX_EDITS: usize = 16;
@@ -609,7 +616,7 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
         M_START => {
             if RESP {
                 // `SIP/2.0 2xx ` (RFC 3261 7.2): only successful final responses.
-                if len < 20
+                if len < MIN_SIP_LEN
                     || m.word_at(0) != word(b"SIP/2.0 ")
                     || m.byte(8) != b'2'
                     || !m.byte(9).is_ascii_digit()
@@ -618,7 +625,7 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
                 {
                     return s.done(Outcome::NotRegister);
                 }
-            } else if len < 20 || m.word_at(0) != word(b"REGISTER") || m.byte(8) != b' ' {
+            } else if len < MIN_SIP_LEN || m.word_at(0) != word(b"REGISTER") || m.byte(8) != b' ' {
                 return s.done(Outcome::NotRegister);
             }
             s.pos = 9;
@@ -632,7 +639,12 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
                 return s.done(Outcome::Malformed);
             }
             // `REGISTER x SIP/2.0` or `SIP/2.0 2xx ` (the reason phrase may be empty), then CR.
-            if hit < if RESP { 13 } else { 19 } || m.byte(hit - 1) != b'\r' {
+            let shortest = if RESP {
+                SHORTEST_STATUS_LINE.len()
+            } else {
+                SHORTEST_REQUEST_LINE.len()
+            };
+            if hit < shortest + 1 || m.byte(hit - 1) != b'\r' {
                 return s.done(Outcome::NotRegister);
             }
             if !RESP && m.word_at(hit - 9) != word(b" SIP/2.0") {

@@ -10,9 +10,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    EbpfContext,
     helpers::generated::bpf_xdp_adjust_meta,
-    macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::info;
@@ -23,51 +22,49 @@ use rewriter_common::{
 };
 
 use crate::{
-    REGS, Verdict, add, candidate, config, count, csum,
+    Verdict, csum,
+    frame::{candidate, sip_payload},
+    maps::{REGS, add, config, count, log_worthy, read},
     pkt::{Pkt, Raw},
-    read, run_loop, run_scan, sip_payload, splice,
+    scan::{LOOP_GO_ON, LOOP_STOP, loop_ctx, run_loop, run_scan},
+    splice::splice,
 };
 
-/// XDP ingress entry point. A frame that needs to grow where the driver left no tailroom, or
-/// whose checksum XDP cannot update, is handed to the TC ingress restore (attached behind it)
-/// through the XDP metadata.
-#[xdp]
-pub fn sip_restore_xdp(ctx: XdpContext) -> u32 {
+/// Bytes of XDP metadata the hand-off takes: one [`XDP_HANDOFF`] word.
+const HANDOFF_LEN: usize = core::mem::size_of::<u32>();
+
+/// The XDP restore's work; the verdict is always "pass". A frame that needs to grow where the
+/// driver left no tailroom, or whose checksum XDP cannot update, is handed to the TC ingress
+/// restore (attached behind it) through the XDP metadata.
+#[inline(always)]
+pub fn sip_restore_xdp(ctx: &XdpContext) {
     let Some(cfg) = config() else {
-        finish(&ctx, Err(Stat::Error));
-        return XDP_PASS;
+        finish(ctx, Err(Stat::Error));
+        return;
     };
-    let r = try_restore(&ctx, cfg, true);
-    if r == Err(Stat::ToTc) && !hand_off(&ctx) {
+    let r = try_restore(ctx, cfg, true);
+    if r == Err(Stat::ToTc) && !hand_off(ctx) {
         // No metadata support: TC would not know the frame; it stays as it came.
-        finish(&ctx, Err(Stat::Error));
-        return XDP_PASS;
+        finish(ctx, Err(Stat::Error));
+        return;
     }
-    finish(&ctx, r);
-    XDP_PASS
+    finish(ctx, r);
 }
 
-/// The floor for the ingress rows of `cargo xtask bench`: an XDP program that does nothing.
-#[xdp]
-pub fn bench_empty_xdp(_ctx: XdpContext) -> u32 {
-    XDP_PASS
-}
-
-/// TC ingress entry point: the restore on its own (`--ingress tc`), or behind XDP for the
-/// frames XDP handed over (`CFG_TC_AFTER_XDP`).
-#[classifier]
-pub fn sip_restore_tc(ctx: TcContext) -> i32 {
+/// The TC ingress restore's work: on its own (`--ingress tc`), or behind XDP for the frames XDP
+/// handed over (`CFG_TC_AFTER_XDP`). The verdict is always "pass".
+#[inline(always)]
+pub fn sip_restore_tc(ctx: &TcContext) {
     let Some(cfg) = config() else {
-        finish(&ctx, Err(Stat::Error));
-        return TC_ACT_UNSPEC;
+        finish(ctx, Err(Stat::Error));
+        return;
     };
     let after_xdp = cfg.flags & CFG_TC_AFTER_XDP != 0;
-    if after_xdp && !handed_off(&ctx) {
-        return TC_ACT_UNSPEC;
+    if after_xdp && !handed_off(ctx) {
+        return;
     }
-    let r = try_restore(&ctx, cfg, !after_xdp);
-    finish(&ctx, r);
-    TC_ACT_UNSPEC
+    let r = try_restore(ctx, cfg, !after_xdp);
+    finish(ctx, r);
 }
 
 /// Marks the frame for the TC restore: 4 bytes of XDP metadata holding [`XDP_HANDOFF`]. The
@@ -80,12 +77,12 @@ pub fn sip_restore_tc(ctx: TcContext) -> i32 {
 /// stays unrestored (counted as `error`).
 #[inline(always)]
 fn hand_off(ctx: &XdpContext) -> bool {
-    // SAFETY: a valid xdp_md; -4 asks for 4 bytes of metadata in front of the data.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -4) } != 0 {
+    // SAFETY: a valid xdp_md; a negative delta asks for metadata in front of the data.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(HANDOFF_LEN as i32)) } != 0 {
         return false;
     }
     let (meta, data) = (ctx.metadata(), ctx.data());
-    if meta + 4 > data {
+    if meta + HANDOFF_LEN > data {
         return false;
     }
     // SAFETY: bounds checked against `data` just above (the verifier checks the same).
@@ -104,7 +101,7 @@ fn handed_off(ctx: &TcContext) -> bool {
             (*ctx.skb.skb).data as usize,
         )
     };
-    if meta + 4 > data {
+    if meta + HANDOFF_LEN > data {
         return false;
     }
     // SAFETY: bounds checked against `data` just above.
@@ -112,13 +109,13 @@ fn handed_off(ctx: &TcContext) -> bool {
 }
 
 #[inline(always)]
-fn finish<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, r: Verdict) {
+fn finish<P: Pkt + EbpfContext>(ctx: &P, r: Verdict) {
     if let Err(stat) = r {
         count(stat);
         if stat as u32 == Stat::ToTc as u32 {
             let n = read(Stat::ToTc);
-            if n.is_power_of_two() {
-                aya_log_ebpf::info!(
+            if log_worthy(n) {
+                info!(
                     ctx,
                     "XDP handed a 2xx to REGISTER to the TC ingress restore (#{} on this CPU): no tailroom or a checksum XDP cannot update",
                     n
@@ -129,8 +126,11 @@ fn finish<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, r: Verdict) {
 }
 
 #[inline(always)]
-fn try_restore<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, cfg: &Config, first_look: bool) -> Verdict {
-    let f = candidate(ctx, cfg, true)?;
+fn try_restore<P: Pkt + EbpfContext>(ctx: &P, cfg: &Config, first_look: bool) -> Verdict {
+    let Some(f) = candidate(ctx, cfg, true) else {
+        return Ok(());
+    };
+    let f = f?;
     // A frame XDP handed over was counted there already.
     if first_look {
         add(Stat::Responses, 1);
@@ -196,7 +196,7 @@ fn try_restore<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, cfg: &Config, first_look
     count(Stat::Restored);
     let total = add(Stat::RestoredContacts, kept as u64);
     let done = read(Stat::Restored);
-    if done.is_power_of_two() || done % 65536 == 0 {
+    if log_worthy(done) {
         info!(
             ctx,
             "restored 2xx to REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} so far",
@@ -215,13 +215,13 @@ fn try_restore<P: Pkt + aya_ebpf::EbpfContext>(ctx: &P, cfg: &Config, first_look
 #[inline(never)]
 extern "C" fn select_cb(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
-    let (s, _, ()) = unsafe { crate::loop_ctx::<()>(ctx) };
+    let (s, _, ()) = unsafe { loop_ctx::<()>(ctx) };
     let k = index as usize;
     if k >= s.scan.n_edits as usize {
-        return 1;
+        return LOOP_STOP;
     }
     select_edit(&mut s.scan, &s.msg, &s.reg, k, &mut s.write);
-    0
+    LOOP_GO_ON
 }
 
 /// Writes one restored element: the original bytes since the previous edit, then the
@@ -238,7 +238,7 @@ pub fn restore_edit<R: Raw>(r: R, s: &Scratch, e: &Edit, from: usize) -> Result<
         start.wrapping_sub(from),
     )?;
     let n = s.reg.n as usize;
-    let sep = *b", ";
+    let sep = *CONTACT_SEPARATOR;
     for i in 0..MAX_ORIGINALS {
         if i >= n {
             break;
@@ -248,11 +248,14 @@ pub fn restore_edit<R: Raw>(r: R, s: &Scratch, e: &Edit, from: usize) -> Result<
         if i + 1 < n {
             let end = e.end as usize;
             out = csum::store_msg(r, out, &s.msg, end, (e.pend as usize).wrapping_sub(end))?;
-            if r.store(out as u32, sep.as_ptr() as *const c_void, 2) != 0 {
+            if r.store(out as u32, sep.as_ptr() as *const c_void, sep.len() as u32) != 0 {
                 return Err(-1);
             }
-            out += 2;
+            out += sep.len();
         }
     }
     Ok(out)
 }
+
+/// Between two restored contacts of one Contact header (RFC 3261 20.10: `COMMA` with LWS).
+const CONTACT_SEPARATOR: &[u8; 2] = b", ";

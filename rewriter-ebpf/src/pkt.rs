@@ -14,6 +14,8 @@ use aya_ebpf::{
 };
 use rewriter_common::{Scratch, Stat};
 
+use crate::frame::Frame;
+
 /// A raw context pointer that `bpf_loop` callbacks can carry.
 pub trait Raw: Copy {
     /// Writes `len` bytes from `src` at packet offset `off`; 0 or a negative error.
@@ -64,17 +66,16 @@ pub trait Pkt {
     /// Grows (zero bytes) or shrinks the packet to `len`. Invalidates packet pointers.
     fn resize(&self, len: u32) -> Result<(), Stat>;
 
-    /// Lengths and checksums after a payload change (see
-    /// [`crate::csum::fix_lengths_and_checksums`]). Invalidates packet pointers.
-    fn fix(
-        &self,
-        f: &Frame,
-        payload: usize,
-        n: usize,
-        new_n: usize,
-        first: usize,
-        s: &mut Scratch,
-    ) -> Result<(), Stat>;
+    /// `bpf_l4_csum_replace`: updates the 16-bit L4 checksum at `off` for a 16- or 32-bit
+    /// field that changed from `from` to `to` (`flags & CSUM_SIZE` 2 or 4), or by the checksum
+    /// difference `to` (size 0, `from` 0); `BPF_F_PSEUDO_HDR` marks a change of a field the
+    /// pseudo-header holds, `BPF_F_MARK_MANGLED_0` a UDP checksum (0 stays 0: none; a computed
+    /// 0 is written as 0xffff). Invalidates packet pointers.
+    fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), Stat>;
+
+    /// `bpf_l3_csum_replace`: the same for the IPv4 header checksum at `off` (`size` 2 or 4).
+    /// Invalidates packet pointers.
+    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), Stat>;
 
     /// Whether this is a GSO packet (several datagrams' worth; resizing would drop its GSO
     /// state).
@@ -161,16 +162,14 @@ impl Pkt for TcContext {
     }
 
     #[inline(always)]
-    fn fix(
-        &self,
-        f: &Frame,
-        payload: usize,
-        n: usize,
-        new_n: usize,
-        first: usize,
-        s: &mut Scratch,
-    ) -> Result<(), Stat> {
-        crate::csum::fix_lengths_and_checksums(self, f, payload, n, new_n, first, s)
+    fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), Stat> {
+        TcContext::l4_csum_replace(self, off, from as u64, to as u64, flags)
+            .map_err(|_| Stat::Error)
+    }
+
+    #[inline(always)]
+    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), Stat> {
+        TcContext::l3_csum_replace(self, off, from as u64, to as u64, size).map_err(|_| Stat::Error)
     }
 
     /// `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
@@ -264,28 +263,14 @@ impl Pkt for XdpContext {
         }
     }
 
-    /// XDP has no checksum helpers: RFC 1624 by hand, see [`crate::csum::fix_xdp`].
+    /// XDP has no checksum helpers: RFC 1624 in code, see [`crate::csum::replace_xdp`].
     #[inline(always)]
-    fn fix(
-        &self,
-        f: &Frame,
-        payload: usize,
-        n: usize,
-        new_n: usize,
-        first: usize,
-        s: &mut Scratch,
-    ) -> Result<(), Stat> {
-        crate::csum::fix_xdp(self, f, payload, n, new_n, first, s)
+    fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), Stat> {
+        crate::csum::replace_xdp(self, off, from, to, flags)
     }
-}
 
-/// Where the headers of a candidate datagram are.
-pub struct Frame {
-    pub l3: usize,
-    pub udp: usize,
-    pub v6: bool,
-    /// Where the IP header's length says the datagram ends.
-    pub ip_end: usize,
-    /// The Genesys side: the destination on egress, the source on ingress.
-    pub peer: rewriter_common::AddrKey,
+    #[inline(always)]
+    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), Stat> {
+        crate::csum::replace_xdp(self, off, from, to, size)
+    }
 }

@@ -195,6 +195,10 @@ pub fn check(frame: &[u8]) -> Result<Checked, String> {
         ));
     }
     let csum = be16(udp, 6)?;
+    if csum == 0 && src.is_ipv6() {
+        // RFC 8200 8.1: "no checksum" is not allowed over IPv6; a computed 0 is sent as 0xffff.
+        return Err("UDP checksum 0 over IPv6".into());
+    }
     if !(csum == 0 && src.is_ipv4()) && fold(pseudo_sum(src, dst, udp.len()) + sum(udp)) != 0xffff {
         return Err(format!("bad UDP checksum {csum:#06x}"));
     }

@@ -1,0 +1,292 @@
+//! Egress rewrite: a REGISTER to Genesys gets the DN's Contact URI (from the DN map, or the
+//! default template) in place of the client's, with the scan/rewrite algorithm of
+//! `rewriter_common::sip`; what was written is recorded for the ingress restore.
+//!
+//! It never drops a packet: anything it does not fully understand leaves byte-identical and
+//! is counted in `STATS`.
+
+use core::ffi::c_void;
+
+use aya_ebpf::programs::TcContext;
+use aya_log_ebpf::{info, warn};
+use rewriter_common::{
+    CFG_HAS_DEFAULT, Config, ContactUri, MAX_DN_LEN, Scratch, Stat, URI_BUF,
+    restore::copy_aligned,
+    sip::{self, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, Outcome},
+};
+
+use crate::{
+    Verdict, csum,
+    frame::{Frame, candidate, sip_payload},
+    maps::{REGS, add, config, count, dn_map, log_worthy, read},
+    pkt::{Pkt, Raw},
+    scan::{LOOP_GO_ON, LOOP_STOP, loop_ctx, run_loop, run_scan},
+    splice::splice,
+};
+
+/// How far [`try_rewrite`] goes (the `bench_` programs stop early).
+pub const STAGE_COPY: u8 = 1;
+pub const STAGE_SCAN: u8 = 2;
+pub const STAGE_ALL: u8 = 3;
+
+/// The egress classifier's work; the verdict is always "pass".
+#[inline(always)]
+pub fn sip_rewriter(ctx: &TcContext) {
+    if let Err(stat) = try_rewrite::<STAGE_ALL>(ctx) {
+        count(stat);
+        if stat as u32 == Stat::Error as u32 {
+            let n = read(Stat::Error);
+            if log_worthy(n) {
+                warn!(
+                    ctx,
+                    "a helper failed (#{} on this CPU); packet left unchanged", n
+                );
+            }
+        }
+    }
+}
+
+/// Up to `STAGE`; `Ok` for a rewritten packet and for one that is not ours.
+#[inline(always)]
+pub fn try_rewrite<const STAGE: u8>(ctx: &TcContext) -> Verdict {
+    let cfg = config().ok_or(Stat::Error)?;
+    let Some(f) = candidate(ctx, cfg, false) else {
+        return Ok(());
+    };
+    let f = f?;
+    add(Stat::Seen, 1);
+    // A GSO skb is several datagrams' worth; bpf_skb_change_tail would drop its GSO state.
+    if ctx.is_gso() {
+        return Err(Stat::TooBig);
+    }
+    let (payload, n, scratch) = sip_payload(ctx, &f, b"REGISTER", Stat::NotRegister)?;
+    if STAGE == STAGE_COPY {
+        return Ok(());
+    }
+    scratch.scan.reset(n);
+    run_scan::<false>(scratch, cfg);
+    let outcome = scratch.scan.outcome();
+    if outcome != Outcome::NotRegister {
+        count(Stat::Register);
+    }
+    if outcome != Outcome::Rewrite {
+        return Err(Stat::for_outcome(outcome));
+    }
+    if STAGE == STAGE_SCAN {
+        return Ok(());
+    }
+    rewrite(ctx, cfg, &f, payload, n, scratch)
+}
+
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    cfg: &Config,
+    f: &Frame,
+    payload: usize,
+    n: usize,
+    s: &mut Scratch,
+) -> Verdict {
+    let dn_start = s.scan.dn_start as usize;
+    let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
+    // The key a word at a time, zero past the DN (volatile: no `memset`/byte loop).
+    let key = s.key.0.as_mut_ptr() as *mut u64;
+    for j in 0..MAX_DN_LEN / WORD {
+        let w = sip::low_bytes(
+            s.msg.word_at(dn_start + WORD * j),
+            dn_len.saturating_sub(WORD * j).min(WORD),
+        );
+        // SAFETY: `DnKey` is 8-byte aligned and holds MAX_DN_LEN / 8 words.
+        unsafe { core::ptr::write_volatile(key.add(j), w) };
+    }
+    // SAFETY: the value is only read, and map values stay valid for the program run.
+    let uri_len = match unsafe { dn_map(cfg).get(&s.key) } {
+        Some(v) => {
+            // Snapshot: sizing and writing must see the same entry. Copied a word at a time
+            // (a plain struct copy becomes a byte-wise `memmove` on the BPF target).
+            let from = v as *const ContactUri as *const u64;
+            let to = &raw mut s.uri as *mut u64;
+            for j in 0..core::mem::size_of::<ContactUri>() / WORD {
+                // SAFETY: both are 8-byte aligned `ContactUri`s (map values are 8-aligned).
+                unsafe {
+                    core::ptr::write_volatile(to.add(j), core::ptr::read_volatile(from.add(j)))
+                };
+            }
+            s.write.mapped = 1;
+            (s.uri.len as usize).min(URI_BUF)
+        }
+        None if cfg.flags & CFG_HAS_DEFAULT != 0 => {
+            s.write.mapped = 0;
+            s.write.pre_len = (cfg.tpl_pre_len as u32).min(URI_BUF as u32);
+            s.write.post_len = (cfg.tpl_post_len as u32).min(URI_BUF as u32);
+            (s.write.pre_len + s.write.post_len) as usize + dn_len
+        }
+        None => return Err(Stat::DnUnknown),
+    };
+    let new_n = sip::new_len(&s.scan, uri_len);
+    if new_n > MAX_SIP_LEN || new_n == 0 {
+        return Err(Stat::TooBig);
+    }
+    let delta = new_n as i32 - n as i32;
+    if delta > 0 && !ctx.fits_mtu(delta) {
+        return Err(Stat::TooBig);
+    }
+    splice::<_, false>(ctx, cfg, f, payload, n, new_n, s)?;
+    count(Stat::Rewritten);
+    let contacts = s.scan.n_contacts as u64;
+    let total = add(Stat::Contacts, contacts);
+    let done = read(Stat::Rewritten);
+    if log_worthy(done) {
+        info!(
+            ctx,
+            "rewrote REGISTER #{} on this CPU: {} contact(s), {} -> {} bytes, {} contacts so far",
+            done,
+            contacts,
+            n,
+            new_n,
+            total
+        );
+    }
+    s.reg.peer = f.peer;
+    record(s, cfg, uri_len);
+    Ok(())
+}
+
+/// Bytes per word of the word-at-a-time copies.
+const WORD: usize = core::mem::size_of::<u64>();
+
+/// Records what the egress just wrote for the ingress restore (see `rewriter_common::restore`).
+/// The copies run in a `bpf_loop` callback, whose body the verifier checks on its own (the
+/// word copies' branches would otherwise multiply the states of this function's remainder).
+#[inline(always)]
+fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) {
+    s.write.from = uri_len as u32;
+    s.write.err = 0;
+    // SAFETY: a plain field of the map value (volatile: no merged `memset`).
+    unsafe { core::ptr::write_volatile(&mut s.reg.n, 0) };
+    // More than MAX_ORIGINALS contacts end the loop with REC_UNRECORDABLE, keyed.
+    run_loop(MAX_EDITS as u32 + 1, record_cb, s, cfg, ());
+    if s.write.err == 0 && s.reg.n != s.scan.n_contacts {
+        s.write.err = REC_UNRECORDABLE;
+    }
+    if s.write.err != 0 {
+        // The record an earlier REGISTER of this (Call-ID, DN) left would give the next 2xx
+        // that REGISTER's Contact back: it goes too.
+        if s.write.err == REC_UNRECORDABLE {
+            let _ = REGS.remove(&s.reg_key);
+        }
+        count(Stat::NotRecorded);
+        return;
+    }
+    s.reg.clear_unused();
+    // A refresh REGISTER (same Call-ID, same contact) finds its record as it is: the lookup
+    // marks it recently used, and the costlier update is skipped.
+    // SAFETY: the value is only read.
+    if let Some(old) = unsafe { REGS.get(&s.reg_key) }
+        && old.same(&s.reg)
+    {
+        count(Stat::Recorded);
+        return;
+    }
+    if REGS.insert(&s.reg_key, &s.reg, 0).is_err() {
+        let _ = REGS.remove(&s.reg_key);
+        count(Stat::NotRecorded);
+        return;
+    }
+    count(Stat::Recorded);
+}
+
+/// `WriteState::err` of [`record`]: no usable Call-ID, so no key (nothing can be recorded
+/// under it either).
+const REC_NO_KEY: u32 = 1;
+/// `WriteState::err` of [`record`]: keyed, but a contact cannot be recorded.
+const REC_UNRECORDABLE: u32 = 2;
+
+/// Iteration 0: the key and the URI written (`s.out` holds the rewritten middle from the
+/// first edit's even-rounded start; `s.write.from` its length); iteration k > 0: the original
+/// of edit k - 1 if it is a URI edit. Sets `s.write.err` ([`REC_NO_KEY`],
+/// [`REC_UNRECORDABLE`]) if something does not fit.
+#[inline(never)]
+extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: called by `run_loop` only.
+    let (s, _, ()) = unsafe { loop_ctx::<()>(ctx) };
+    if index == 0 {
+        if !s.reg_key.fill_call_id(&s.msg, &s.scan) {
+            s.write.err = REC_NO_KEY;
+            return LOOP_STOP;
+        }
+        // The DN key and a mapped URI are at hand as aligned words; a template URI is read
+        // back from what was written.
+        // SAFETY: `DnKey` and `ContactUri` are 8-aligned, whole numbers of words.
+        unsafe {
+            copy_aligned::<{ MAX_DN_LEN / WORD }>(
+                s.key.0.as_ptr() as *const u64,
+                s.reg_key.dn.0.as_mut_ptr() as *mut u64,
+            );
+        }
+        s.reg.key_check = s.reg_key.check();
+        if s.write.mapped != 0 {
+            const W: usize = core::mem::size_of::<ContactUri>() / WORD;
+            // SAFETY: as above.
+            unsafe {
+                copy_aligned::<W>(
+                    &raw const s.uri as *const u64,
+                    &raw mut s.reg.written as *mut u64,
+                )
+            };
+        } else {
+            let first = s.scan.edits[0].start as usize;
+            if !s
+                .reg
+                .written
+                .fill(&s.out, first & 1, s.write.from as usize, false)
+            {
+                s.write.err = REC_UNRECORDABLE;
+                return LOOP_STOP;
+            }
+        }
+        return LOOP_GO_ON;
+    }
+    let k = index as usize - 1;
+    if k >= s.scan.n_edits as usize {
+        return LOOP_STOP;
+    }
+    let e = s.scan.edits[k & (MAX_EDITS - 1)];
+    if e.kind == EDIT_URI && !s.reg.record(&s.msg, &e) {
+        s.write.err = REC_UNRECORDABLE;
+        return LOOP_STOP;
+    }
+    LOOP_GO_ON
+}
+
+/// Writes one rewritten edit: the original bytes since the previous edit, then (for a URI
+/// edit) the new URI, from the DN map's entry or the template around the DN. Returns the
+/// packet offset after it. Invalidates packet pointers.
+#[inline(always)]
+pub fn write_edit<R: Raw>(
+    r: R,
+    s: &Scratch,
+    cfg: &Config,
+    start: usize,
+    from: usize,
+    kind: u16,
+) -> Result<usize, i64> {
+    let out = csum::store_msg(
+        r,
+        s.write.out as usize,
+        &s.msg,
+        from,
+        start.wrapping_sub(from),
+    )?;
+    if kind != EDIT_URI {
+        return Ok(out);
+    }
+    if s.write.mapped != 0 {
+        csum::store_uri(r, out, &s.uri.text, s.uri.len as usize)
+    } else {
+        let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
+        let o = csum::store_uri(r, out, &cfg.tpl_pre, s.write.pre_len as usize)?;
+        let o = csum::store_msg(r, o, &s.msg, s.scan.dn_start as usize, dn_len)?;
+        csum::store_uri(r, o, &cfg.tpl_post, s.write.post_len as usize)
+    }
+}
