@@ -365,17 +365,24 @@ pub fn fix_lengths_and_checksums<P: Pkt>(
     // no-op on CHECKSUM_PARTIAL, where the device sums header and payload). The field is
     // 16-bit aligned, and the __wsum of its bytes is their little-endian load, which is the
     // `to_be()` value read natively.
-    let d = fold(csum_add(d, csum_sub(new_ulen as u32, old_ulen as u32)));
-    if d != 0 && d != 0xffff {
-        p.l4_csum_replace(csum_off, 0, d, mangled0)?;
+    let len_d = csum_sub(new_ulen as u32, old_ulen as u32);
+    let d = fold(csum_add(d, len_d));
+    if P::PSEUDO_APART {
+        if d != 0 && d != 0xffff {
+            p.l4_csum_replace(csum_off, 0, d, mangled0)?;
+        }
+        // UDP length as counted in the pseudo-header (both checksum modes).
+        p.l4_csum_replace(
+            csum_off,
+            old_ulen as u32,
+            new_ulen as u32,
+            BPF_F_PSEUDO_HDR as u64 | mangled0 | FIELD_16,
+        )?;
+    } else {
+        // Full checksum only: the pseudo-header's copy of the length joins the difference, one
+        // update instead of two.
+        p.l4_csum_replace(csum_off, 0, fold(csum_add(d, len_d)), mangled0)?;
     }
-    // UDP length as counted in the pseudo-header (both checksum modes).
-    p.l4_csum_replace(
-        csum_off,
-        old_ulen as u32,
-        new_ulen as u32,
-        BPF_F_PSEUDO_HDR as u64 | mangled0 | FIELD_16,
-    )?;
     p.store(udp + core::mem::offset_of!(UdpHdr, len), &new_ulen)?;
 
     if v6 {

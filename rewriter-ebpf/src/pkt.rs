@@ -66,6 +66,11 @@ pub trait Pkt {
     /// Grows (zero bytes) or shrinks the packet to `len`. Invalidates packet pointers.
     fn resize(&self, len: u32) -> Result<(), Stat>;
 
+    /// Whether the pseudo-header part of an L4 checksum change must be applied apart from the
+    /// rest (TC: a CHECKSUM_PARTIAL skb takes only that part, see `crate::csum`); XDP frames
+    /// carry full checksums, so one combined update does.
+    const PSEUDO_APART: bool;
+
     /// `bpf_l4_csum_replace`: updates the 16-bit L4 checksum at `off` for a 16- or 32-bit
     /// field that changed from `from` to `to` (`flags & CSUM_SIZE` 2 or 4), or by the checksum
     /// difference `to` (size 0, `from` 0); `BPF_F_PSEUDO_HDR` marks a change of a field the
@@ -135,6 +140,7 @@ pub trait Pkt {
 
 impl Pkt for TcContext {
     type R = *mut __sk_buff;
+    const PSEUDO_APART: bool = true;
 
     #[inline(always)]
     fn raw(&self) -> Self::R {
@@ -212,6 +218,7 @@ impl Pkt for TcContext {
 
 impl Pkt for XdpContext {
     type R = *mut xdp_md;
+    const PSEUDO_APART: bool = false;
 
     #[inline(always)]
     fn raw(&self) -> Self::R {
