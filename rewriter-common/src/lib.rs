@@ -31,7 +31,42 @@ pub const MAX_CONTACTS: u32 = 131_072;
 /// The two DN → Contact maps; [`Config::dn_map`] names the one program runs use. A whole new
 /// set (`contact import`) is written into the other one and becomes live with the
 /// configuration that names it, so a packet sees the old set or the new one, never a mix.
-pub const DN_MAPS: [&str; 2] = ["CONTACTS", "CONTACTS_B"];
+pub const DN_MAPS: [&str; 2] = [names::CONTACTS, names::CONTACTS_B];
+
+/// Names in the eBPF object, defined once: the eBPF crate's `#[map]` statics and programs carry
+/// exactly these identifiers, and userspace loads, pins and finds them by these strings.
+pub mod names {
+    /// The configuration versions (`Array<Config>`, [`crate::CONFIG_SLOTS`] entries).
+    pub const CONFIG: &str = "CONFIG";
+    /// Which `CONFIG` slot is current.
+    pub const CONFIG_SLOT: &str = "CONFIG_SLOT";
+    /// Per-CPU counters, indexed by [`crate::Stat`].
+    pub const STATS: &str = "STATS";
+    /// DN → Contact, the first of [`crate::DN_MAPS`].
+    pub const CONTACTS: &str = "CONTACTS";
+    /// DN → Contact, the second of [`crate::DN_MAPS`].
+    pub const CONTACTS_B: &str = "CONTACTS_B";
+    /// The Genesys address set.
+    pub const GENESYS: &str = "GENESYS";
+    /// The restore records (LRU).
+    pub const REGS: &str = "REGS";
+    /// Maps pinned per attachment (the per-CPU scratch is not: it holds nothing between runs).
+    pub const PINNED_MAPS: [&str; 7] = [
+        CONFIG,
+        CONFIG_SLOT,
+        STATS,
+        CONTACTS,
+        CONTACTS_B,
+        GENESYS,
+        REGS,
+    ];
+    /// The TC egress rewrite.
+    pub const PROGRAM_EGRESS: &str = "sip_rewriter";
+    /// The ingress restore as an XDP program.
+    pub const PROGRAM_XDP: &str = "sip_restore_xdp";
+    /// The ingress restore as a TC ingress classifier.
+    pub const PROGRAM_TC_INGRESS: &str = "sip_restore_tc";
+}
 
 /// `Config::flags`: keep every Contact header parameter.
 pub const CFG_KEEP_ALL: u16 = 1 << 0;

@@ -1,7 +1,7 @@
 //! The maps every program shares, the configuration read, and the counters.
 //!
 //! Userspace names these maps by the identifiers below (aya's `#[map]` uses the static's
-//! name); `rewriter_common::maps` holds the same names for the loader and the pins.
+//! name); `rewriter_common::names` holds the same names for the loader and the pins.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,

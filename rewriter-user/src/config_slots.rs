@@ -33,7 +33,7 @@ use aya::{
     Ebpf,
     maps::{Array, MapData},
 };
-use rewriter_common::{CONFIG_SLOTS, Config};
+use rewriter_common::{CONFIG_SLOTS, Config, names};
 
 /// `MEMBARRIER_CMD_GLOBAL` (include/uapi/linux/membarrier.h).
 const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
@@ -50,10 +50,10 @@ impl ConfigMaps<MapData> {
     /// Takes both maps out of a loaded object (the programs keep their references).
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let configs = ebpf
-            .take_map("CONFIG")
+            .take_map(names::CONFIG)
             .context("map CONFIG missing from the object")?;
         let slot = ebpf
-            .take_map("CONFIG_SLOT")
+            .take_map(names::CONFIG_SLOT)
             .context("map CONFIG_SLOT missing from the object")?;
         Ok(Self {
             configs: Array::try_from(configs)?,

@@ -20,11 +20,11 @@ pub use loader::{Attachment, Ingress, Rewriter};
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rewriter"));
 
 /// Name of the TC egress classifier inside [`EBPF_OBJECT`].
-pub const PROGRAM: &str = "sip_rewriter";
+pub const PROGRAM: &str = rewriter_common::names::PROGRAM_EGRESS;
 /// The ingress restore as an XDP program.
-pub const PROGRAM_XDP: &str = "sip_restore_xdp";
+pub const PROGRAM_XDP: &str = rewriter_common::names::PROGRAM_XDP;
 /// The ingress restore as a TC ingress classifier.
-pub const PROGRAM_TC_INGRESS: &str = "sip_restore_tc";
+pub const PROGRAM_TC_INGRESS: &str = rewriter_common::names::PROGRAM_TC_INGRESS;
 
 /// An error chain on one line, `a: b: c`, without repeating a cause that its parent's message
 /// already ends with (the config errors carry their cause in their own message).
@@ -41,4 +41,27 @@ pub fn one_line(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
+}
+
+#[cfg(test)]
+mod object_tests {
+    use rewriter_common::names;
+
+    /// Every name userspace uses is a symbol of the object (a renamed `#[map]` static or
+    /// program would otherwise surface only as a load error at attach time).
+    #[test]
+    fn the_object_holds_every_name_userspace_uses() {
+        let all = names::PINNED_MAPS.iter().chain(&[
+            names::PROGRAM_EGRESS,
+            names::PROGRAM_XDP,
+            names::PROGRAM_TC_INGRESS,
+        ]);
+        for name in all {
+            let sym = [b"\0", name.as_bytes(), b"\0"].concat();
+            assert!(
+                super::EBPF_OBJECT.windows(sym.len()).any(|w| w == sym),
+                "{name} is not in the eBPF object"
+            );
+        }
+    }
 }

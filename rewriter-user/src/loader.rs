@@ -14,7 +14,7 @@ use aya::{
 use std::{net::IpAddr, path::PathBuf};
 
 use rewriter_common::{
-    AddrKey, Config, ContactUri, DN_MAPS, DnKey, MAX_CONTACTS,
+    AddrKey, Config, ContactUri, DN_MAPS, DnKey, MAX_CONTACTS, names,
     restore::{MAX_REGISTRATIONS, RegKey, RegState},
 };
 
@@ -126,7 +126,7 @@ impl Rewriter {
         for name in DN_MAPS {
             loader.map_max_entries(name, max_contacts);
         }
-        loader.map_max_entries("REGS", max_registrations);
+        loader.map_max_entries(names::REGS, max_registrations);
         let paths: Vec<(&str, PathBuf)> = pins
             .map(|d| MAPS.iter().map(|m| (*m, d.map_path(m))).collect())
             .unwrap_or_default();
@@ -278,7 +278,7 @@ impl Rewriter {
     pub fn set_genesys(&mut self, addrs: &[IpAddr]) -> anyhow::Result<()> {
         let mut map: HashMap<&mut MapData, AddrKey, u8> = HashMap::try_from(
             self.ebpf
-                .map_mut("GENESYS")
+                .map_mut(names::GENESYS)
                 .context("map GENESYS missing from the object")?,
         )?;
         let old: Vec<AddrKey> = map
@@ -302,7 +302,7 @@ impl Rewriter {
     pub fn add_genesys(&mut self, addr: IpAddr) -> anyhow::Result<()> {
         let mut map: HashMap<&mut MapData, AddrKey, u8> = HashMap::try_from(
             self.ebpf
-                .map_mut("GENESYS")
+                .map_mut(names::GENESYS)
                 .context("map GENESYS missing from the object")?,
         )?;
         map.insert(addr_key(addr), 1, 0)
@@ -314,7 +314,7 @@ impl Rewriter {
     pub fn registrations(&mut self) -> anyhow::Result<HashMap<&mut MapData, RegKey, RegState>> {
         Ok(HashMap::try_from(
             self.ebpf
-                .map_mut("REGS")
+                .map_mut(names::REGS)
                 .context("map REGS missing from the object")?,
         )?)
     }
@@ -336,7 +336,7 @@ impl Rewriter {
     pub fn counters(&self) -> anyhow::Result<Counters> {
         let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
             self.ebpf
-                .map("STATS")
+                .map(names::STATS)
                 .context("map STATS missing from the object")?,
         )?;
         Counters::read(&map)
@@ -633,15 +633,15 @@ fn drop_outdated_pins(d: &PinDir, max_registrations: u32) {
     // (map, key size, value size, entries; 0: any)
     let want: [(&str, usize, usize, u32); 4] = [
         (
-            "CONFIG",
+            names::CONFIG,
             4,
             core::mem::size_of::<Config>(),
             rewriter_common::CONFIG_SLOTS,
         ),
-        ("CONFIG_SLOT", 4, 4, 1),
-        ("STATS", 4, 8, Stat::COUNT),
+        (names::CONFIG_SLOT, 4, 4, 1),
+        (names::STATS, 4, 8, Stat::COUNT),
         (
-            "REGS",
+            names::REGS,
             core::mem::size_of::<RegKey>(),
             core::mem::size_of::<RegState>(),
             max_registrations,
@@ -661,9 +661,9 @@ fn drop_outdated_pins(d: &PinDir, max_registrations: u32) {
                 p.display()
             );
             let _ = std::fs::remove_file(&p);
-            if name == "CONFIG" {
+            if name == names::CONFIG {
                 // The two go together.
-                let _ = std::fs::remove_file(d.map_path("CONFIG_SLOT"));
+                let _ = std::fs::remove_file(d.map_path(names::CONFIG_SLOT));
             }
         }
     }

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use rewriter_common::{
-    AddrKey, ContactUri, DN_MAPS, DnKey,
+    AddrKey, ContactUri, DN_MAPS, DnKey, names,
     restore::{RegKey, RegState},
 };
 
@@ -23,15 +23,7 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sip-rewriter";
 /// Overrides [`DEFAULT_ROOT`] (tests use private roots; the path must be on a bpffs).
 pub const ROOT_ENV: &str = "SIP_REWRITER_PIN_ROOT";
 /// Maps pinned per attachment.
-pub const MAPS: [&str; 7] = [
-    "CONFIG",
-    "CONFIG_SLOT",
-    "STATS",
-    DN_MAPS[0],
-    DN_MAPS[1],
-    "GENESYS",
-    "REGS",
-];
+pub const MAPS: [&str; 7] = names::PINNED_MAPS;
 /// `statfs` magic of bpffs (include/uapi/linux/magic.h, BPF_FS_MAGIC).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -61,7 +53,7 @@ impl PinDir {
         if let Some(i) = iface {
             require_shared_bpffs()?;
             let d = Self::for_iface(i);
-            if !d.path.join("CONFIG").exists() {
+            if !d.path.join(names::CONFIG).exists() {
                 bail!(
                     "sip-rewriter is not attached to {i} (no pins in {}); start it with `sip-rewriter attach --iface {i}`",
                     d.path.display()
@@ -97,7 +89,7 @@ impl PinDir {
         };
         let mut out: Vec<Self> = entries
             .flatten()
-            .filter(|e| e.path().join("CONFIG").exists())
+            .filter(|e| e.path().join(names::CONFIG).exists())
             .map(|e| Self {
                 iface: e.file_name().to_string_lossy().into_owned(),
                 path: e.path(),
@@ -142,7 +134,10 @@ impl PinDir {
 
     /// The configuration slots of the running program (read and publish through them only).
     pub fn config(&self) -> anyhow::Result<crate::config_slots::ConfigMaps<MapData>> {
-        crate::config_slots::ConfigMaps::from_pins(self.map("CONFIG")?, self.map("CONFIG_SLOT")?)
+        crate::config_slots::ConfigMaps::from_pins(
+            self.map(names::CONFIG)?,
+            self.map(names::CONFIG_SLOT)?,
+        )
     }
 
     /// The DN map program runs use now.
@@ -168,7 +163,7 @@ impl PinDir {
 
     /// Entries in the restore state map (REGS) and its capacity.
     pub fn registrations_fill(&self) -> anyhow::Result<(usize, u32)> {
-        let map = self.map("REGS")?;
+        let map = self.map(names::REGS)?;
         let capacity = map
             .info()
             .context("reading the restore map capacity")?
@@ -178,12 +173,12 @@ impl PinDir {
     }
 
     pub fn genesys(&self) -> anyhow::Result<HashMap<MapData, AddrKey, u8>> {
-        Ok(HashMap::try_from(Map::HashMap(self.map("GENESYS")?))?)
+        Ok(HashMap::try_from(Map::HashMap(self.map(names::GENESYS)?))?)
     }
 
     pub fn counters(&self) -> anyhow::Result<Counters> {
         let map: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(Map::PerCpuArray(self.map("STATS")?))?;
+            PerCpuArray::try_from(Map::PerCpuArray(self.map(names::STATS)?))?;
         Counters::read(&map)
     }
 

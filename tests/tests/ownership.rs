@@ -175,7 +175,10 @@ fn a_failed_attach_keeps_the_pins_it_reused() {
     );
     att.signal("KILL");
     let _ = att.stop();
-    let pin = root.0.join(&topo.edge_if).join("CONTACTS");
+    let pin = root
+        .0
+        .join(&topo.edge_if)
+        .join(rewriter_common::names::CONTACTS);
     assert!(pin.exists());
     // A foreign native XDP program makes our XDP attach fail (EEXIST/EBUSY).
     let mut foreign = Rewriter::load(&Config::new(5060)).unwrap();

@@ -103,7 +103,13 @@ fn ipv6_rewrite_whose_checksum_computes_to_zero_sends_0xffff() {
     let udp = built.len() - expected.len() - 8;
     let base = !u16::from_be_bytes([built[udp + 6], built[udp + 7]]) as u32;
     // Where a byte sits in its 16-bit word of the UDP datagram (header first, 8 bytes).
-    let shift = |k: usize| if (8 + at_out + k) % 2 == 0 { 8 } else { 0 };
+    let shift = |k: usize| {
+        if (8 + at_out + k).is_multiple_of(2) {
+            8
+        } else {
+            0
+        }
+    };
     // Candidates from a fixed pseudo-random sequence (splitmix64), so that every try reaches
     // the whole range of sums (counting up would vary only the low characters for long).
     let mut state = 0u64;

@@ -92,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Before anything is loaded or pinned: one line if this kernel cannot run the programs.
     settings.ingress = rewriter_user::support::check(settings.ingress)?;
     pins::ensure_root()?;
-    let reused = pins.map_path("CONTACTS").exists();
+    let reused = pins.map_path(rewriter_common::names::CONTACTS).exists();
     std::fs::create_dir_all(&pins.path)
         .with_context(|| format!("creating {}", pins.path.display()))?;
     let netns = owner::my_netns()?;

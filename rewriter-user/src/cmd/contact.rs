@@ -220,7 +220,10 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
 fn target(iface: Option<String>) -> anyhow::Result<(Option<PinDir>, StateFile)> {
     netdev::require_root()?;
     if let Some(i) = &iface
-        && !PinDir::for_iface(i).path.join("CONFIG").exists()
+        && !PinDir::for_iface(i)
+            .path
+            .join(rewriter_common::names::CONFIG)
+            .exists()
     {
         return Ok((None, StateFile::for_iface(i)));
     }

@@ -82,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Some(i) => {
             let d = PinDir::for_iface(i);
             pins::require_shared_bpffs()?;
-            if d.path.join("CONFIG").exists() {
+            if d.path.join(rewriter_common::names::CONFIG).exists() {
                 vec![d]
             } else {
                 Vec::new()

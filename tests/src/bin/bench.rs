@@ -20,7 +20,7 @@ use integration_tests::{
     packet::Frame,
 };
 use rewriter_common::{
-    ContactUri, DnKey,
+    ContactUri, DnKey, names,
     sip::{Decision, rewrite},
 };
 use rewriter_user::Rewriter;
@@ -536,7 +536,10 @@ fn scale(opts: &Opts, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> anyhow::R
     measure(&mut rw, "REGISTER JsSIP, DN map with 10 entries".into())?;
     let t = Instant::now();
     {
-        let map = rw.ebpf_mut().map_mut("CONTACTS").context("CONTACTS")?;
+        let map = rw
+            .ebpf_mut()
+            .map_mut(names::CONTACTS)
+            .context(names::CONTACTS)?;
         let mut map: aya::maps::HashMap<&mut aya::maps::MapData, DnKey, ContactUri> =
             aya::maps::HashMap::try_from(map)?;
         for i in 0..n {
