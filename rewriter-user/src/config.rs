@@ -345,14 +345,16 @@ fn line_at(text: &str, offset: usize) -> usize {
 // Single-value validation
 // ---------------------------------------------------------------------------------------------
 
+// The classes are rewriter-common's, the kernel's own (RFC 3261 is ASCII: `c as u8` is exact).
+
 /// RFC 3261 `unreserved` / `user-unreserved` characters (everything allowed in `user` but `%`).
 fn is_user_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c)
+    c.is_ascii() && rewriter_common::sip::is_user_char(c as u8)
 }
 
 /// RFC 3261 `token` characters.
 fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+    c.is_ascii() && rewriter_common::sip::is_token_char(c as u8)
 }
 
 /// Characters that must never reach a Contact header: they would end the `<...>` or the line.
@@ -1728,6 +1730,33 @@ keep_params = ["expires", "q"]            # optional
             e.to_string(),
             "x.toml:7: invalid port 0: use a port in 1..=65535"
         );
+    }
+
+    // --- character classes -------------------------------------------------------------------
+
+    /// rewriter-common's classes are the RFC 3261 sets the CLI had as its own copy before.
+    #[test]
+    fn character_classes_are_rfc_3261() {
+        for b in 0..=255u8 {
+            let c = char::from(b);
+            let alnum = c.is_ascii_alphanumeric();
+            assert_eq!(
+                is_user_char(c),
+                alnum || "-_.!~*'()&=+$,;?/".contains(c),
+                "user {b:#04x}"
+            );
+            assert_eq!(
+                is_token_char(c),
+                alnum || "-.!%*_+`'~".contains(c),
+                "token {b:#04x}"
+            );
+            assert_eq!(
+                is_uri_char(c),
+                (b'!'..=b'~').contains(&b) && !"<>\"".contains(c),
+                "uri {b:#04x}"
+            );
+        }
+        assert!(!is_user_char('\u{3b1}') && !is_token_char('\u{3b1}') && !is_uri_char('\u{3b1}'));
     }
 
     // --- DN ----------------------------------------------------------------------------------
