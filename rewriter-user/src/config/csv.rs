@@ -8,7 +8,7 @@ use std::{
 use rewriter_common::MAX_CONTACTS;
 
 use super::{
-    error::{ConfigError, Reason, ValidationError},
+    error::{ConfigError, Field, Reason, ValidationError},
     file::{Settings, read_text},
     validate::{validate_dn, validate_uri},
 };
@@ -65,10 +65,7 @@ pub fn parse_contacts_csv(text: &str, origin: &Path) -> Result<Vec<(String, Stri
         let (dn, uri) = split_csv_line(line).map_err(|reason| {
             invalid(
                 line_no,
-                ValidationError::ContactLine {
-                    line: raw.to_owned(),
-                    reason,
-                },
+                ValidationError::new(Field::ContactLine, raw, reason),
             )
         })?;
         validate_dn(dn).map_err(|e| invalid(line_no, e))?;
@@ -79,10 +76,7 @@ pub fn parse_contacts_csv(text: &str, origin: &Path) -> Result<Vec<(String, Stri
             };
             return Err(invalid(
                 line_no,
-                ValidationError::Dn {
-                    dn: dn.to_owned(),
-                    reason,
-                },
+                ValidationError::new(Field::Dn, dn, reason),
             ));
         }
         if out.len() >= MAX_CONTACTS as usize {
@@ -90,7 +84,10 @@ pub fn parse_contacts_csv(text: &str, origin: &Path) -> Result<Vec<(String, Stri
                 count: out.len() + 1,
                 max: MAX_CONTACTS as usize,
             };
-            return Err(invalid(line_no, ValidationError::ContactList { reason }));
+            return Err(invalid(
+                line_no,
+                ValidationError::list(Field::ContactList, reason),
+            ));
         }
         seen.insert(dn.to_owned(), line_no);
         out.push((dn.to_owned(), uri.to_owned()));
@@ -197,7 +194,8 @@ mod tests {
         assert!(matches!(
             &e,
             ConfigError::Invalid {
-                source: ValidationError::ContactLine {
+                source: ValidationError {
+                    field: Field::ContactLine,
                     reason: Reason::CsvShape,
                     ..
                 },
@@ -216,7 +214,8 @@ mod tests {
         assert!(matches!(
             e,
             ConfigError::Invalid {
-                source: ValidationError::ContactLine {
+                source: ValidationError {
+                    field: Field::ContactLine,
                     reason: Reason::CsvQuote,
                     ..
                 },
@@ -251,7 +250,8 @@ mod tests {
         assert!(matches!(
             &e,
             ConfigError::Invalid {
-                source: ValidationError::Dn {
+                source: ValidationError {
+                    field: Field::Dn,
                     reason: Reason::Duplicate {
                         first_line: Some(1)
                     },

@@ -1,7 +1,10 @@
 //! The error shapes: what was rejected and why ([`ValidationError`]), and where in a file
 //! ([`ConfigError`]).
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use rewriter_common::{MAX_DN_LEN, MAX_URI_LEN};
 
@@ -112,117 +115,142 @@ pub enum Reason {
     /// A contacts-file field that opens a quote and does not close it.
     #[error("a quoted field is not closed by '\"'")]
     CsvQuote,
-}
-
-/// A rejected value: what it is, the value itself and why.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ValidationError {
-    /// A DN (user part of the To URI, key of the contacts map).
-    #[error("invalid DN {dn:?}: {reason}")]
-    Dn {
-        /// The DN as given.
-        dn: String,
-        /// Why it was rejected.
-        reason: Reason,
-    },
-    /// A Contact URI.
-    #[error("invalid URI {uri:?}: {reason}")]
-    Uri {
-        /// The URI as given.
-        uri: String,
-        /// Why it was rejected.
-        reason: Reason,
-    },
-    /// A default Contact template.
-    #[error("invalid contact template {template:?}: {reason}")]
-    Template {
-        /// The template as given.
-        template: String,
-        /// Why it was rejected.
-        reason: Reason,
-    },
-    /// One name of the keep list.
-    #[error("invalid keep_params name {name:?}: {reason}")]
-    KeepName {
-        /// The name as given.
-        name: String,
-        /// Why it was rejected.
-        reason: Reason,
-    },
-    /// The keep list as a whole.
-    #[error("invalid keep_params list {list:?}: {reason}")]
-    KeepList {
-        /// The list, comma-separated.
-        list: String,
-        /// Why it was rejected.
-        reason: Reason,
-    },
-    /// One Genesys address.
-    #[error("invalid Genesys address {addr:?}: {reason}")]
-    Address {
-        /// The address as given.
-        addr: String,
-        /// Why it was rejected.
-        reason: Reason,
-    },
-    /// The Genesys address list as a whole.
-    #[error("invalid Genesys address list: {reason}")]
-    AddressList {
-        /// Why it was rejected.
-        reason: Reason,
-    },
-    /// A UDP port.
-    /// An `ingress` value other than xdp, tc, off.
-    #[error("invalid ingress hook {value:?}: use \"xdp\", \"tc\" or \"off\"")]
-    Ingress {
-        /// The value as written.
-        value: String,
-    },
-    #[error("invalid port {port}: use a port in 1..=65535")]
-    Port {
-        /// The port as given (from a file it may be outside the `u16` range).
-        port: i64,
-    },
+    /// A UDP port outside 1..=65535.
+    #[error("use a port in 1..=65535")]
+    Port,
     /// A number outside the range its setting allows.
-    #[error("invalid {field} {value}: use a value in {min}..={max}")]
+    #[error("use a value in {min}..={max}")]
     Range {
-        /// The setting (config key).
-        field: &'static str,
-        /// The value as given.
-        value: i64,
         /// Smallest allowed.
         min: i64,
         /// Largest allowed.
         max: i64,
     },
-    /// A metrics listen address.
-    #[error("invalid metrics listen address {value:?}: want :PORT, localhost:PORT or IP:PORT")]
-    ListenAddr {
-        /// The address as given.
-        value: String,
+    /// Not a listen address.
+    #[error("want :PORT, localhost:PORT or IP:PORT")]
+    ListenAddr,
+    /// Not one of a fixed set of names.
+    #[error("use {allowed}")]
+    NotOneOf {
+        /// The names, quoted, e.g. `"xdp", "tc" or "off"`.
+        allowed: String,
     },
-    /// A network interface name.
-    #[error("invalid interface name {name:?}: {reason}")]
-    Interface {
-        /// The name as given.
-        name: String,
-        /// Why it was rejected.
-        reason: Reason,
-    },
-    /// A line of a CSV contacts file that is not `dn,uri`.
-    #[error("invalid contacts line {line:?}: {reason}")]
-    ContactLine {
-        /// The line as read.
-        line: String,
-        /// Why it was rejected.
-        reason: Reason,
-    },
+}
+
+/// What a rejected value is, in the words the user knows it by (the first part of a
+/// [`ValidationError`] message). The same validation serves the config file, the command line
+/// and contacts files, so these name the kind of value rather than one config key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// A DN: the user part of the To URI, a key of the contacts map.
+    Dn,
+    /// A Contact URI.
+    Uri,
+    /// A default Contact template (`contacts.default`, `--default`, `default set`).
+    Template,
+    /// One name of the keep list (`contacts.keep_params`, `--keep-params`).
+    KeepName,
+    /// The keep list as a whole.
+    KeepList,
+    /// One Genesys address (`genesys.addresses`).
+    Address,
+    /// The Genesys address list as a whole.
+    AddressList,
+    /// The ingress hook (`ingress`, `--ingress`).
+    Ingress,
+    /// The Genesys UDP port (`genesys.port`, `--port`).
+    Port,
+    /// A numeric setting, by its config key (`max_contacts`, `interval`, ...).
+    Setting(&'static str),
+    /// The metrics listen address (`metrics`, `--metrics`).
+    Metrics,
+    /// A network interface name (`interface`, `--iface`).
+    Interface,
+    /// A line of a CSV contacts file.
+    ContactLine,
     /// The contacts of one file as a whole.
-    #[error("invalid contacts list: {reason}")]
-    ContactList {
-        /// Why it was rejected.
-        reason: Reason,
-    },
+    ContactList,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::Dn => "DN",
+            Field::Uri => "URI",
+            Field::Template => "contact template",
+            Field::KeepName => "keep_params name",
+            Field::KeepList => "keep_params list",
+            Field::Address => "Genesys address",
+            Field::AddressList => "Genesys address list",
+            Field::Ingress => "ingress hook",
+            Field::Port => "port",
+            Field::Setting(key) => key,
+            Field::Metrics => "metrics listen address",
+            Field::Interface => "interface name",
+            Field::ContactLine => "contacts line",
+            Field::ContactList => "contacts list",
+        })
+    }
+}
+
+/// A rejected value as the user gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// Text, shown quoted (so that white space and control characters are visible).
+    Text(String),
+    /// A number, shown as is (from a file it may be outside the setting's type).
+    Number(i64),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Text(s) => write!(f, "{s:?}"),
+            Value::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A rejected value: what it is, the value itself and why;
+/// `invalid {field} {value}: {reason}`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}{}: {reason}", value.as_ref().map(|v| format!(" {v}")).unwrap_or_default())]
+pub struct ValidationError {
+    /// What the value is.
+    pub field: Field,
+    /// The value as given; `None` when the reason is about a whole list (e.g. its length).
+    pub value: Option<Value>,
+    /// Why it was rejected.
+    pub reason: Reason,
+}
+
+impl ValidationError {
+    /// A rejected text value.
+    pub fn new(field: Field, value: impl Into<String>, reason: Reason) -> Self {
+        ValidationError {
+            field,
+            value: Some(Value::Text(value.into())),
+            reason,
+        }
+    }
+
+    /// A rejected number.
+    pub fn number(field: Field, value: i64, reason: Reason) -> Self {
+        ValidationError {
+            field,
+            value: Some(Value::Number(value)),
+            reason,
+        }
+    }
+
+    /// A list rejected as a whole.
+    pub fn list(field: Field, reason: Reason) -> Self {
+        ValidationError {
+            field,
+            value: None,
+            reason,
+        }
+    }
 }
 
 /// A config or contacts file that cannot be used.
@@ -292,6 +320,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_shape_for_text_numbers_and_lists() {
+        let e = ValidationError::new(Field::Interface, "eth 0", Reason::Empty);
+        assert_eq!(
+            e.to_string(),
+            "invalid interface name \"eth 0\": it is empty"
+        );
+        let e = ValidationError::number(
+            Field::Setting("max_contacts"),
+            0,
+            Reason::Range { min: 1, max: 9 },
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid max_contacts 0: use a value in 1..=9"
+        );
+        let e = ValidationError::list(Field::AddressList, Reason::TooMany { count: 65, max: 64 });
+        assert_eq!(
+            e.to_string(),
+            "invalid Genesys address list: 65 entries, at most 64 are allowed"
+        );
+    }
+
+    #[test]
     fn config_error_without_line() {
         let e = ConfigError::Toml {
             path: "x.toml".into(),
@@ -302,7 +353,7 @@ mod tests {
         let e = ConfigError::Invalid {
             path: "x.toml".into(),
             line: Some(7),
-            source: ValidationError::Port { port: 0 },
+            source: ValidationError::number(Field::Port, 0, Reason::Port),
         };
         assert_eq!(
             e.to_string(),

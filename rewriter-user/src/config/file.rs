@@ -35,7 +35,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    error::{ConfigError, Reason, ValidationError, line_at},
+    error::{ConfigError, Field, Reason, ValidationError, line_at},
     keep::KeepParams,
     template::Template,
     validate::{
@@ -155,9 +155,13 @@ impl Settings {
             settings.ingress = ingress.get_ref().parse().map_err(|_| {
                 invalid(
                     ingress.span().start,
-                    ValidationError::Ingress {
-                        value: ingress.get_ref().clone(),
-                    },
+                    ValidationError::new(
+                        Field::Ingress,
+                        ingress.get_ref().as_str(),
+                        Reason::NotOneOf {
+                            allowed: "\"xdp\", \"tc\" or \"off\"".to_owned(),
+                        },
+                    ),
                 )
             })?;
         }
@@ -186,7 +190,12 @@ impl Settings {
         if let Some(genesys) = file.genesys {
             if let Some(port) = genesys.port {
                 let value = *port.get_ref();
-                let port_err = || invalid(port.span().start, ValidationError::Port { port: value });
+                let port_err = || {
+                    invalid(
+                        port.span().start,
+                        ValidationError::number(Field::Port, value, Reason::Port),
+                    )
+                };
                 let p = u16::try_from(value).map_err(|_| port_err())?;
                 validate_port(p).map_err(|_| port_err())?;
                 settings.port = p;
@@ -215,7 +224,7 @@ impl Settings {
                 };
                 return Err(invalid(
                     dn.span().start,
-                    ValidationError::ContactList { reason },
+                    ValidationError::list(Field::ContactList, reason),
                 ));
             }
             for (dn, uri) in map {
@@ -350,10 +359,7 @@ fn parse_addresses(
         let addr_err = |reason| {
             (
                 offset,
-                ValidationError::Address {
-                    addr: s.clone(),
-                    reason,
-                },
+                ValidationError::new(Field::Address, s.clone(), reason),
             )
         };
         if i >= MAX_GENESYS_ADDRS as usize {
@@ -361,7 +367,7 @@ fn parse_addresses(
                 count: addresses.len(),
                 max: MAX_GENESYS_ADDRS as usize,
             };
-            return Err((offset, ValidationError::AddressList { reason }));
+            return Err((offset, ValidationError::list(Field::AddressList, reason)));
         }
         let addr: IpAddr = s.parse().map_err(|_| addr_err(Reason::NotAnAddress))?;
         // The kernel stores IPv4 as IPv4-mapped IPv6, so ::ffff:a.b.c.d is a.b.c.d.
@@ -389,6 +395,7 @@ pub(super) fn read_text(path: &Path) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Value;
 
     use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -487,7 +494,11 @@ mod tests {
         assert!(matches!(
             e,
             ConfigError::Invalid {
-                source: ValidationError::Port { port: 0 },
+                source: ValidationError {
+                    field: Field::Port,
+                    value: Some(Value::Number(0)),
+                    reason: Reason::Port,
+                },
                 ..
             }
         ));
@@ -507,7 +518,11 @@ mod tests {
                     e,
                     ConfigError::Invalid {
                         line: Some(2),
-                        source: ValidationError::Port { port },
+                        source: ValidationError {
+                            field: Field::Port,
+                            value: Some(Value::Number(port)),
+                            reason: Reason::Port,
+                        },
                         ..
                     } if port == value
                 ),
@@ -628,7 +643,16 @@ mod tests {
             "e\tx",
         ] {
             let e = validate_interface(bad).unwrap_err();
-            assert!(matches!(e, ValidationError::Interface { .. }), "{bad:?}");
+            assert!(
+                matches!(
+                    e,
+                    ValidationError {
+                        field: Field::Interface,
+                        ..
+                    }
+                ),
+                "{bad:?}"
+            );
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }
         let e = parse_err("\ninterface = \"eth 0\"\n");
@@ -653,7 +677,8 @@ mod tests {
         assert!(matches!(
             e,
             ConfigError::Invalid {
-                source: ValidationError::Address {
+                source: ValidationError {
+                    field: Field::Address,
                     reason: Reason::NotAnAddress,
                     ..
                 },
@@ -676,7 +701,8 @@ mod tests {
         assert!(matches!(
             &e,
             ConfigError::Invalid {
-                source: ValidationError::Address {
+                source: ValidationError {
+                    field: Field::Address,
                     reason: Reason::Duplicate {
                         first_line: Some(3)
                     },
@@ -710,7 +736,9 @@ mod tests {
             matches!(
                 e,
                 ConfigError::Invalid {
-                    source: ValidationError::AddressList {
+                    source: ValidationError {
+                        field: Field::AddressList,
+                        value: None,
                         reason: Reason::TooMany { count: 65, max: 64 }
                     },
                     line: Some(67),
@@ -740,7 +768,8 @@ mod tests {
         assert!(matches!(
             e,
             ConfigError::Invalid {
-                source: ValidationError::KeepList {
+                source: ValidationError {
+                    field: Field::KeepList,
                     reason: Reason::StarNotAlone,
                     ..
                 },
@@ -806,7 +835,8 @@ mod tests {
         assert!(matches!(
             e,
             ConfigError::Invalid {
-                source: ValidationError::Uri {
+                source: ValidationError {
+                    field: Field::Uri,
                     reason: Reason::Char {
                         ch: '\r',
                         pos: 14,

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use rewriter_common::MAX_KEEP;
 
 use super::{
-    error::{Reason, ValidationError},
+    error::{Field, Reason, ValidationError},
     validate::validate_keep_name,
 };
 
@@ -53,10 +53,7 @@ impl KeepParams {
         let list_err = |i: usize, reason| {
             (
                 i,
-                ValidationError::KeepList {
-                    list: items.join(","),
-                    reason,
-                },
+                ValidationError::new(Field::KeepList, items.join(","), reason),
             )
         };
         let mut names: Vec<String> = Vec::new();
@@ -77,10 +74,11 @@ impl KeepParams {
                 let first = written.get(first).copied().unwrap_or_default().to_owned();
                 return Err((
                     i,
-                    ValidationError::KeepName {
-                        name: item.to_owned(),
-                        reason: Reason::DuplicateName { first },
-                    },
+                    ValidationError::new(
+                        Field::KeepName,
+                        item.to_owned(),
+                        Reason::DuplicateName { first },
+                    ),
                 ));
             }
             if names.len() >= MAX_KEEP {
@@ -164,19 +162,21 @@ mod tests {
         let e = KeepParams::parse_list("expires,EXPIRES").unwrap_err();
         assert_eq!(
             e,
-            ValidationError::KeepName {
-                name: "EXPIRES".into(),
-                reason: Reason::DuplicateName {
+            ValidationError::new(
+                Field::KeepName,
+                "EXPIRES",
+                Reason::DuplicateName {
                     first: "expires".into()
                 }
-            }
+            )
         );
         assert!(e.to_string().contains("\"EXPIRES\""), "{e}");
 
         let e = KeepParams::parse_list("*,q").unwrap_err();
         assert!(matches!(
             e,
-            ValidationError::KeepList {
+            ValidationError {
+                field: Field::KeepList,
                 reason: Reason::StarNotAlone,
                 ..
             }
@@ -185,7 +185,8 @@ mod tests {
         let e = KeepParams::parse_list("q,*").unwrap_err();
         assert!(matches!(
             e,
-            ValidationError::KeepList {
+            ValidationError {
+                field: Field::KeepList,
                 reason: Reason::StarNotAlone,
                 ..
             }
@@ -194,26 +195,29 @@ mod tests {
         let e = KeepParams::parse_list("a,b,c,d,e,f,g,h,i").unwrap_err();
         assert_eq!(
             e,
-            ValidationError::KeepList {
-                list: "a,b,c,d,e,f,g,h,i".into(),
-                reason: Reason::TooMany { count: 9, max: 8 }
-            }
+            ValidationError::new(
+                Field::KeepList,
+                "a,b,c,d,e,f,g,h,i",
+                Reason::TooMany { count: 9, max: 8 }
+            )
         );
 
         let long = "p".repeat(17);
         let e = KeepParams::parse_list(&long).unwrap_err();
         assert_eq!(
             e,
-            ValidationError::KeepName {
-                name: long.clone(),
-                reason: Reason::TooLong { len: 17, max: 16 }
-            }
+            ValidationError::new(
+                Field::KeepName,
+                long.clone(),
+                Reason::TooLong { len: 17, max: 16 }
+            )
         );
 
         let e = KeepParams::parse_list("expires,,q").unwrap_err();
         assert!(matches!(
             e,
-            ValidationError::KeepList {
+            ValidationError {
+                field: Field::KeepList,
                 reason: Reason::EmptyItem,
                 ..
             }
@@ -221,7 +225,8 @@ mod tests {
         let e = KeepParams::parse_list("expires,").unwrap_err();
         assert!(matches!(
             e,
-            ValidationError::KeepList {
+            ValidationError {
+                field: Field::KeepList,
                 reason: Reason::EmptyItem,
                 ..
             }
@@ -237,14 +242,15 @@ mod tests {
             let e = KeepParams::parse_list(list).unwrap_err();
             assert_eq!(
                 e,
-                ValidationError::KeepName {
-                    name: name.into(),
-                    reason: Reason::Char {
+                ValidationError::new(
+                    Field::KeepName,
+                    name,
+                    Reason::Char {
                         ch,
                         pos,
                         rule: TOKEN_RULE
                     }
-                },
+                ),
                 "{list:?}"
             );
             assert!(e.to_string().contains(&format!("{name:?}")), "{e}");

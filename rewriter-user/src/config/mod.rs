@@ -19,7 +19,7 @@ mod testing;
 pub mod validate;
 
 pub use csv::{parse_contacts_csv, read_contacts_file};
-pub use error::{ConfigError, Reason, ValidationError};
+pub use error::{ConfigError, Field, Reason, ValidationError, Value};
 pub use file::{
     DEFAULT_INTERVAL, MAX_CONTACTS_RANGE, MAX_INTERVAL, MAX_REGISTRATIONS_RANGE, Settings, changes,
 };

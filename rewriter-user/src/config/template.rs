@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr};
 use rewriter_common::{MAX_DN_LEN, MAX_URI_LEN};
 
 use super::{
-    error::{Reason, ValidationError},
+    error::{Field, Reason, ValidationError},
     validate::{URI_RULE, first_bad_char, is_uri_char, validate_uri},
 };
 
@@ -25,12 +25,7 @@ impl Template {
     /// Parses and validates a template: exactly one `{dn}`, no other braces, and rendered with
     /// a [`MAX_DN_LEN`]-byte DN it must still be a valid URI of at most [`MAX_URI_LEN`] bytes.
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        let err = |reason| {
-            Err(ValidationError::Template {
-                template: s.to_owned(),
-                reason,
-            })
-        };
+        let err = |reason| Err(ValidationError::new(Field::Template, s, reason));
         if s.is_empty() {
             return err(Reason::Empty);
         }
@@ -70,7 +65,11 @@ impl Template {
                 pre: pre.to_owned(),
                 post: post.to_owned(),
             }),
-            Err(ValidationError::Uri { reason, .. }) => err(reason),
+            Err(ValidationError {
+                field: Field::Uri,
+                reason,
+                ..
+            }) => err(reason),
             Err(e) => Err(e),
         }
     }
@@ -100,6 +99,7 @@ impl FromStr for Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Value;
 
     #[test]
     fn template_parse_render_display() {
@@ -130,7 +130,11 @@ mod tests {
     #[test]
     fn template_rejected() {
         let reason = |s: &str| match Template::parse(s) {
-            Err(ValidationError::Template { template, reason }) => {
+            Err(ValidationError {
+                field: Field::Template,
+                value: Some(Value::Text(template)),
+                reason,
+            }) => {
                 assert_eq!(template, s);
                 reason
             }
@@ -206,13 +210,14 @@ mod tests {
         let e = Template::parse(&over).unwrap_err();
         assert_eq!(
             e,
-            ValidationError::Template {
-                template: over.clone(),
-                reason: Reason::TemplateTooLong {
+            ValidationError::new(
+                Field::Template,
+                over.clone(),
+                Reason::TemplateTooLong {
                     excess: 3,
                     rendered: 131
                 }
-            }
+            )
         );
         assert!(e.to_string().contains("too long by 3 bytes"), "{e}");
 
@@ -220,13 +225,14 @@ mod tests {
         let one_over = format!("sip:{{dn}}@{}", "h".repeat(60));
         assert_eq!(
             Template::parse(&one_over),
-            Err(ValidationError::Template {
-                template: one_over.clone(),
-                reason: Reason::TemplateTooLong {
+            Err(ValidationError::new(
+                Field::Template,
+                one_over.clone(),
+                Reason::TemplateTooLong {
                     excess: 1,
                     rendered: 129
                 }
-            })
+            ))
         );
     }
 }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rewriter_common::{KEEP_NAME_LEN, MAX_DN_LEN, MAX_URI_LEN};
 
-use super::error::{Reason, ValidationError};
+use super::error::{Field, Reason, ValidationError};
 
 /// Longest Linux interface name (`IFNAMSIZ` - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
@@ -61,12 +61,7 @@ pub(super) fn first_bad_char(s: &str, ok: impl Fn(char) -> bool) -> Option<(char
 /// Checks a DN: an RFC 3261 `user` of 1..=[`MAX_DN_LEN`] bytes (unreserved, user-unreserved
 /// and `%XX` escapes).
 pub fn validate_dn(dn: &str) -> Result<(), ValidationError> {
-    let err = |reason| {
-        Err(ValidationError::Dn {
-            dn: dn.to_owned(),
-            reason,
-        })
-    };
+    let err = |reason| Err(ValidationError::new(Field::Dn, dn, reason));
     if dn.is_empty() {
         return err(Reason::Empty);
     }
@@ -97,12 +92,7 @@ pub fn validate_dn(dn: &str) -> Result<(), ValidationError> {
 /// Checks a Contact URI: `sip:` or `sips:` (any case) followed by something, 1..=
 /// [`MAX_URI_LEN`] bytes, no whitespace, control characters, `<`, `>`, `"` or non-ASCII.
 pub fn validate_uri(uri: &str) -> Result<(), ValidationError> {
-    let err = |reason| {
-        Err(ValidationError::Uri {
-            uri: uri.to_owned(),
-            reason,
-        })
-    };
+    let err = |reason| Err(ValidationError::new(Field::Uri, uri, reason));
     if let Err(reason) = check_text(uri, is_uri_char, URI_RULE, MAX_URI_LEN) {
         return err(reason);
     }
@@ -120,9 +110,11 @@ pub fn validate_uri(uri: &str) -> Result<(), ValidationError> {
 /// Checks a UDP port: 0 is invalid.
 pub fn validate_port(port: u16) -> Result<(), ValidationError> {
     if port == 0 {
-        return Err(ValidationError::Port {
-            port: i64::from(port),
-        });
+        return Err(ValidationError::number(
+            Field::Port,
+            i64::from(port),
+            Reason::Port,
+        ));
     }
     Ok(())
 }
@@ -131,10 +123,11 @@ pub fn validate_port(port: u16) -> Result<(), ValidationError> {
 /// no `/`, `:`, whitespace or control characters.
 pub fn validate_interface(name: &str) -> Result<(), ValidationError> {
     let err = |reason| {
-        Err(ValidationError::Interface {
-            name: name.to_owned(),
+        Err(ValidationError::new(
+            Field::Interface,
+            name.to_owned(),
             reason,
-        })
+        ))
     };
     let ok = |c: char| !c.is_whitespace() && !c.is_control() && c != '/' && c != ':';
     if let Err(reason) = check_text(name, ok, IFNAME_RULE, MAX_IFNAME_LEN) {
@@ -149,10 +142,11 @@ pub fn validate_interface(name: &str) -> Result<(), ValidationError> {
 /// Checks one keep-list name: an RFC 3261 token of 1..=[`KEEP_NAME_LEN`] bytes.
 pub fn validate_keep_name(name: &str) -> Result<(), ValidationError> {
     let err = |reason| {
-        Err(ValidationError::KeepName {
-            name: name.to_owned(),
+        Err(ValidationError::new(
+            Field::KeepName,
+            name.to_owned(),
             reason,
-        })
+        ))
     };
     check_text(name, is_token_char, TOKEN_RULE, KEEP_NAME_LEN).or_else(err)
 }
@@ -169,20 +163,17 @@ pub fn validate_range<T: TryFrom<i64> + Into<i64> + Copy>(
     {
         return Ok(v);
     }
-    Err(ValidationError::Range {
-        field,
+    Err(ValidationError::number(
+        Field::Setting(field),
         value,
-        min: lo,
-        max: hi,
-    })
+        Reason::Range { min: lo, max: hi },
+    ))
 }
 
 /// A listen address as Prometheus exporters take it: `:PORT` (every address), `localhost:PORT`
 /// or a socket address.
 pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, ValidationError> {
-    let bad = || ValidationError::ListenAddr {
-        value: s.to_owned(),
-    };
+    let bad = || ValidationError::new(Field::Metrics, s, Reason::ListenAddr);
     if let Some(port) = s.strip_prefix(':').or_else(|| s.strip_prefix("localhost:")) {
         let port: u16 = port.parse().map_err(|_| bad())?;
         let ip: IpAddr = if s.starts_with(':') {
@@ -198,6 +189,7 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Value;
 
     // --- character classes -------------------------------------------------------------------
 
@@ -267,14 +259,15 @@ mod tests {
             let e = validate_dn(dn).unwrap_err();
             assert_eq!(
                 e,
-                ValidationError::Dn {
-                    dn: dn.to_string(),
-                    reason: Reason::Char {
+                ValidationError::new(
+                    Field::Dn,
+                    dn.to_string(),
+                    Reason::Char {
                         ch,
                         pos,
                         rule: DN_RULE
                     }
-                }
+                )
             );
             assert!(e.to_string().contains(&format!("{dn:?}")), "{e}");
         }
@@ -282,10 +275,7 @@ mod tests {
             let e = validate_dn(dn).unwrap_err();
             assert_eq!(
                 e,
-                ValidationError::Dn {
-                    dn: dn.into(),
-                    reason: Reason::BadEscape { pos }
-                }
+                ValidationError::new(Field::Dn, dn, Reason::BadEscape { pos })
             );
             assert!(e.to_string().contains("two hex digits"), "{e}");
         }
@@ -300,10 +290,11 @@ mod tests {
         let e = validate_dn(&long).unwrap_err();
         assert_eq!(
             e,
-            ValidationError::Dn {
-                dn: long.clone(),
-                reason: Reason::TooLong { len: 65, max: 64 }
-            }
+            ValidationError::new(
+                Field::Dn,
+                long.clone(),
+                Reason::TooLong { len: 65, max: 64 }
+            )
         );
         assert!(e.to_string().contains(&long), "{e}");
         assert!(e.to_string().contains("65 bytes"), "{e}");
@@ -331,7 +322,11 @@ mod tests {
     #[test]
     fn uri_rejected() {
         let reason = |uri: &str| match validate_uri(uri) {
-            Err(ValidationError::Uri { uri: u, reason }) => {
+            Err(ValidationError {
+                field: Field::Uri,
+                value: Some(Value::Text(u)),
+                reason,
+            }) => {
                 assert_eq!(u, uri);
                 reason
             }
@@ -382,7 +377,7 @@ mod tests {
     fn port_validation() {
         assert_eq!(
             validate_port(0).unwrap_err(),
-            ValidationError::Port { port: 0 }
+            ValidationError::number(Field::Port, 0, Reason::Port)
         );
         validate_port(1).unwrap();
         validate_port(5060).unwrap();
