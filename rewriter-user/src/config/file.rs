@@ -49,7 +49,7 @@ use super::{
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     interface: Option<Spanned<String>>,
-    ingress: Option<Spanned<String>>,
+    ingress: Option<crate::Ingress>,
     metrics: Option<Spanned<String>>,
     max_contacts: Option<Spanned<i64>>,
     max_registrations: Option<Spanned<i64>>,
@@ -152,18 +152,7 @@ impl Settings {
         }
 
         if let Some(ingress) = file.ingress {
-            settings.ingress = ingress.get_ref().parse().map_err(|_| {
-                invalid(
-                    ingress.span().start,
-                    ValidationError::new(
-                        Field::Ingress,
-                        ingress.get_ref().as_str(),
-                        Reason::NotOneOf {
-                            allowed: "\"xdp\", \"tc\" or \"off\"".to_owned(),
-                        },
-                    ),
-                )
-            })?;
+            settings.ingress = ingress;
         }
 
         if let Some(m) = file.metrics {
@@ -618,6 +607,17 @@ mod tests {
         let e = parse_err("\ningress = \"XDP\"\n");
         let text = e.to_string();
         assert!(text.contains(":2:") && text.contains("\"XDP\""), "{text}");
+        assert_eq!(
+            text,
+            "contacts.toml:2: invalid ingress hook \"XDP\": use \"xdp\", \"tc\" or \"off\""
+        );
+        // The file takes the names `--ingress` takes, and Display writes them back.
+        for &hook in <crate::Ingress as clap::ValueEnum>::value_variants() {
+            assert_eq!(
+                parse(&format!("ingress = \"{hook}\"\n")).unwrap().ingress,
+                hook
+            );
+        }
     }
 
     #[test]
