@@ -5,9 +5,10 @@
 //! splices DNs and URIs into SIP headers verbatim: a stray CR/LF in a Contact URI would inject
 //! headers into every REGISTER.
 //!
-//! One file per concern: [`error`] (the error shapes), [`validate`] (single values), [`keep`]
-//! (the keep list), [`template`] (the default Contact), [`csv`] (contacts files) and [`file`]
-//! (the TOML config file and the [`Settings`] it makes). Everything is re-exported here.
+//! One file per concern: [`error`] (the error shapes), [`validate`] (single values),
+//! [`keep`] (the keep list), [`template`] (the default Contact), [`csv`] (contacts files) and
+//! [`file`](mod@file) (the TOML config file and the [`Settings`] it makes). Everything is
+//! re-exported here.
 
 pub mod csv;
 pub mod error;
