@@ -10,7 +10,9 @@ use rewriter_common::{
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks a configuration, the rest is the UDP payload.
-    let Some((&sel, msg)) = data.split_first() else { return };
+    let Some((&sel, msg)) = data.split_first() else {
+        return;
+    };
     let mut cfg = Config::default();
     if sel & 1 != 0 {
         cfg.set_template(b"sip:", b"@192.168.210.54:5060");
@@ -18,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
     if sel & 2 != 0 {
         cfg.flags |= rewriter_common::CFG_KEEP_ALL;
     }
-    let lookup = |dn: &[u8]| (sel & 4 != 0 && dn == b"1002").then(|| ContactUri::new(b"sip:1002@192.168.210.54:5060").unwrap());
+    let lookup = |dn: &[u8]| {
+        (sel & 4 != 0 && dn == b"1002")
+            .then(|| ContactUri::new(b"sip:1002@192.168.210.54:5060").unwrap())
+    };
     let mut out = vec![0u8; 4096];
     match rewrite(msg, &cfg, lookup, &mut out) {
         Decision::Rewritten { len, contacts } => {
@@ -35,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
             // No line appears that was not there (no header injection); a dropped parameter
             // may take a line fold with it.
             let crlf = |b: &[u8]| b.windows(2).filter(|w| w == b"\r\n").count();
-            assert!(crlf(&new[..end_new]) <= crlf(&msg[..end_old]), "the rewrite added a line to the header section");
+            assert!(
+                crlf(&new[..end_new]) <= crlf(&msg[..end_old]),
+                "the rewrite added a line to the header section"
+            );
         }
         Decision::Pass(_) => {}
     }

@@ -518,9 +518,21 @@ const USER_CHARS: [u64; 2] = {
     map
 };
 
+/// Whether `c` is an RFC 3261 `user` character other than `%` (unreserved / user-unreserved);
+/// the kernel's DN check and the CLI's share it.
 #[inline(always)]
-fn is_user_char(c: u8) -> bool {
+pub const fn is_user_char(c: u8) -> bool {
     c < 128 && USER_CHARS[(c >> 6) as usize & 1] & (1 << (c & 63)) != 0
+}
+
+/// Whether `c` is an RFC 3261 `token` character (alphanumerics, `-.!%*_+'~` and the backtick):
+/// what the CLI accepts in a keep-list name. The kernel does not check names, it compares them.
+pub const fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
 }
 
 #[inline(always)]

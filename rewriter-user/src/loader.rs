@@ -11,6 +11,7 @@ use aya::{
         xdp::XdpLinkId,
     },
 };
+use clap::ValueEnum;
 use std::{net::IpAddr, path::PathBuf};
 
 use rewriter_common::{
@@ -20,6 +21,7 @@ use rewriter_common::{
 
 use crate::{
     EBPF_OBJECT, PROGRAM, PROGRAM_TC_INGRESS, PROGRAM_XDP,
+    config::{Field, Reason, ValidationError},
     config_slots::ConfigMaps,
     netdev,
     pins::{MAPS, PinDir},
@@ -53,7 +55,12 @@ enum IngressLink {
 }
 
 /// Where the ingress restore (Genesys' 2xx to REGISTER gets the client's Contact back) runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+///
+/// One list of names, the variants': clap parses `--ingress` with them (`ValueEnum`), the
+/// config file's `ingress` goes through the same parser (serde `try_from`), `Display` writes
+/// them back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Ingress {
     /// XDP, native where the driver supports it, generic otherwise.
     #[default]
@@ -64,26 +71,33 @@ pub enum Ingress {
     Off,
 }
 
-impl std::str::FromStr for Ingress {
-    type Err = anyhow::Error;
+impl TryFrom<String> for Ingress {
+    type Error = ValidationError;
 
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "xdp" => Ok(Self::Xdp),
-            "tc" => Ok(Self::Tc),
-            "off" => Ok(Self::Off),
-            other => bail!("invalid ingress hook {other:?}: expected xdp, tc or off"),
-        }
+    /// A name as `--ingress` takes it (case-sensitive), for the config file.
+    fn try_from(s: String) -> Result<Self, ValidationError> {
+        <Self as ValueEnum>::from_str(&s, false).map_err(|_| {
+            let names: Vec<String> = Self::value_variants()
+                .iter()
+                .map(|v| format!("\"{v}\""))
+                .collect();
+            let allowed = match names.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            ValidationError::new(Field::Ingress, s, Reason::NotOneOf { allowed })
+        })
     }
 }
 
 impl std::fmt::Display for Ingress {
+    /// The name `--ingress` and the config file take.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Xdp => "xdp",
-            Self::Tc => "tc",
-            Self::Off => "off",
-        })
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -34,8 +34,7 @@ pub struct SettingsArgs {
     /// [default: expires,q].
     #[arg(long, value_name = "LIST")]
     keep_params: Option<String>,
-    /// Where the restore of Genesys' 2xx to REGISTER runs: xdp (native where the driver
-    /// supports it, else generic), tc (TC ingress) or off [default: xdp].
+    /// Where the restore of Genesys' 2xx to REGISTER runs [default: xdp].
     #[arg(long, value_name = "HOOK")]
     ingress: Option<rewriter_user::Ingress>,
     /// Capacity of the restore state map (one entry per registered client and Call-ID; the
