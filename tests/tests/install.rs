@@ -10,6 +10,8 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
+use rewriter_common::names;
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -131,6 +133,23 @@ fn check_tree(dest: &Path, prefix: &str, sysconfdir: &str, unitdir: &str) {
     assert_eq!(mode(&under(dest, &example)), 0o644, "{example}");
     assert_eq!(mode(&under(dest, &format!("{doc}/README.md"))), 0o644);
     assert!(under(dest, &conf).is_file(), "{conf} missing");
+
+    // The embedded eBPF object holds the programs attach loads and none of the bench's.
+    let binary = std::fs::read(under(dest, &bin)).unwrap();
+    let has = |name: &str| {
+        let sym = [b"\0", name.as_bytes(), b"\0"].concat();
+        binary.windows(sym.len()).any(|w| w == sym)
+    };
+    for p in [
+        names::PROGRAM_EGRESS,
+        names::PROGRAM_XDP,
+        names::PROGRAM_TC_INGRESS,
+    ] {
+        assert!(has(p), "{bin} lacks the program {p}");
+    }
+    for p in ["bench_empty", "bench_empty_xdp", "bench_copy", "bench_scan"] {
+        assert!(!has(p), "{bin} holds the bench program {p}");
+    }
 
     let text = std::fs::read_to_string(&unit_path).unwrap();
     let unit = parse_unit(&text);
