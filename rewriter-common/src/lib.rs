@@ -565,8 +565,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<DnKey>(), MAX_DN_LEN);
         assert_eq!(
             core::mem::size_of::<sip::Scan>(),
-            20 * 4 + 8 + sip::MAX_EDITS * 8
+            24 * 4 + 8 + sip::MAX_EDITS * (8 + 16 + 2) + 8 * 4
         );
+        assert_eq!(core::mem::size_of::<sip::Elem>(), 16);
         assert_eq!(
             core::mem::size_of::<restore::RegKey>(),
             restore::MAX_CALLID_LEN + MAX_DN_LEN + 8

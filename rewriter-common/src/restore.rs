@@ -391,7 +391,7 @@ pub fn record_rewritten(
         return None;
     }
     let uri_len = (rewritten.len() + s.removed as usize).checked_sub(input.len())? / n;
-    let start = s.edits().first()?.start as usize;
+    let start = (s.first_uri as usize).checked_sub(s.first_uri_shift as usize)?;
     record(input, &s, rewritten.get(start..start + uri_len)?, peer)
 }
 

@@ -233,6 +233,8 @@ const M_CALLID: u32 = 19;
 const M_CALLID_END: u32 = 20;
 const M_CSEQ: u32 = 21;
 const M_CSEQ_NUM: u32 = 22;
+const M_EXPIRES: u32 = 23;
+const M_EXPIRES_END: u32 = 24;
 
 const SEEN_TO: u32 = 1;
 /// The To URI is a bare addr-spec (its user part ends at `;`, `?`, `,`).
@@ -242,6 +244,10 @@ const KEEP_PARAM: u32 = 4;
 const SEEN_CALLID: u32 = 16;
 /// A response's CSeq method is REGISTER.
 const CSEQ_REGISTER: u32 = 32;
+/// Requests: the parameter being parsed is `expires`.
+const EXPIRES_PARAM: u32 = 64;
+/// Requests: the `Expires` header's value is 0.
+const EXPIRES_HDR_ZERO: u32 = 128;
 
 const SEARCH_NONE: u32 = 0;
 const SEARCH_ONE: u32 = 1;
@@ -270,6 +276,23 @@ const SET_ADDR_END: u64 = set(b";, \t\r");
 const SET_PARAM_NAME: u64 = set(b"=;, \t\r");
 const SET_PARAM_VALUE: u64 = set(b";, \t\r");
 const SET_TOKEN_END: u64 = set(b" \t\r");
+
+/// Where a request's contact element is, for dropping it (see [`drop_plan`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Elem {
+    /// First byte of the element (display name or URI), after the white space.
+    pub start: u16,
+    /// Where it ends: its `,` or the CRLF of its header, white space before them excluded.
+    pub end: u16,
+    /// Start of its header line.
+    pub line: u16,
+    /// The line after its header if it is the last element there, else 0.
+    pub line_next: u16,
+    /// Number of its header line among the Contact headers.
+    pub ln: u16,
+    pub _pad: [u16; 3],
+}
 
 /// Scan state; lives in a map value in the kernel, so it is plain `repr(C)` integers.
 #[repr(C)]
@@ -306,10 +329,34 @@ pub struct Scan {
     /// The Call-ID value (`callid_len` 0: none seen).
     pub callid_start: u32,
     pub callid_len: u32,
+    /// Requests: start of the current Contact header line, and how many Contact lines so far.
+    pub line_start: u32,
+    pub n_lines: u32,
+    /// Requests: bit k set if contact k has an `expires` parameter, and if it is 0.
+    pub has_expires: u32,
+    pub zero_expires: u32,
     pub _pad: u32,
     /// Delimiters of the pending search (see [`set`]).
     pub want: u64,
     pub edits: [Edit; MAX_EDITS],
+    /// Requests: the contact elements, one per `EDIT_URI` edit.
+    pub elems: [Elem; MAX_EDITS],
+    /// The drop pass ([`drop_plan`]): which contacts go (bit k), the Contact lines that keep
+    /// one (bit per line), the line after each line.
+    pub drop: u32,
+    pub lines_kept: u32,
+    pub lines_next: [u16; MAX_EDITS],
+    /// Drop pass progress: edits written, contact of the edit at hand, whether the line at
+    /// hand kept a contact before it.
+    pub d_out: u32,
+    pub d_elem: u32,
+    pub d_kept_on_line: u32,
+    pub d_line: u32,
+    /// Where the first URI written starts in the message, and the bytes the edits before it
+    /// remove (only a drop pass puts edits before it): the URI starts at
+    /// `first_uri - first_uri_shift` in the new message.
+    pub first_uri: u32,
+    pub first_uri_shift: u32,
 }
 
 impl Scan {
@@ -348,6 +395,11 @@ impl Scan {
             removed = 0,
             callid_start = 0,
             callid_len = 0,
+            line_start = 0,
+            n_lines = 0,
+            has_expires = 0,
+            zero_expires = 0,
+            drop = 0,
         );
     }
 
@@ -412,13 +464,45 @@ impl Scan {
         true
     }
 
-    /// In a response, the contact element whose URI is the last edit ends at `at`.
+    /// The contact element whose URI is the last edit ends at `at` (`line_next`: the next line
+    /// when it ends its header, else 0). Responses keep it in the edit, requests in `elems`.
     #[inline(always)]
-    fn end_element<const RESP: bool>(&mut self, at: usize) {
+    fn end_element<const RESP: bool>(&mut self, at: usize, line_next: usize) {
         let n = self.n_edits as usize;
         if RESP && n > 0 {
             self.edits[(n - 1) & (MAX_EDITS - 1)].pend = at as u16;
         }
+        if !RESP {
+            let k = (self.n_contacts as usize).wrapping_sub(1) & (MAX_EDITS - 1);
+            self.elems[k].end = at as u16;
+            self.elems[k].line_next = line_next as u16;
+        }
+    }
+
+    /// Drop pass: writes output edit `d_out` (a deletion adjoining the previous one joins it).
+    #[inline(always)]
+    fn out_edit(&mut self, e: Edit) {
+        let o = self.d_out as usize;
+        if e.kind == EDIT_URI && self.first_uri == u32::MAX {
+            self.first_uri = e.start as u32;
+            self.first_uri_shift = self.removed;
+        }
+        self.removed += e.end.wrapping_sub(e.start) as u32;
+        if e.kind == EDIT_DELETE && o > 0 {
+            let last = &mut self.edits[(o - 1) & (MAX_EDITS - 1)];
+            if last.end == e.start {
+                last.end = e.end;
+                return;
+            }
+        }
+        self.edits[o & (MAX_EDITS - 1)] = e;
+        self.d_out = o as u32 + 1;
+    }
+
+    /// The bit of the contact being parsed (requests: its URI edit is pushed).
+    #[inline(always)]
+    fn contact_bit(&self) -> u32 {
+        1 << ((self.n_contacts.wrapping_sub(1)) & (MAX_EDITS as u32 - 1))
     }
 
     /// Appends an edit, merging a deletion into an edit that ends where it starts.
@@ -435,6 +519,10 @@ impl Scan {
         }
         if n >= MAX_EDITS {
             return false;
+        }
+        if kind == EDIT_URI && self.n_contacts == 0 {
+            self.first_uri = start as u32;
+            self.first_uri_shift = self.removed;
         }
         self.edits[n & (MAX_EDITS - 1)] = Edit {
             start: start as u16,
@@ -565,6 +653,15 @@ pub fn valid_user(m: &Msg, s: usize, n: usize) -> bool {
 }
 
 /// Whether the parameter name at `s..s+n` is in the keep list (case-insensitive).
+/// The `expires` parameter's name (RFC 3261 20.10).
+const EXPIRES: &[u8] = b"expires";
+
+/// Whether the `n` bytes at `s` are a delta-seconds of 0: one to eight `0` digits.
+#[inline(always)]
+fn is_zero(m: &Msg, s: usize, n: usize) -> bool {
+    (1..=8).contains(&n) && low_bytes(m.word_at(s), n) == low_bytes(word(b"00000000"), n)
+}
+
 #[inline(always)]
 fn keep_param(m: &Msg, s: usize, n: usize, cfg: &Config) -> bool {
     if cfg.flags & crate::CFG_KEEP_ALL != 0 {
@@ -713,6 +810,17 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
         }
         M_ELEM => {
             let p = skip_lws(s, m, pos);
+            if !RESP {
+                let k = s.n_contacts as usize & (MAX_EDITS - 1);
+                s.elems[k] = Elem {
+                    start: p as u16,
+                    end: 0,
+                    line: s.line_start as u16,
+                    line_next: 0,
+                    ln: s.n_lines as u16,
+                    _pad: [0; 3],
+                };
+            }
             let c = m.byte(p);
             if c == b'*' {
                 s.done(Outcome::Star)
@@ -772,6 +880,17 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             } else {
                 s.flags &= !KEEP_PARAM;
             }
+            if !RESP {
+                if hit - name == EXPIRES.len()
+                    && low_bytes(lower8(m.word_at(name)), EXPIRES.len()) == word(b"expires\0")
+                {
+                    s.flags |= EXPIRES_PARAM;
+                    s.has_expires |= s.contact_bit();
+                    s.zero_expires &= !s.contact_bit();
+                } else {
+                    s.flags &= !EXPIRES_PARAM;
+                }
+            }
             let eq = skip_lws(s, m, hit);
             if m.byte(eq) != b'=' {
                 return param_end::<RESP>(s, m, hit);
@@ -785,8 +904,12 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             }
         }
         M_PARAM_VALUE => {
-            if !found || hit == s.mark2 as usize {
+            let v = s.mark2 as usize;
+            if !found || hit == v {
                 return s.done(Outcome::Malformed);
+            }
+            if !RESP && s.flags & EXPIRES_PARAM != 0 && is_zero(m, v, hit - v) {
+                s.zero_expires |= s.contact_bit();
             }
             param_end::<RESP>(s, m, hit)
         }
@@ -835,6 +958,23 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             s.flags |= CSEQ_REGISTER;
             s.skip_line(method)
         }
+        M_EXPIRES => {
+            let p = skip_lws(s, m, pos);
+            s.mark = p as u32;
+            s.find(p, SET_TOKEN_END, M_EXPIRES_END)
+        }
+        M_EXPIRES_END => {
+            let v = s.mark as usize;
+            if !found {
+                return s.done(Outcome::Malformed);
+            }
+            if is_zero(m, v, hit - v) {
+                s.flags |= EXPIRES_HDR_ZERO;
+            } else {
+                s.flags &= !EXPIRES_HDR_ZERO;
+            }
+            s.skip_line(hit)
+        }
         _ => false,
     }
 }
@@ -870,6 +1010,8 @@ fn header_line<const RESP: bool>(s: &mut Scan, m: &Msg, len: usize, pos: usize) 
         (1, M_CALLID)
     } else if low_bytes(w, 4) == word(b"cseq\0\0\0\0") && RESP {
         (4, M_CSEQ)
+    } else if low_bytes(w, 7) == word(b"expires\0") && !RESP {
+        (7, M_EXPIRES)
     } else {
         (0, M_LINE)
     };
@@ -887,6 +1029,10 @@ fn header_line<const RESP: bool>(s: &mut Scan, m: &Msg, len: usize, pos: usize) 
         if m.byte(p) == b':' {
             if then == M_TO && s.flags & SEEN_TO != 0 {
                 return s.done(Outcome::Malformed);
+            }
+            if !RESP && then == M_ELEM {
+                s.line_start = pos as u32;
+                s.n_lines += 1;
             }
             return s.goto(p + 1, then);
         }
@@ -934,11 +1080,11 @@ fn params<const RESP: bool>(s: &mut Scan, m: &Msg, pos: usize) -> bool {
             s.find(name, SET_PARAM_NAME, M_PARAM_NAME)
         }
         b',' => {
-            s.end_element::<RESP>(pos);
+            s.end_element::<RESP>(pos, 0);
             s.goto(p + 1, M_ELEM)
         }
         b'\r' if m.byte(p + 1) == b'\n' => {
-            s.end_element::<RESP>(pos);
+            s.end_element::<RESP>(pos, p + 2);
             s.goto(p + 2, M_LINE)
         }
         _ => s.done(Outcome::Malformed),
@@ -969,6 +1115,118 @@ fn finish<const RESP: bool>(s: &mut Scan) -> bool {
     }
 }
 
+/// Several contacts of one REGISTER all become the one new URI, and a registrar applies them in
+/// order (RFC 3261 10.3 step 7): `<new>;expires=3600, <old>;expires=0` would become
+/// `<X>;expires=3600, <X>;expires=0` and remove the binding it just made. So when some contacts
+/// have an expiry of 0 (their `expires` parameter, else the `Expires` header) and others do not,
+/// the zero ones are dropped: with their separator, or with their header line when no contact
+/// of that line stays. Every other contact is written as before (the shared corpus keeps two
+/// non-zero contacts as two), and only the contacts written are recorded for the restore.
+///
+/// `true` if the drop pass is to run: [`drop_lines_step`] for each contact, then
+/// [`drop_step`] for each edit, then [`drop_finish`].
+#[inline(always)]
+pub fn drop_plan(s: &mut Scan) -> bool {
+    let n = s.n_contacts;
+    if n < 2 || n as usize > MAX_EDITS || s.outcome != Outcome::Rewrite as u32 {
+        return false;
+    }
+    let all = ((1u64 << n) - 1) as u32;
+    let by_header = if s.flags & EXPIRES_HDR_ZERO != 0 {
+        !s.has_expires
+    } else {
+        0
+    };
+    let zero = ((s.has_expires & s.zero_expires) | by_header) & all;
+    if zero == 0 || zero == all {
+        return false;
+    }
+    s.drop = zero;
+    s.lines_kept = 0;
+    s.removed = 0;
+    s.d_out = 0;
+    s.d_elem = u32::MAX;
+    s.d_kept_on_line = 0;
+    s.d_line = u32::MAX;
+    s.first_uri = u32::MAX;
+    true
+}
+
+/// Drop pass, contact `k`: which Contact lines keep a contact, where each line ends. `false`
+/// past the last contact.
+#[inline(always)]
+pub fn drop_lines_step(s: &mut Scan, k: usize) -> bool {
+    if k >= s.n_contacts as usize {
+        return false;
+    }
+    let e = s.elems[k & (MAX_EDITS - 1)];
+    let ln = e.ln as usize & (MAX_EDITS - 1);
+    if s.drop & (1 << (k & (MAX_EDITS - 1))) == 0 {
+        s.lines_kept |= 1 << ln;
+    }
+    if e.line_next != 0 {
+        s.lines_next[ln] = e.line_next;
+    }
+    true
+}
+
+/// Drop pass, edit `i` (in place: the edits written never outrun the edits read): a kept
+/// contact's edits stay, a dropped contact's become one deletion. `false` past the last edit.
+#[inline(always)]
+pub fn drop_step(s: &mut Scan, i: usize) -> bool {
+    if i >= s.n_edits as usize {
+        return false;
+    }
+    let e = s.edits[i & (MAX_EDITS - 1)];
+    if e.kind == EDIT_URI {
+        s.d_elem = s.d_elem.wrapping_add(1);
+    }
+    let k = s.d_elem as usize & (MAX_EDITS - 1);
+    let el = s.elems[k];
+    if el.ln as u32 != s.d_line {
+        s.d_line = el.ln as u32;
+        s.d_kept_on_line = 0;
+    }
+    if s.drop & (1 << k) == 0 {
+        if e.kind == EDIT_URI {
+            s.d_kept_on_line = 1;
+        }
+        s.out_edit(e);
+        return true;
+    }
+    if e.kind != EDIT_URI {
+        // Inside the dropped contact's span.
+        return true;
+    }
+    let (start, end) = if s.lines_kept & (1 << (el.ln as usize & (MAX_EDITS - 1))) == 0 {
+        // No contact of this line stays: the line goes, once.
+        if k > 0 && s.elems[(k - 1) & (MAX_EDITS - 1)].ln == el.ln {
+            return true;
+        }
+        (el.line, s.lines_next[el.ln as usize & (MAX_EDITS - 1)])
+    } else if s.d_kept_on_line != 0 {
+        // A kept contact before it on the line: its separator before it goes with it.
+        (s.elems[k.wrapping_sub(1) & (MAX_EDITS - 1)].end, el.end)
+    } else {
+        // A kept contact follows on the line: up to where that contact starts.
+        (el.start, s.elems[(k + 1) & (MAX_EDITS - 1)].start)
+    };
+    s.out_edit(Edit {
+        start,
+        end,
+        kind: EDIT_DELETE,
+        pend: end,
+    });
+    true
+}
+
+/// Ends the drop pass: the edits written are the edits, the contacts kept the contacts.
+#[inline(always)]
+pub fn drop_finish(s: &mut Scan) {
+    s.n_edits = s.d_out;
+    s.n_contacts -= s.drop.count_ones();
+}
+
 /// Runs the scan to completion (userspace driver; the kernel uses `bpf_loop`).
 pub fn scan(m: &Msg, len: usize, cfg: &Config) -> Scan {
     run::<false>(m, len, cfg)
@@ -991,6 +1249,17 @@ fn run<const RESP: bool>(m: &Msg, len: usize, cfg: &Config) -> Scan {
     }
     if s.mode != M_DONE {
         s.done(Outcome::TooComplex);
+    }
+    if !RESP && drop_plan(&mut s) {
+        let mut k = 0;
+        while k < MAX_EDITS && drop_lines_step(&mut s, k) {
+            k += 1;
+        }
+        let mut i = 0;
+        while i < MAX_EDITS && drop_step(&mut s, i) {
+            i += 1;
+        }
+        drop_finish(&mut s);
     }
     s
 }

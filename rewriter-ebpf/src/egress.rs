@@ -20,7 +20,7 @@ use crate::{
     frame::{Frame, candidate, sip_payload},
     maps::{REGS, add, config, count, dn_map, log_worthy, read},
     pkt::{Pkt, Raw},
-    scan::{LOOP_GO_ON, LOOP_STOP, loop_ctx, run_loop, run_scan},
+    scan::{LOOP_GO_ON, LOOP_STOP, loop_ctx, run_drop, run_loop, run_scan},
     splice::splice,
 };
 
@@ -72,6 +72,7 @@ pub fn try_rewrite<const STAGE: u8>(ctx: &TcContext) -> Verdict {
     if outcome != Outcome::Rewrite {
         return Err(Stat::for_outcome(outcome));
     }
+    run_drop(scratch, cfg);
     if STAGE == STAGE_SCAN {
         return Ok(());
     }
@@ -235,12 +236,14 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
                 )
             };
         } else {
+            // `s.out` starts at the first edit, even-rounded; edits before the first URI
+            // (contacts dropped, `sip::drop_plan`) only remove bytes.
             let first = s.scan.edits[0].start as usize;
-            if !s
-                .reg
-                .written
-                .fill(&s.out, first & 1, s.write.from as usize, false)
-            {
+            let at = (first & 1)
+                + (s.scan.first_uri as usize)
+                    .wrapping_sub(first)
+                    .wrapping_sub(s.scan.first_uri_shift as usize);
+            if !s.reg.written.fill(&s.out, at, s.write.from as usize, false) {
                 s.write.err = REC_UNRECORDABLE;
                 return LOOP_STOP;
             }

@@ -10,7 +10,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::generated::bpf_loop;
 use rewriter_common::{
     Config, Scratch,
-    sip::{self, MAX_STEPS},
+    sip::{self, MAX_EDITS, MAX_STEPS},
 };
 
 /// What every `bpf_loop` callback gets, on the caller's stack: the scratch, the configuration
@@ -66,6 +66,39 @@ pub unsafe fn loop_ctx<'a, R: Copy>(ctx: *mut c_void) -> (&'a mut Scratch, &'a C
 #[inline(always)]
 pub fn run_scan<const RESP: bool>(scratch: &mut Scratch, cfg: &Config) {
     run_loop(MAX_STEPS, step_cb::<RESP>, scratch, cfg, ());
+}
+
+/// After a REGISTER's scan: drops the contacts of expiry 0 when others stay (`sip::drop_plan`),
+/// one contact, then one edit, per `bpf_loop` iteration. Most REGISTERs (one contact) skip it.
+#[inline(always)]
+pub fn run_drop(scratch: &mut Scratch, cfg: &Config) {
+    if sip::drop_plan(&mut scratch.scan) {
+        run_loop(MAX_EDITS as u32, drop_lines_cb, scratch, cfg, ());
+        run_loop(MAX_EDITS as u32, drop_cb, scratch, cfg, ());
+        sip::drop_finish(&mut scratch.scan);
+    }
+}
+
+#[inline(never)]
+extern "C" fn drop_lines_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: called by `run_loop` only.
+    let (scratch, _, ()) = unsafe { loop_ctx::<()>(ctx) };
+    if sip::drop_lines_step(&mut scratch.scan, index as usize) {
+        LOOP_GO_ON
+    } else {
+        LOOP_STOP
+    }
+}
+
+#[inline(never)]
+extern "C" fn drop_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: called by `run_loop` only.
+    let (scratch, _, ()) = unsafe { loop_ctx::<()>(ctx) };
+    if sip::drop_step(&mut scratch.scan, index as usize) {
+        LOOP_GO_ON
+    } else {
+        LOOP_STOP
+    }
 }
 
 /// One scan step per `bpf_loop` iteration; the verifier checks this body once.

@@ -60,6 +60,7 @@ const HOSTS: &[&str] = &[
 const PARAMS: &[&str] = &[
     ";expires=600",
     ";expires=0",
+    ";Expires=00",
     ";EXPIRES=3600",
     ";q=0.7",
     ";Q=1",
@@ -203,7 +204,9 @@ pub fn message(rng: &mut Rng) -> Vec<u8> {
             rng.next_u64()
         ));
     }
-    headers.push(format!("{}600", name(rng, "Expires", None)));
+    // Mostly 600; sometimes 0 (contacts without `expires` then count as zero) or zeros.
+    let expires = *rng.pick(&["600", "600", "600", "0", "000", "3600"]);
+    headers.push(format!("{}{expires}", name(rng, "Expires", None)));
     for _ in 0..rng.below(20) {
         headers.push(format!(
             "X-Pad-{}: {}",
