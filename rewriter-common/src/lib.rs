@@ -362,6 +362,10 @@ pub struct WriteState {
     pub grow: u32,
     pub shrink: u32,
     pub orig_total: u32,
+    /// Egress, escaped DN: read and write positions of its decoding into `Scratch::key`
+    /// (`sip::decode_dn_step`); `dn_wr` is the decoded length once done.
+    pub dn_rd: u32,
+    pub dn_wr: u32,
 }
 
 /// Per-CPU counters, one slot of the `STATS` array per variant.
@@ -521,6 +525,31 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escaped_dn_is_compared_decoded() {
+        extern crate std;
+        use std::vec::Vec;
+        let dn = |to: &str| -> Option<Vec<u8>> {
+            let msg = std::format!(
+                "REGISTER sip:h SIP/2.0\r\nTo: <sip:{to}@h>\r\nCall-ID: c\r\nContact: <sip:x@y>\r\n\r\n"
+            );
+            let mut m = sip::Msg::zeroed();
+            assert!(m.load(msg.as_bytes()));
+            let s = sip::scan(&m, msg.len(), &Config::default());
+            assert_eq!(s.outcome(), sip::Outcome::Rewrite, "{to}");
+            if s.flags & sip::DN_ESCAPED == 0 {
+                return Some(to.as_bytes().to_vec());
+            }
+            sip::decode_dn(&m, &s).map(|(b, n)| b[..n].to_vec())
+        };
+        assert_eq!(dn("%31002").as_deref(), Some(&b"1002"[..]));
+        assert_eq!(dn("%2b1%2B2").as_deref(), Some(&b"+1+2"[..]));
+        assert_eq!(dn("1002").as_deref(), Some(&b"1002"[..]));
+        for bad in ["1070%0d%0aX", "null-%00-null", "a%40b", "100%25"] {
+            assert_eq!(dn(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn the_word_check_refuses_exactly_the_bytes_is_uri_byte_refuses() {

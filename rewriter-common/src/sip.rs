@@ -248,6 +248,9 @@ const CSEQ_REGISTER: u32 = 32;
 const EXPIRES_PARAM: u32 = 64;
 /// Requests: the `Expires` header's value is 0.
 const EXPIRES_HDR_ZERO: u32 = 128;
+/// `Scan::flags`: the DN holds `%XX` escapes; it is compared and written decoded
+/// ([`decode_dn_step`]).
+pub const DN_ESCAPED: u32 = 256;
 
 const SEARCH_NONE: u32 = 0;
 const SEARCH_ONE: u32 = 1;
@@ -652,6 +655,98 @@ pub fn valid_user(m: &Msg, s: usize, n: usize) -> bool {
     true
 }
 
+/// [`is_user_char`] by compares instead of the bitmap: for a computed byte, whose index into
+/// the bitmap the verifier could not bound (LLVM drops the mask the `< 128` test makes
+/// redundant, and the verifier learns that bound on another register).
+#[inline(always)]
+const fn user_char_by_compare(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'_'
+                | b'.'
+                | b'!'
+                | b'~'
+                | b'*'
+                | b'\''
+                | b'('
+                | b')'
+                | b'&'
+                | b'='
+                | b'+'
+                | b'$'
+                | b','
+                | b';'
+                | b'?'
+                | b'/'
+        )
+}
+
+/// The value of an ASCII hex digit (callers checked it is one).
+#[inline(always)]
+const fn hex_value(c: u8) -> u8 {
+    (c & 0x0f) + if c > b'9' { 9 } else { 0 }
+}
+
+/// One step of percent-decoding the DN `m[start..start + len]` (a [`valid_user`], so every
+/// `%` starts a well-formed escape) into `out`: the character at `*rd` (one byte or one
+/// `%XX`) goes to `out[*wr]`. RFC 3261 19.1.4: a user part compares equal to its unescaped
+/// form, so `%31002` is DN `1002`. `Some(true)`: go on; `Some(false)`: done; `None`: the
+/// decoded character is not one a user part holds unescaped (`%0d`, `%40`, `%25`, ...), and
+/// the DN is not used. One character per step: the kernel runs it from a `bpf_loop`.
+#[inline(always)]
+pub fn decode_dn_step(
+    m: &Msg,
+    start: usize,
+    len: usize,
+    rd: &mut u32,
+    wr: &mut u32,
+    out: &mut [u8; MAX_DN_LEN],
+) -> Option<bool> {
+    let r = *rd as usize;
+    let w = *wr as usize;
+    if r >= len.min(MAX_DN_LEN) || w >= MAX_DN_LEN {
+        return Some(false);
+    }
+    let c = m.byte(start + r);
+    let (b, step) = if c == b'%' {
+        (
+            (hex_value(m.byte(start + r + 1)) << 4) | hex_value(m.byte(start + r + 2)),
+            3,
+        )
+    } else {
+        (c, 1)
+    };
+    if !user_char_by_compare(b) {
+        return None;
+    }
+    out[w & (MAX_DN_LEN - 1)] = b;
+    *wr = w as u32 + 1;
+    *rd = (r + step) as u32;
+    Some(true)
+}
+
+/// The decoded DN of a scan with [`DN_ESCAPED`] (userspace driver of [`decode_dn_step`]):
+/// the bytes and their number, or `None` if it decodes to something no user part holds.
+pub fn decode_dn(m: &Msg, s: &Scan) -> Option<([u8; MAX_DN_LEN], usize)> {
+    let (mut rd, mut wr, mut out) = (0, 0, [0u8; MAX_DN_LEN]);
+    let mut k = 0;
+    while k < MAX_DN_LEN {
+        if !decode_dn_step(
+            m,
+            s.dn_start as usize,
+            s.dn_len as usize,
+            &mut rd,
+            &mut wr,
+            &mut out,
+        )? {
+            break;
+        }
+        k += 1;
+    }
+    Some((out, wr as usize))
+}
+
 /// Whether the parameter name at `s..s+n` is in the keep list (case-insensitive).
 /// The `expires` parameter's name (RFC 3261 20.10).
 const EXPIRES: &[u8] = b"expires";
@@ -806,6 +901,9 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             }
             s.dn_len = n as u32;
             s.flags |= SEEN_TO;
+            if !RESP && m.find_byte(user, hit, b'%').is_some() {
+                s.flags |= DN_ESCAPED;
+            }
             s.skip_line(hit)
         }
         M_ELEM => {
@@ -1340,7 +1438,18 @@ pub fn rewrite(
     if s.outcome() != Outcome::Rewrite {
         return Decision::Pass(Stat::for_outcome(s.outcome()));
     }
-    let dn = &input[s.dn_start as usize..(s.dn_start + s.dn_len) as usize];
+    let decoded;
+    let dn: &[u8] = if s.flags & DN_ESCAPED != 0 {
+        match decode_dn(&m, &s) {
+            Some(d) => {
+                decoded = d;
+                &decoded.0[..decoded.1]
+            }
+            None => return Decision::Pass(Stat::DnInvalid),
+        }
+    } else {
+        &input[s.dn_start as usize..(s.dn_start + s.dn_len) as usize]
+    };
     let value;
     let pieces: [&[u8]; 3] = if let Some(v) = lookup(dn) {
         value = v;

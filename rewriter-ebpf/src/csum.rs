@@ -90,17 +90,29 @@ pub fn store_msg<R: Raw>(
 /// Invalidates packet pointers.
 #[inline(always)]
 pub fn store_uri<R: Raw>(r: R, off: usize, text: &[u8; URI_BUF], len: usize) -> Result<usize, i64> {
+    store_buf(r, off, text, len)
+}
+
+/// Writes the first `len` (1..=N) bytes of `text` to packet offset `off`. Invalidates packet
+/// pointers.
+#[inline(always)]
+pub fn store_buf<R: Raw, const N: usize>(
+    r: R,
+    off: usize,
+    text: &[u8; N],
+    len: usize,
+) -> Result<usize, i64> {
     // One compare of `len - 1` then `+ 1`: the verifier sees [1, URI_BUF] on the size register.
     // `len == 0 || len > URI_BUF` is the same test, but v6.1's verifier learns nothing on the
     // fall-through of `if len == 0` ("invalid access to map value … size=0"): that refinement
     // came in v6.8 (`regs_refine_cond_op`, BPF_JNE, "bpf: make the verifier tracks the "not
     // equal" for regs", Dec 2023). The `black_box` keeps LLVM from folding `- 1 … + 1` away.
     let m1 = core::hint::black_box(len.wrapping_sub(1));
-    if m1 >= URI_BUF {
+    if m1 >= N {
         return Err(-1);
     }
     let size = m1 + 1;
-    // `size` <= URI_BUF, the length of `text`.
+    // `size` <= N, the length of `text`.
     let e = r.store(off as u32, text.as_ptr() as *const c_void, size as u32);
     if e != 0 { Err(e) } else { Ok(off + size) }
 }

@@ -337,3 +337,50 @@ fn an_ip_length_that_disagrees_with_the_frame_is_malformed() {
         assert_passes(&mut rw, &frame, Stat::Malformed, None);
     }
 }
+
+/// An escaped DN is the DN it decodes to (RFC 3261 19.1.4): `%31002` gets 1002's map entry,
+/// and an escaped DN not in the map gets the template around its decoded form; one that
+/// decodes to a character no user part holds passes, counted `dn_invalid`.
+#[test]
+fn an_escaped_dn_is_looked_up_and_written_decoded() {
+    let mut rw = corpus_rewriter();
+    rw.set_contact(b"1002", b"sip:1002@198.18.0.44").unwrap();
+    let jssip = String::from_utf8_lossy(JSSIP).into_owned();
+    let to = jssip
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .unwrap()
+        .to_owned();
+    let contact = |out: &[u8]| {
+        String::from_utf8_lossy(&payload(out))
+            .lines()
+            .find(|l| l.starts_with("Contact:"))
+            .unwrap()
+            .to_owned()
+    };
+    for (user, want) in [
+        ("%31002", "Contact: <sip:1002@198.18.0.44>;expires=600"),
+        (
+            "%32%30%30%31",
+            "Contact: <sip:2001@192.168.210.54:5060>;expires=600",
+        ),
+        (
+            "%2b4930",
+            "Contact: <sip:+4930@192.168.210.54:5060>;expires=600",
+        ),
+    ] {
+        let msg = jssip.replace(&to, &to.replace("sip:1002@", &format!("sip:{user}@")));
+        assert_ne!(msg, jssip);
+        let out = run(&mut rw, &Frame::v4(5060).build(msg.as_bytes()));
+        assert_eq!(contact(&out), want, "{user}");
+    }
+    for user in ["1070%0d%0aX", "a%40b", "null-%00-null"] {
+        let msg = jssip.replace(&to, &to.replace("sip:1002@", &format!("sip:{user}@")));
+        assert_passes(
+            &mut rw,
+            &Frame::v4(5060).build(msg.as_bytes()),
+            Stat::DnInvalid,
+            None,
+        );
+    }
+}
