@@ -80,6 +80,9 @@ struct Saved {
 }
 
 impl Saved {
+    /// With the byte helpers: reading through packet pointers here, three helper calls fewer,
+    /// nearly doubled every program's verifier cost (v6.18: sip_rewriter 269 311 -> 499 470
+    /// processed insns; the variable UDP offset makes each path a state of its own).
     #[inline(always)]
     fn take<P: Pkt>(ctx: &P, f: &Frame) -> Result<Self, Stat> {
         let (len_off, check_off) = Self::ip_offsets(f);
