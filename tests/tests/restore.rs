@@ -475,20 +475,31 @@ fn a_2xx_from_another_address_is_not_restored() {
 /// Records one DN may hold (`restore::MAX_PER_DN`).
 const K: usize = restore::MAX_PER_DN;
 
-/// Corpus case 02 (JsSIP 3.10 REGISTER with Digest, template DN 2001) and its 200 OK, for DN
-/// `dn` (four digits) and Call-ID `call_id`: (REGISTER, 200 OK, the 200 OK restored).
-fn jssip_for(dn: &str, call_id: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let c = cases()
-        .into_iter()
-        .find(|c| c.name.starts_with("02-"))
-        .unwrap();
-    let swap = |m: &[u8]| {
-        let t = String::from_utf8_lossy(m)
-            .replace("2001", dn)
-            .replace("a7s0d3k9l1q5w8e2r6t4yu", call_id);
-        t.into_bytes()
-    };
-    (swap(&c.req), swap(&c.resp), swap(&c.out))
+/// Corpus case 02 (JsSIP 3.10 REGISTER with Digest, template DN 2001): its REGISTER, 200 OK
+/// and restored 200 OK, read once (a test that makes thousands of variants must not read the
+/// corpus for each: slow under TCG in `cargo xtask vm-test`).
+struct Jssip([String; 3]);
+
+impl Jssip {
+    fn load() -> Self {
+        let c = cases()
+            .into_iter()
+            .find(|c| c.name.starts_with("02-"))
+            .unwrap();
+        let text = |m: &[u8]| String::from_utf8_lossy(m).into_owned();
+        Jssip([text(&c.req), text(&c.resp), text(&c.out)])
+    }
+
+    /// The three for DN `dn` (four digits) and Call-ID `call_id`: (REGISTER, 200 OK, the 200 OK
+    /// restored).
+    fn with(&self, dn: &str, call_id: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let swap = |t: &String| {
+            t.replace("2001", dn)
+                .replace("a7s0d3k9l1q5w8e2r6t4yu", call_id)
+                .into_bytes()
+        };
+        (swap(&self.0[0]), swap(&self.0[1]), swap(&self.0[2]))
+    }
 }
 
 /// The counter `name`, found by its stable name (as `stats` and the metrics show it).
@@ -521,8 +532,9 @@ fn one_dn_holds_at_most_k_records_and_other_dns_keep_theirs() {
         .find(|c| c.name.starts_with("01-"))
         .unwrap();
     let _ = run(&mut rw, &req_f.build(&b.req));
+    let jssip = Jssip::load();
     let a: Vec<_> = (0..K + N)
-        .map(|i| jssip_for("2001", &format!("bound{i:02}-k9l1q5w8e2r6t4yu")))
+        .map(|i| jssip.with("2001", &format!("bound{i:02}-k9l1q5w8e2r6t4yu")))
         .collect();
     for (req, _, _) in &a {
         let _ = run(&mut rw, &req_f.build(req));
@@ -580,9 +592,10 @@ fn a_flood_for_one_dn_evicts_no_other_dns_records() {
         CAP,
     )
     .unwrap();
+    let jssip = Jssip::load();
     let victims: Vec<_> = (0..VICTIMS)
         .map(|i| {
-            jssip_for(
+            jssip.with(
                 &format!("{}", 3000 + i),
                 &format!("victim{i:03}-q5w8e2r6t4yu"),
             )
@@ -592,7 +605,7 @@ fn a_flood_for_one_dn_evicts_no_other_dns_records() {
         let _ = run(&mut rw, &req_f.build(req));
     }
     for i in 0..FLOOD {
-        let (req, _, _) = jssip_for("2001", &format!("flood{i:05}-q5w8e2r6t4yu"));
+        let (req, _, _) = jssip.with("2001", &format!("flood{i:05}-q5w8e2r6t4yu"));
         let _ = run(&mut rw, &req_f.build(&req));
     }
     let mut lost = Vec::new();
