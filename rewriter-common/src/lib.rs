@@ -50,8 +50,10 @@ pub mod names {
     pub const GENESYS: &str = "GENESYS";
     /// The restore records (LRU).
     pub const REGS: &str = "REGS";
+    /// DN → the Call-IDs of its restore records (LRU), for the per-DN bound.
+    pub const REGS_BY_DN: &str = "REGS_BY_DN";
     /// Maps pinned per attachment (the per-CPU scratch is not: it holds nothing between runs).
-    pub const PINNED_MAPS: [&str; 7] = [
+    pub const PINNED_MAPS: [&str; 8] = [
         CONFIG,
         CONFIG_SLOT,
         STATS,
@@ -59,6 +61,7 @@ pub mod names {
         CONTACTS_B,
         GENESYS,
         REGS,
+        REGS_BY_DN,
     ];
     /// The TC egress rewrite.
     pub const PROGRAM_EGRESS: &str = "sip_rewriter";
@@ -336,6 +339,10 @@ pub struct Scratch {
     pub reg_key: restore::RegKey,
     /// Egress: the state being recorded; ingress: snapshot of the recorded state.
     pub reg: restore::RegState,
+    /// Egress, a new record: copy of its DN's index entry, updated by `DnRecords::admit`.
+    pub dn_recs: restore::DnRecords,
+    /// Egress: the key of the record the per-DN bound replaces.
+    pub evict_key: restore::RegKey,
     /// Room after the buffers, so that the verifier's worst case for a checksum chunk of
     /// `out` (masked offset + 512 bytes) stays inside the map value.
     pub _guard: [u8; 128],
@@ -428,11 +435,14 @@ pub enum Stat {
     Ipv6Ext,
     /// Ingress: a 2xx to a recorded REGISTER from another address than the REGISTER went to.
     WrongSource,
+    /// Records deleted because a new Call-ID of their DN came when the DN held
+    /// `restore::MAX_PER_DN` (its oldest is replaced).
+    RecordReplaced,
 }
 
 impl Stat {
     /// Number of counters (size of the `STATS` map).
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 27;
     /// Every counter, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Seen,
@@ -461,6 +471,7 @@ impl Stat {
         Stat::VlanUnsupported,
         Stat::Ipv6Ext,
         Stat::WrongSource,
+        Stat::RecordReplaced,
     ];
 
     /// Stable name used in CLI output, JSON and metrics.
@@ -492,6 +503,7 @@ impl Stat {
             Stat::VlanUnsupported => "vlan_unsupported",
             Stat::Ipv6Ext => "ipv6_ext",
             Stat::WrongSource => "wrong_source",
+            Stat::RecordReplaced => "record_replaced",
         }
     }
 
@@ -512,7 +524,7 @@ impl Stat {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all six): `repr(C)`, `Copy`, integers and byte arrays only, no implicit padding
+    // SAFETY (all seven): `repr(C)`, `Copy`, integers and byte arrays only, no implicit padding
     // (checked by the size tests below), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::DnKey {}
@@ -520,6 +532,7 @@ mod pod {
     unsafe impl aya::Pod for super::AddrKey {}
     unsafe impl aya::Pod for super::restore::RegKey {}
     unsafe impl aya::Pod for super::restore::RegState {}
+    unsafe impl aya::Pod for super::restore::DnRecords {}
 }
 
 #[cfg(test)]
@@ -604,6 +617,10 @@ mod tests {
         assert_eq!(
             core::mem::size_of::<restore::RegState>(),
             8 + (1 + restore::MAX_ORIGINALS) * core::mem::size_of::<ContactUri>() + 16
+        );
+        assert_eq!(
+            core::mem::size_of::<restore::DnRecords>(),
+            restore::MAX_PER_DN * (restore::MAX_CALLID_LEN + 8) + 8
         );
     }
 

@@ -25,6 +25,12 @@ pub const MAX_CALLID_LEN: usize = 64;
 pub const MAX_REGISTRATIONS: u32 = 16_384;
 /// Words of a [`ContactUri`] text.
 const URI_WORDS: usize = URI_BUF / 8;
+/// Most records one DN holds (one per Call-ID): a new Call-ID of a DN that has them all
+/// replaces the DN's oldest ([`DnRecords::admit`]), so REGISTERs of one DN, whoever sends
+/// them, cannot push the other DNs' records out of the map.
+pub const MAX_PER_DN: usize = 4;
+/// Words of a Call-ID in a key.
+const CALLID_WORDS: usize = MAX_CALLID_LEN / 8;
 
 /// Key of the restore-state map: the Call-ID and the DN, each zero-padded, and the Call-ID's
 /// length (so `abc` and `abc\0` are two keys; a DN holds no NUL).
@@ -51,6 +57,192 @@ pub struct RegState {
     pub orig: [ContactUri; MAX_ORIGINALS],
     /// The address the REGISTER was sent to: only a 2xx from there is restored.
     pub peer: AddrKey,
+}
+
+/// Value of the per-DN index (keyed by [`DnKey`]): the Call-IDs of the DN's records, in the
+/// order they were first recorded. A ring: `next` is the slot the next new Call-ID takes, the
+/// DN's oldest once all [`MAX_PER_DN`] are in use. A refresh (a Call-ID recorded already)
+/// changes nothing here.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnRecords {
+    /// Zero-padded, as in [`RegKey::call_id`].
+    pub call_id: [[u8; MAX_CALLID_LEN]; MAX_PER_DN],
+    /// As [`RegKey::call_id_len`]; 0: slot unused.
+    pub call_id_len: [u64; MAX_PER_DN],
+    /// The slot the next new Call-ID takes.
+    pub next: u32,
+    /// [`dn_check`] of the key this value was stored under (see [`RegState::key_check`]).
+    pub key_check: u32,
+}
+
+/// What [`DnRecords::admit`] did.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// The Call-ID was in the index already: nothing changed.
+    Known = 0,
+    /// Put in a free slot.
+    Added = 1,
+    /// Put in place of the DN's oldest Call-ID, whose record key is now in `evicted`.
+    Replaced = 2,
+}
+
+impl DnRecords {
+    /// An index with no Call-ID, for the DN whose [`dn_check`] is `key_check`.
+    pub const fn empty(key_check: u32) -> Self {
+        Self {
+            call_id: [[0; MAX_CALLID_LEN]; MAX_PER_DN],
+            call_id_len: [0; MAX_PER_DN],
+            next: 0,
+            key_check,
+        }
+    }
+
+    /// [`Self::empty`] in place, a word at a time (volatile: no `memset` on the BPF target).
+    #[inline(always)]
+    pub fn reset(&mut self, key_check: u32) {
+        const WORDS: usize = core::mem::size_of::<DnRecords>() / 8;
+        let words = self as *mut DnRecords as *mut u64;
+        let mut j = 0;
+        while j < WORDS {
+            // SAFETY: `DnRecords` is 8-aligned and WORDS words long.
+            unsafe { core::ptr::write_volatile(words.add(j), 0) };
+            j += 1;
+        }
+        // SAFETY: a plain field (volatile: see `copy_words`).
+        unsafe { core::ptr::write_volatile(&mut self.key_check, key_check) };
+    }
+
+    /// Whether slot `k` holds the Call-ID of `key` (branch-free over the words).
+    #[inline(always)]
+    fn holds(&self, k: usize, key: &RegKey) -> bool {
+        let slot = self.call_id[k & (MAX_PER_DN - 1)].as_ptr() as *const u64;
+        let id = key.call_id.as_ptr() as *const u64;
+        let mut diff = self.call_id_len[k & (MAX_PER_DN - 1)] ^ key.call_id_len;
+        let mut j = 0;
+        while j < CALLID_WORDS {
+            // SAFETY: both are CALLID_WORDS aligned words (offsets multiple of 8 in 8-aligned
+            // structs).
+            // structs). Volatile: word by word, not every load hoisted into a register (or a
+            // stack slot: the BPF stack is 512 bytes for all frames).
+            diff |= unsafe {
+                core::ptr::read_volatile(slot.add(j)) ^ core::ptr::read_volatile(id.add(j))
+            };
+            j += 1;
+        }
+        diff == 0
+    }
+
+    /// Admits the Call-ID of `key` (a record about to be made for it, its DN this index's):
+    /// known already, nothing changes; else it takes slot `next`, and if that slot held the
+    /// DN's oldest Call-ID, that record's key is written to `evicted` (for the caller to
+    /// delete the record) and [`Admit::Replaced`] returned. The one implementation of the
+    /// per-DN bound: the egress program runs it on its copy of the index entry.
+    #[inline(always)]
+    pub fn admit(&mut self, key: &RegKey, evicted: &mut RegKey) -> Admit {
+        // An early return per slot, not a flag: on BPF each compare is a branch, and flags
+        // merged from them would multiply the verifier's states.
+        let mut k = 0;
+        while k < MAX_PER_DN {
+            if self.holds(k, key) {
+                return Admit::Known;
+            }
+            k += 1;
+        }
+        let slot = self.next as usize & (MAX_PER_DN - 1);
+        let old_len = self.call_id_len[slot];
+        let ids = self.call_id[slot].as_mut_ptr() as *mut u64;
+        if old_len != 0 {
+            // SAFETY: Call-IDs and DN keys are 8-aligned whole numbers of words.
+            unsafe {
+                copy_volatile::<CALLID_WORDS>(ids, evicted.call_id.as_mut_ptr() as *mut u64);
+                copy_volatile::<{ MAX_DN_LEN / 8 }>(
+                    key.dn.0.as_ptr() as *const u64,
+                    evicted.dn.0.as_mut_ptr() as *mut u64,
+                );
+                core::ptr::write_volatile(&mut evicted.call_id_len, old_len);
+            }
+        }
+        // SAFETY: as above; plain fields (volatile: see `copy_words`).
+        unsafe {
+            copy_volatile::<CALLID_WORDS>(key.call_id.as_ptr() as *const u64, ids);
+            core::ptr::write_volatile(&mut self.call_id_len[slot], key.call_id_len);
+            core::ptr::write_volatile(&mut self.next, ((slot + 1) % MAX_PER_DN) as u32);
+        }
+        if old_len != 0 {
+            Admit::Replaced
+        } else {
+            Admit::Added
+        }
+    }
+
+    /// Whether `self` and `other` are the same bytes (word-wise, branch-free).
+    #[inline(always)]
+    pub fn same(&self, other: &DnRecords) -> bool {
+        const WORDS: usize = core::mem::size_of::<DnRecords>() / 8;
+        let (a, b) = (
+            self as *const DnRecords as *const u64,
+            other as *const DnRecords as *const u64,
+        );
+        let mut diff = 0u64;
+        let mut j = 0;
+        while j < WORDS {
+            // SAFETY: both are 8-aligned `DnRecords` of WORDS words. Volatile: see `holds`.
+            diff |=
+                unsafe { core::ptr::read_volatile(a.add(j)) ^ core::ptr::read_volatile(b.add(j)) };
+            j += 1;
+        }
+        diff == 0
+    }
+
+    /// The Call-IDs in use, oldest first (userspace: tests, status).
+    pub fn call_ids(&self) -> impl Iterator<Item = &[u8]> {
+        (0..MAX_PER_DN)
+            .map(move |i| (self.next as usize + i) % MAX_PER_DN)
+            .filter(move |&k| self.call_id_len[k] != 0)
+            .map(move |k| &self.call_id[k][..(self.call_id_len[k] as usize).min(MAX_CALLID_LEN)])
+    }
+}
+
+/// A 32-bit fingerprint of a DN key, as [`RegKey::check`] of a record key: what
+/// [`DnRecords::key_check`] holds.
+#[inline(always)]
+pub fn dn_check(dn: &DnKey) -> u32 {
+    // SAFETY: `DnKey` is 8-aligned and MAX_DN_LEN / 8 words long.
+    unsafe { check_words::<{ MAX_DN_LEN / 8 }>(dn.0.as_ptr() as *const u64) }
+}
+
+/// Word-wise rotate-xor of `W` words, folded to 32 bits (not a hash for tables, a check that
+/// a value belongs to a key).
+///
+/// # Safety
+/// `words` must point to `W` aligned words.
+#[inline(always)]
+unsafe fn check_words<const W: usize>(words: *const u64) -> u32 {
+    let mut acc = 0u64;
+    let mut j = 0;
+    while j < W {
+        // SAFETY: see the function's contract.
+        acc = acc.rotate_left(7) ^ unsafe { core::ptr::read(words.add(j)) };
+        j += 1;
+    }
+    (acc ^ (acc >> 32)) as u32
+}
+
+/// [`copy_aligned`] with volatile loads too: one word at a time, not all loads first (which
+/// on BPF spills them to the 512-byte stack all frames share).
+///
+/// # Safety
+/// As [`copy_aligned`].
+#[inline(always)]
+pub unsafe fn copy_volatile<const W: usize>(src: *const u64, dst: *mut u64) {
+    let mut j = 0;
+    while j < W {
+        // SAFETY: see the function's contract.
+        unsafe { core::ptr::write_volatile(dst.add(j), core::ptr::read_volatile(src.add(j))) };
+        j += 1;
+    }
 }
 
 /// Copies `W` 8-byte words from `src` to `dst` (volatile: see [`copy_words`]).
@@ -103,15 +295,8 @@ impl RegKey {
     #[inline(always)]
     pub fn check(&self) -> u32 {
         const WORDS: usize = core::mem::size_of::<RegKey>() / 8;
-        let words = self as *const RegKey as *const u64;
-        let mut acc = 0u64;
-        let mut j = 0;
-        while j < WORDS {
-            // SAFETY: `RegKey` is 8-aligned and WORDS words long.
-            acc = acc.rotate_left(7) ^ unsafe { core::ptr::read(words.add(j)) };
-            j += 1;
-        }
-        (acc ^ (acc >> 32)) as u32
+        // SAFETY: `RegKey` is 8-aligned and WORDS words long.
+        unsafe { check_words::<WORDS>(self as *const RegKey as *const u64) }
     }
 
     /// The Call-ID half of [`RegKey::fill`] (the egress has the DN key built already).
@@ -511,6 +696,103 @@ mod tests {
             }
             Decision::Pass(why) => format!("pass {}", why.name()),
         }
+    }
+
+    fn key(call_id: &[u8], dn: &[u8]) -> RegKey {
+        let mut k = RegKey {
+            call_id: [0; MAX_CALLID_LEN],
+            dn: DnKey::new(dn).unwrap(),
+            call_id_len: call_id.len() as u64,
+        };
+        k.call_id[..call_id.len()].copy_from_slice(call_id);
+        k
+    }
+
+    const NO_KEY: RegKey = RegKey {
+        call_id: [0; MAX_CALLID_LEN],
+        dn: DnKey([0; MAX_DN_LEN]),
+        call_id_len: 0,
+    };
+
+    #[test]
+    fn a_dn_keeps_its_newest_call_ids_and_replaces_the_oldest() {
+        let dn = DnKey::new(b"1002").unwrap();
+        let mut idx = DnRecords::empty(dn_check(&dn));
+        let ids: vec::Vec<std::string::String> = (0..MAX_PER_DN + 3)
+            .map(|i| format!("call-{i}@client.invalid"))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            let mut evicted = NO_KEY;
+            let got = idx.admit(&key(id.as_bytes(), b"1002"), &mut evicted);
+            if i < MAX_PER_DN {
+                assert_eq!(got, Admit::Added, "{id}");
+                assert_eq!(evicted, NO_KEY, "{id}: nothing evicted");
+            } else {
+                assert_eq!(got, Admit::Replaced, "{id}");
+                // The oldest: the whole record key, DN included, to delete it by.
+                assert_eq!(
+                    evicted,
+                    key(ids[i - MAX_PER_DN].as_bytes(), b"1002"),
+                    "{id}"
+                );
+                assert_eq!(
+                    evicted.check(),
+                    key(ids[i - MAX_PER_DN].as_bytes(), b"1002").check()
+                );
+            }
+        }
+        let newest: vec::Vec<&[u8]> = ids[3..].iter().map(|s| s.as_bytes()).collect();
+        assert_eq!(
+            idx.call_ids().collect::<vec::Vec<_>>(),
+            newest,
+            "oldest first"
+        );
+        assert_eq!(idx.key_check, dn_check(&dn));
+        // A refresh of one of them changes nothing.
+        let before = idx;
+        let mut evicted = NO_KEY;
+        assert_eq!(
+            idx.admit(&key(newest[1], b"1002"), &mut evicted),
+            Admit::Known
+        );
+        assert_eq!(idx, before);
+        assert_eq!(evicted, NO_KEY);
+        // A replaced Call-ID coming back is new again: it replaces the oldest of the newest.
+        assert_eq!(
+            idx.admit(&key(ids[0].as_bytes(), b"1002"), &mut evicted),
+            Admit::Replaced
+        );
+        assert_eq!(evicted, key(newest[0], b"1002"));
+    }
+
+    #[test]
+    fn call_ids_are_told_apart_by_every_byte_and_the_length() {
+        let mut idx = DnRecords::empty(0);
+        let mut evicted = NO_KEY;
+        let long = [b'x'; MAX_CALLID_LEN];
+        let mut long2 = long;
+        long2[MAX_CALLID_LEN - 1] = b'y';
+        for id in [&b"abc"[..], b"abc\0", b"abd", &long] {
+            assert_eq!(
+                idx.admit(&key(id, b"7"), &mut evicted),
+                Admit::Added,
+                "{id:?}"
+            );
+        }
+        for id in [&b"abc"[..], b"abc\0", b"abd", &long] {
+            assert_eq!(
+                idx.admit(&key(id, b"7"), &mut evicted),
+                Admit::Known,
+                "{id:?}"
+            );
+        }
+        assert_eq!(idx.admit(&key(&long2, b"7"), &mut evicted), Admit::Replaced);
+        assert_eq!(evicted, key(b"abc", b"7"));
+        // `reset` is `empty`.
+        let mut r = idx;
+        r.reset(9);
+        assert_eq!(r, DnRecords::empty(9));
+        assert!(r.same(&DnRecords::empty(9)) && !r.same(&idx));
     }
 
     #[test]

@@ -11,14 +11,14 @@ use aya_ebpf::programs::TcContext;
 use aya_log_ebpf::{info, warn};
 use rewriter_common::{
     CFG_HAS_DEFAULT, Config, ContactUri, MAX_DN_LEN, Scratch, Stat, URI_BUF,
-    restore::copy_aligned,
+    restore::{Admit, copy_aligned, copy_volatile, dn_check},
     sip::{self, EDIT_URI, MAX_EDITS, MAX_SIP_LEN, Outcome},
 };
 
 use crate::{
-    Verdict, csum,
+    csum,
     frame::{Frame, candidate, sip_payload},
-    maps::{REGS, add, config, count, dn_map, log_worthy, read},
+    maps::{REGS, REGS_BY_DN, add, config, count, dn_map, log_worthy, read},
     pkt::{Pkt, Raw},
     scan::{LOOP_GO_ON, LOOP_STOP, loop_ctx, run_drop, run_loop, run_scan},
     splice::splice,
@@ -32,7 +32,17 @@ pub const STAGE_ALL: u8 = 3;
 /// The egress classifier's work; the verdict is always "pass".
 #[inline(always)]
 pub fn sip_rewriter(ctx: &TcContext) {
-    if let Err(stat) = try_rewrite::<STAGE_ALL>(ctx) {
+    let r = try_rewrite::<STAGE_ALL>(ctx).map(|pending| {
+        // A new record is finished here, where the paths of the rewrite have converged: the
+        // verifier of v6.1 checks a `bpf_loop` callback at its call, for each caller state
+        // that reaches it unpruned (`check_helper_call()` case BPF_FUNC_loop ->
+        // `__check_func_call()`, kernel/bpf/verifier.c since v5.17, commit e6f2dd0f8067), and
+        // inside `rewrite` many do.
+        if let Some((s, cfg)) = pending {
+            run_loop(1, new_record_cb, s, cfg, ());
+        }
+    });
+    if let Err(stat) = r {
         count(stat);
         if stat as u32 == Stat::Error as u32 {
             let n = read(Stat::Error);
@@ -46,12 +56,17 @@ pub fn sip_rewriter(ctx: &TcContext) {
     }
 }
 
-/// Up to `STAGE`; `Ok` for a rewritten packet and for one that is not ours.
+/// A rewritten REGISTER whose record is new: the scratch (its `reg_key`/`reg`) and the
+/// configuration, for [`new_record_cb`].
+type Pending<'a> = Option<(&'a mut Scratch, &'static Config)>;
+
+/// Up to `STAGE`; `Ok` for a rewritten packet and for one that is not ours, with the new
+/// record still to be made, if any.
 #[inline(always)]
-pub fn try_rewrite<const STAGE: u8>(ctx: &TcContext) -> Verdict {
+pub fn try_rewrite<'a, const STAGE: u8>(ctx: &TcContext) -> Result<Pending<'a>, Stat> {
     let cfg = config().ok_or(Stat::Error)?;
     let Some(f) = candidate(ctx, cfg, false) else {
-        return Ok(());
+        return Ok(None);
     };
     let f = f?;
     add(Stat::Seen, 1);
@@ -61,7 +76,7 @@ pub fn try_rewrite<const STAGE: u8>(ctx: &TcContext) -> Verdict {
     }
     let (payload, n, scratch) = sip_payload(ctx, &f, b"REGISTER", Stat::NotRegister)?;
     if STAGE == STAGE_COPY {
-        return Ok(());
+        return Ok(None);
     }
     scratch.scan.reset(n);
     run_scan::<false>(scratch, cfg);
@@ -74,20 +89,20 @@ pub fn try_rewrite<const STAGE: u8>(ctx: &TcContext) -> Verdict {
     }
     run_drop(scratch, cfg);
     if STAGE == STAGE_SCAN {
-        return Ok(());
+        return Ok(None);
     }
     rewrite(ctx, cfg, &f, payload, n, scratch)
 }
 
 #[inline(always)]
-fn rewrite(
+fn rewrite<'a>(
     ctx: &TcContext,
-    cfg: &Config,
+    cfg: &'static Config,
     f: &Frame,
     payload: usize,
     n: usize,
-    s: &mut Scratch,
-) -> Verdict {
+    s: &'a mut Scratch,
+) -> Result<Pending<'a>, Stat> {
     let dn_start = s.scan.dn_start as usize;
     let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
     // The key a word at a time, zero past the DN (volatile: no `memset`/byte loop).
@@ -170,8 +185,7 @@ fn rewrite(
         );
     }
     s.reg.peer = f.peer;
-    record(s, cfg, uri_len);
-    Ok(())
+    Ok(record(s, cfg, uri_len).then_some((s, cfg)))
 }
 
 /// Decodes the next character of an escaped DN into the key; stops at its end, or with
@@ -204,8 +218,9 @@ const WORD: usize = core::mem::size_of::<u64>();
 /// Records what the egress just wrote for the ingress restore (see `rewriter_common::restore`).
 /// The copies run in a `bpf_loop` callback, whose body the verifier checks on its own (the
 /// word copies' branches would otherwise multiply the states of this function's remainder).
+/// `true`: the record is new, to be made by [`new_record_cb`] (with its DN's index).
 #[inline(always)]
-fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) {
+fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) -> bool {
     s.write.from = uri_len as u32;
     s.write.err = 0;
     // SAFETY: a plain field of the map value (volatile: no merged `memset`).
@@ -222,24 +237,81 @@ fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) {
             let _ = REGS.remove(&s.reg_key);
         }
         count(Stat::NotRecorded);
-        return;
+        return false;
     }
     s.reg.clear_unused();
     // A refresh REGISTER (same Call-ID, same contact) finds its record as it is: the lookup
     // marks it recently used, and the costlier update is skipped.
     // SAFETY: the value is only read.
-    if let Some(old) = unsafe { REGS.get(&s.reg_key) }
+    let old = unsafe { REGS.get(&s.reg_key) };
+    if let Some(old) = old
         && old.same(&s.reg)
     {
         count(Stat::Recorded);
-        return;
+        return false;
+    }
+    // A new (Call-ID, DN): recorded at the end of the run (`new_record_cb`), after its DN's
+    // index. (A record found but changed keeps its place in the index.)
+    if old.is_none() {
+        return true;
     }
     if REGS.insert(&s.reg_key, &s.reg, 0).is_err() {
         let _ = REGS.remove(&s.reg_key);
         count(Stat::NotRecorded);
-        return;
+        return false;
     }
     count(Stat::Recorded);
+    false
+}
+
+/// Records a new record (`s.reg` under `s.reg_key`) with the per-DN bound, in a one-iteration
+/// `bpf_loop` callback (verified apart from the caller's states): admits the Call-ID into a
+/// copy of the DN's index entry (`DnRecords::admit`), writes the entry back, deletes the
+/// record it replaced, if any (counted `record_replaced`), and inserts the new record. If the
+/// index cannot be written nothing is recorded (`not_recorded`): every record stays bounded.
+#[inline(never)]
+extern "C" fn new_record_cb(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: called by `run_loop` only.
+    let (s, _, ()) = unsafe { loop_ctx::<()>(ctx) };
+    let check = dn_check(&s.reg_key.dn);
+    // Snapshot, as ingress snapshots a record: an LRU element may be freed and reused for
+    // another DN while it is read (no grace period for preallocated elements: they go back to
+    // the free list at once, kernel/bpf/hashtab.c `htab_lru_push_free()`, v6.1 to v6.18), so
+    // the copy is used only if it carries this DN's check; else the DN starts afresh. A copy
+    // torn by a reuse in progress could only mislead this DN's own bound (the evicted key has
+    // this DN's bytes): never another DN's records, never the packet. (No second compare as
+    // ingress does: its unrolled volatile loads overflowed this callback's 512-byte stack.)
+    match REGS_BY_DN.get_ptr(&s.reg_key.dn) {
+        Some(p) => {
+            const W: usize = core::mem::size_of::<rewriter_common::restore::DnRecords>() / WORD;
+            // SAFETY: map values and the scratch field are 8-aligned `DnRecords`.
+            unsafe {
+                copy_volatile::<W>(p as *const u64, &raw mut s.dn_recs as *mut u64);
+                if s.dn_recs.key_check != check {
+                    s.dn_recs.reset(check);
+                }
+            }
+        }
+        None => s.dn_recs.reset(check),
+    }
+    let admit = s.dn_recs.admit(&s.reg_key, &mut s.evict_key);
+    if admit as u32 != Admit::Known as u32 {
+        if REGS_BY_DN.insert(&s.reg_key.dn, &s.dn_recs, 0).is_err() {
+            count(Stat::NotRecorded);
+            return LOOP_STOP;
+        }
+        // Its record may have gone already (aged out of REGS): then nothing was replaced.
+        if admit as u32 == Admit::Replaced as u32 && REGS.remove(&s.evict_key).is_ok() {
+            count(Stat::RecordReplaced);
+        }
+    }
+    if REGS.insert(&s.reg_key, &s.reg, 0).is_err() {
+        let _ = REGS.remove(&s.reg_key);
+        count(Stat::NotRecorded);
+        return LOOP_STOP;
+    }
+    count(Stat::Recorded);
+    LOOP_STOP
 }
 
 /// `WriteState::err` of [`record`]: no usable Call-ID, so no key (nothing can be recorded

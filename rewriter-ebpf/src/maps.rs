@@ -11,7 +11,7 @@ use aya_ebpf::{
 use rewriter_common::{
     AddrKey, CONFIG_SLOTS, Config, ContactUri, DnKey, MAX_CONTACTS, MAX_GENESYS_ADDRS, Scratch,
     Stat,
-    restore::{MAX_REGISTRATIONS, RegKey, RegState},
+    restore::{DnRecords, MAX_REGISTRATIONS, RegKey, RegState},
 };
 
 /// Runtime configuration written by userspace: [`CONFIG_SLOTS`] versions, the current one
@@ -52,6 +52,14 @@ pub static GENESYS: HashMap<AddrKey, u8> = HashMap::with_max_entries(MAX_GENESYS
 /// <https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/hashtab.c#L447-L448>).
 #[map]
 pub static REGS: LruHashMap<RegKey, RegState> = LruHashMap::with_max_entries(MAX_REGISTRATIONS, 0);
+
+/// DN -> the Call-IDs of its [`REGS`] records, oldest first (`DnRecords`): the per-DN bound
+/// (`restore::MAX_PER_DN`). Written only when a REGISTER makes a new record, never by a
+/// refresh. Userspace sizes it as `REGS` (a DN listed here has at least one record). LRU, so a
+/// DN that stops registering ages out here too.
+#[map]
+pub static REGS_BY_DN: LruHashMap<DnKey, DnRecords> =
+    LruHashMap::with_max_entries(MAX_REGISTRATIONS, 0);
 
 /// Per-CPU scratch: the payload copy and the scan state (too big for the 512-byte stack).
 #[map]

@@ -16,7 +16,7 @@ use std::{net::IpAddr, path::PathBuf};
 
 use rewriter_common::{
     AddrKey, Config, ContactUri, DN_MAPS, DnKey, MAX_CONTACTS, names,
-    restore::{MAX_REGISTRATIONS, RegKey, RegState},
+    restore::{DnRecords, MAX_REGISTRATIONS, RegKey, RegState},
 };
 
 use crate::{
@@ -113,6 +113,16 @@ impl Rewriter {
         Self::load_with(config, None, max_contacts, MAX_REGISTRATIONS)
     }
 
+    /// Like [`Self::load_sized`] with room for `max_registrations` restore records
+    /// (`--max-registrations`), unpinned (tests, the bench).
+    pub fn load_capacities(
+        config: &Config,
+        max_contacts: u32,
+        max_registrations: u32,
+    ) -> anyhow::Result<Self> {
+        Self::load_with(config, None, max_contacts, max_registrations)
+    }
+
     /// Like [`Self::load`], with the maps pinned in `pins` (reused if already pinned there,
     /// e.g. after the previous attach process was killed) and the program pinned too.
     pub fn load_pinned(
@@ -141,6 +151,8 @@ impl Rewriter {
             loader.map_max_entries(name, max_contacts);
         }
         loader.map_max_entries(names::REGS, max_registrations);
+        // Each DN in the index has at least one record: never more DNs than records.
+        loader.map_max_entries(names::REGS_BY_DN, max_registrations);
         let paths: Vec<(&str, PathBuf)> = pins
             .map(|d| MAPS.iter().map(|m| (*m, d.map_path(m))).collect())
             .unwrap_or_default();
@@ -333,7 +345,18 @@ impl Rewriter {
         )?)
     }
 
-    /// Empties the restore state map.
+    /// The per-DN index of the restore records: DN -> the Call-IDs of its records.
+    pub fn registrations_by_dn(
+        &mut self,
+    ) -> anyhow::Result<HashMap<&mut MapData, DnKey, DnRecords>> {
+        Ok(HashMap::try_from(
+            self.ebpf
+                .map_mut(names::REGS_BY_DN)
+                .context("map REGS_BY_DN missing from the object")?,
+        )?)
+    }
+
+    /// Empties the restore state map and its per-DN index.
     pub fn clear_registrations(&mut self) -> anyhow::Result<()> {
         let mut map = self.registrations()?;
         let keys: Vec<RegKey> = map
@@ -342,6 +365,14 @@ impl Rewriter {
             .context("reading the restore state map")?;
         for k in keys {
             let _ = map.remove(&k);
+        }
+        let mut index = self.registrations_by_dn()?;
+        let keys: Vec<DnKey> = index
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading the per-DN index")?;
+        for k in keys {
+            let _ = index.remove(&k);
         }
         Ok(())
     }
@@ -643,9 +674,12 @@ fn prog_name(egress: bool) -> &'static str {
 /// state: a registration is recorded again at its next REGISTER). The DN maps' layout has not
 /// changed.
 fn drop_outdated_pins(d: &PinDir, max_registrations: u32) {
-    use rewriter_common::{Stat, restore::RegKey, restore::RegState};
+    use rewriter_common::{
+        Stat,
+        restore::{DnRecords, RegKey, RegState},
+    };
     // (map, key size, value size, entries; 0: any)
-    let want: [(&str, usize, usize, u32); 4] = [
+    let want: [(&str, usize, usize, u32); 5] = [
         (
             names::CONFIG,
             4,
@@ -658,6 +692,12 @@ fn drop_outdated_pins(d: &PinDir, max_registrations: u32) {
             names::REGS,
             core::mem::size_of::<RegKey>(),
             core::mem::size_of::<RegState>(),
+            max_registrations,
+        ),
+        (
+            names::REGS_BY_DN,
+            core::mem::size_of::<DnKey>(),
+            core::mem::size_of::<DnRecords>(),
             max_registrations,
         ),
     ];

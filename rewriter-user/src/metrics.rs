@@ -64,6 +64,10 @@ pub fn family(s: Stat) -> (Family, Option<(&'static str, &'static str)>) {
         "sip_rewriter_recordings_total",
         "Rewritten REGISTERs by whether their original Contacts were recorded for the restore.",
     );
+    const REPLACED: Family = counter(
+        "sip_rewriter_records_replaced_total",
+        "Restore records deleted for a new Call-ID of a DN that held its most (4): its oldest.",
+    );
     const INGRESS: Family = counter(
         "sip_rewriter_ingress_datagrams_total",
         "UDP datagrams arriving from the Genesys port (and address set): restore candidates.",
@@ -101,6 +105,7 @@ pub fn family(s: Stat) -> (Family, Option<(&'static str, &'static str)>) {
         Stat::Ipv6Ext => (UNTOUCHED, reason("ipv6_ext")),
         Stat::Recorded => (RECORDINGS, result("recorded")),
         Stat::NotRecorded => (RECORDINGS, result("not_recorded")),
+        Stat::RecordReplaced => (REPLACED, None),
         Stat::Responses => (INGRESS, None),
         Stat::Restored => (RESPONSES, result("restored")),
         Stat::NoState => (RESPONSES, result("no_state")),
@@ -216,18 +221,21 @@ pub fn render(pins: &PinDir) -> anyhow::Result<String> {
     let entries = pins.contacts()?.keys().count();
     let capacity = pins.contacts_capacity()?;
     let (regs, regs_capacity) = pins.registrations_fill()?;
-    for (name, help, dn, reg) in [
+    let (dns, dns_capacity) = pins.registered_dns_fill()?;
+    for (name, help, dn, reg, by_dn) in [
         (
             "sip_rewriter_map_entries",
-            "Entries in a map: dn (DN to Contact) or registrations (restore state).",
+            "Entries in a map: dn (DN to Contact), registrations (restore state) or registered_dns (its per-DN index).",
             entries as u64,
             regs as u64,
+            dns as u64,
         ),
         (
             "sip_rewriter_map_capacity",
-            "Most entries a map holds: dn (DN to Contact) or registrations (restore state).",
+            "Most entries a map holds: dn (DN to Contact), registrations (restore state) or registered_dns (its per-DN index).",
             u64::from(capacity),
             u64::from(regs_capacity),
+            u64::from(dns_capacity),
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -235,6 +243,10 @@ pub fn render(pins: &PinDir) -> anyhow::Result<String> {
         let _ = writeln!(
             out,
             "{name}{{iface=\"{iface}\",map=\"registrations\"}} {reg}"
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{iface=\"{iface}\",map=\"registered_dns\"}} {by_dn}"
         );
     }
     let _ = writeln!(

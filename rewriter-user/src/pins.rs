@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use rewriter_common::{
     AddrKey, ContactUri, DN_MAPS, DnKey, names,
-    restore::{RegKey, RegState},
+    restore::{DnRecords, RegKey, RegState},
 };
 
 use crate::stats::Counters;
@@ -23,7 +23,7 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sip-rewriter";
 /// Overrides [`DEFAULT_ROOT`] (tests use private roots; the path must be on a bpffs).
 pub const ROOT_ENV: &str = "SIP_REWRITER_PIN_ROOT";
 /// Maps pinned per attachment.
-pub const MAPS: [&str; 7] = names::PINNED_MAPS;
+pub const MAPS: [&str; 8] = names::PINNED_MAPS;
 /// `statfs` magic of bpffs (include/uapi/linux/magic.h, BPF_FS_MAGIC).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -169,6 +169,20 @@ impl PinDir {
             .context("reading the restore map capacity")?
             .max_entries();
         let map: HashMap<MapData, RegKey, RegState> = HashMap::try_from(Map::LruHashMap(map))?;
+        Ok((map.keys().count(), capacity))
+    }
+
+    /// Entries in the per-DN index of the restore records (REGS_BY_DN) and its capacity; (0, 0)
+    /// for a pin set of a sip-rewriter without it.
+    pub fn registered_dns_fill(&self) -> anyhow::Result<(usize, u32)> {
+        let Ok(map) = self.map(names::REGS_BY_DN) else {
+            return Ok((0, 0));
+        };
+        let capacity = map
+            .info()
+            .context("reading the per-DN index capacity")?
+            .max_entries();
+        let map: HashMap<MapData, DnKey, DnRecords> = HashMap::try_from(Map::LruHashMap(map))?;
         Ok((map.keys().count(), capacity))
     }
 

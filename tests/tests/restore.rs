@@ -471,3 +471,157 @@ fn a_2xx_from_another_address_is_not_restored() {
         assert_eq!(check(&out).unwrap().payload, c.out, "v6={v6}");
     }
 }
+
+/// Records one DN may hold (`restore::MAX_PER_DN`).
+const K: usize = restore::MAX_PER_DN;
+
+/// Corpus case 02 (JsSIP 3.10 REGISTER with Digest, template DN 2001): its REGISTER, 200 OK
+/// and restored 200 OK, read once (a test that makes thousands of variants must not read the
+/// corpus for each: slow under TCG in `cargo xtask vm-test`).
+struct Jssip([String; 3]);
+
+impl Jssip {
+    fn load() -> Self {
+        let c = cases()
+            .into_iter()
+            .find(|c| c.name.starts_with("02-"))
+            .unwrap();
+        let text = |m: &[u8]| String::from_utf8_lossy(m).into_owned();
+        Jssip([text(&c.req), text(&c.resp), text(&c.out)])
+    }
+
+    /// The three for DN `dn` (four digits) and Call-ID `call_id`: (REGISTER, 200 OK, the 200 OK
+    /// restored).
+    fn with(&self, dn: &str, call_id: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let swap = |t: &String| {
+            t.replace("2001", dn)
+                .replace("a7s0d3k9l1q5w8e2r6t4yu", call_id)
+                .into_bytes()
+        };
+        (swap(&self.0[0]), swap(&self.0[1]), swap(&self.0[2]))
+    }
+}
+
+/// The counter `name`, found by its stable name (as `stats` and the metrics show it).
+fn counter(rw: &rewriter_user::Rewriter, name: &str) -> u64 {
+    let stat = Stat::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .unwrap_or_else(|| panic!("no counter {name}"));
+    rw.counters().unwrap().get(stat)
+}
+
+/// [`counter`], 0 where there is no such counter (yet).
+fn counter_or_zero(rw: &rewriter_user::Rewriter, name: &str) -> u64 {
+    Stat::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .map_or(0, |s| rw.counters().unwrap().get(s))
+}
+
+/// Rule 8: one DN holds at most K records. REGISTERs of DN A with K + N fresh Call-IDs leave
+/// A's newest K recorded and replace its oldest N (counted `record_replaced`); the record of
+/// DN B stays. Refreshes (same Call-ID, same contact) replace nothing.
+#[test]
+fn one_dn_holds_at_most_k_records_and_other_dns_keep_theirs() {
+    const N: usize = 3;
+    let (req_f, resp_f) = frames(false);
+    let mut rw = corpus_rewriter();
+    let b = cases()
+        .into_iter()
+        .find(|c| c.name.starts_with("01-"))
+        .unwrap();
+    let _ = run(&mut rw, &req_f.build(&b.req));
+    let jssip = Jssip::load();
+    let a: Vec<_> = (0..K + N)
+        .map(|i| jssip.with("2001", &format!("bound{i:02}-k9l1q5w8e2r6t4yu")))
+        .collect();
+    for (req, _, _) in &a {
+        let _ = run(&mut rw, &req_f.build(req));
+    }
+    assert_eq!(
+        rw.counters().unwrap().get(Stat::Recorded),
+        (K + N + 1) as u64
+    );
+    let replaced = counter_or_zero(&rw, "record_replaced");
+    // Refreshes of B and of A's newest K: found as they are, nothing replaced.
+    let _ = run(&mut rw, &req_f.build(&b.req));
+    for (req, _, _) in &a[N..] {
+        let _ = run(&mut rw, &req_f.build(req));
+    }
+    for which in [Ingress::Xdp, Ingress::Tc] {
+        let out = run_ingress(&mut rw, which, &resp_f.build(&b.resp));
+        assert_eq!(check(&out).unwrap().payload, b.out, "{which}: DN B");
+        for (i, (_, resp, restored)) in a.iter().enumerate() {
+            let frame = resp_f.build(resp);
+            let out = run_ingress(&mut rw, which, &frame);
+            if i < N {
+                assert!(
+                    out == frame,
+                    "{which}: A's Call-ID {i} was replaced, yet restored"
+                );
+            } else {
+                assert_eq!(
+                    check(&out).unwrap().payload,
+                    *restored,
+                    "{which}: A's Call-ID {i} is among the newest {K}"
+                );
+            }
+        }
+    }
+    assert_eq!(rw.registrations().unwrap().keys().count(), K + 1);
+    assert_eq!(replaced, N as u64);
+    assert_eq!(counter(&rw, "record_replaced"), N as u64, "refreshes");
+}
+
+/// The case, scaled down: a REGISTER flood for one DN with a fresh Call-ID each (4x
+/// the map's capacity, as ~16 k REGISTERs against the default 16 384) evicts no other DN's
+/// record: every victim's 200 OK is still restored.
+#[test]
+fn a_flood_for_one_dn_evicts_no_other_dns_records() {
+    // Small enough to run fast, large enough that the kernel's LRU (free nodes handed to CPUs
+    // 128 at a time, kernel/bpf/bpf_lru_list.c LOCAL_FREE_TARGET, v6.1 to v6.18) never has to
+    // shrink the live records of 2 CPUs.
+    const CAP: u32 = 1024;
+    const VICTIMS: usize = 128;
+    const FLOOD: usize = 4 * CAP as usize;
+    let (req_f, resp_f) = frames(false);
+    let mut rw = rewriter_user::Rewriter::load_capacities(
+        &corpus_config(),
+        rewriter_common::MAX_CONTACTS,
+        CAP,
+    )
+    .unwrap();
+    let jssip = Jssip::load();
+    let victims: Vec<_> = (0..VICTIMS)
+        .map(|i| {
+            jssip.with(
+                &format!("{}", 3000 + i),
+                &format!("victim{i:03}-q5w8e2r6t4yu"),
+            )
+        })
+        .collect();
+    for (req, _, _) in &victims {
+        let _ = run(&mut rw, &req_f.build(req));
+    }
+    for i in 0..FLOOD {
+        let (req, _, _) = jssip.with("2001", &format!("flood{i:05}-q5w8e2r6t4yu"));
+        let _ = run(&mut rw, &req_f.build(&req));
+    }
+    let mut lost = Vec::new();
+    for (i, (_, resp, restored)) in victims.iter().enumerate() {
+        let out = run_ingress(&mut rw, Ingress::Xdp, &resp_f.build(resp));
+        if check(&out).unwrap().payload != *restored {
+            lost.push(3000 + i);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} victims lost their record: {lost:?}",
+        lost.len()
+    );
+    let recorded = rw.counters().unwrap().get(Stat::Recorded);
+    assert_eq!(recorded, (VICTIMS + FLOOD) as u64);
+    assert_eq!(rw.registrations().unwrap().keys().count(), VICTIMS + K);
+    assert_eq!(counter(&rw, "record_replaced"), (FLOOD - K) as u64);
+}

@@ -4,7 +4,7 @@
 //! mutations) and goes through an ingress program (XDP or TC, at random) and through the
 //! userspace algorithm. Output payloads must be identical, pass cases byte-identical, frames
 //! valid (the tests' own checker), the counter moved the one userspace names, and the state
-//! the kernel recorded the one userspace computes.
+//! the kernel recorded (the record and its DN's index entry) the one userspace computes.
 //!
 //! `FUZZ_COUNT` (default 20 000) and `FUZZ_SEED` (default: time) set the run; the seed is
 //! printed. A divergence is saved under `tests/regressions/restore/` before the test fails.
@@ -17,8 +17,8 @@ use integration_tests::{
     packet::{Frame, check},
 };
 use rewriter_common::{
-    ContactUri, Stat,
-    restore::{self, Decision, RegKey, RegState},
+    ContactUri, DnKey, Stat,
+    restore::{self, Decision, DnRecords, RegKey, RegState},
     sip::{self, rewrite},
 };
 use rewriter_user::{Ingress, Rewriter};
@@ -156,6 +156,27 @@ fn compare(
             show(&kernel_state),
             show(&state.into_iter().collect::<Vec<_>>())
         );
+        return Some((why, register.to_vec()));
+    }
+    // And its DN's index what the shared bound (`DnRecords::admit`) makes of a first record.
+    let kernel_index: Vec<(DnKey, DnRecords)> = rw
+        .registrations_by_dn()
+        .unwrap()
+        .iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let want_index: Vec<(DnKey, DnRecords)> = state
+        .iter()
+        .map(|(k, _)| {
+            let mut idx = DnRecords::empty(restore::dn_check(&k.dn));
+            let mut evicted = *k;
+            assert_eq!(idx.admit(k, &mut evicted), restore::Admit::Added);
+            (k.dn, idx)
+        })
+        .collect();
+    if kernel_index != want_index {
+        let why =
+            format!("per-DN index differs: kernel {kernel_index:?}, userspace {want_index:?}");
         return Some((why, register.to_vec()));
     }
     let resp = response(rng, &rewritten);

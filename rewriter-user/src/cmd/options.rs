@@ -37,9 +37,9 @@ pub struct SettingsArgs {
     /// Where the restore of Genesys' 2xx to REGISTER runs [default: xdp].
     #[arg(long, value_name = "HOOK")]
     ingress: Option<rewriter_user::Ingress>,
-    /// Capacity of the restore state map (one entry per registered client and Call-ID; the
-    /// least recently used entry makes room; ~0.9 KiB each, reserved at attach)
-    /// [default: 16384].
+    /// Capacity of the restore state map (one entry per registered client and Call-ID, at most
+    /// 4 per DN; the least recently used entry makes room; ~1.3 KiB each with the per-DN index,
+    /// reserved at attach) [default: 16384].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(i64::from(MAX_REGISTRATIONS_RANGE.0)..=i64::from(MAX_REGISTRATIONS_RANGE.1)))]
     max_registrations: Option<u32>,
     /// Serve the counters as Prometheus text on http://ADDR/metrics (`:9465` = every address,

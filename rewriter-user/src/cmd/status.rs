@@ -47,6 +47,9 @@ struct Status {
     /// Entries in the restore state map (one per recorded REGISTER, least recently used go).
     registrations: usize,
     registrations_capacity: u32,
+    /// DNs in the per-DN index of the restore records (each holds at most 4 of them).
+    registered_dns: usize,
+    registered_dns_capacity: u32,
     /// The interface's egress TC chain, first to run first (absent where the interface is not
     /// visible, e.g. from another network namespace).
     egress_chain: Option<Vec<netdev::ChainEntry>>,
@@ -161,8 +164,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             s.contacts, s.contacts_capacity
         );
         println!(
-            "  restore entries {} of {}",
-            s.registrations, s.registrations_capacity
+            "  restore entries {} of {} ({} DNs, {} record(s) replaced by the per-DN bound)",
+            s.registrations,
+            s.registrations_capacity,
+            s.registered_dns,
+            s.counters
+                .get(rewriter_common::Stat::RecordReplaced.name())
+                .copied()
+                .unwrap_or(0)
         );
         if let Some(chain) = &s.egress_chain {
             let list: Vec<String> = chain
@@ -262,6 +271,7 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
             .collect::<Vec<_>>()
     };
     let (registrations, registrations_capacity) = d.registrations_fill()?;
+    let (registered_dns, registered_dns_capacity) = d.registered_dns_fill()?;
     let counters = d.counters()?;
     let egress_chain = netdev::ifindex(&d.iface)
         .ok()
@@ -300,6 +310,8 @@ fn status(d: &PinDir) -> anyhow::Result<Status> {
         contacts_capacity: d.contacts_capacity()?,
         registrations,
         registrations_capacity,
+        registered_dns,
+        registered_dns_capacity,
         counters: rewriter_common::Stat::ALL
             .iter()
             .map(|s| (s.name(), counters.get(*s)))
