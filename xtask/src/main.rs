@@ -468,7 +468,7 @@ const GUEST_TESTS: &[&str] = &[
 /// Builds what a vm-test guest runs: the sip-rewriter binary, this xtask binary and the kernel
 /// test binaries (the same debug build `cargo xtask test` uses).
 fn build_guest_payload(root: &std::path::Path) -> anyhow::Result<vm::Payload> {
-    build(false)?;
+    build_quiet(false)?;
     let mut cmd = cargo();
     cmd.args(["test", "--no-run", "-p", "integration-tests"]);
     for t in GUEST_TESTS {
