@@ -1266,7 +1266,7 @@ fn render(
         let _ = writeln!(
             s,
             "- Where the time goes (warm, `repeat` runs of the phase programs): headers + payload copy {:.0} ns over the floor, \
-             SIP scan {:.0} ns (JsSIP + Digest), write stage (stores, resize, checksums) {:.0} ns (rewrite of an already-rewritten \
+             SIP scan {:.0} ns (JsSIP + Digest), write stage and recording (stores, resize, checksums, the restore record) {:.0} ns (rewrite of an already-rewritten \
              REGISTER minus its scan).",
             copy - floor,
             scan - copy,
