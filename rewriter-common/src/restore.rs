@@ -261,11 +261,22 @@ pub unsafe fn copy_aligned<const W: usize>(src: *const u64, dst: *mut u64) {
 
 /// Writes `n` bytes of `m` from `from` as 8-byte words to `dst` (zero past `n`, `n <= 8 * W`).
 /// Volatile word stores: plain ones become a byte loop or a `memset` call on the BPF target.
+/// Words wholly past `n` are stored as zero without reading the message: a Call-ID or URI
+/// fills a few of its buffer's 16 or 17 words, and the unaligned read costs the most.
 #[inline(always)]
 fn copy_words<const W: usize>(m: &Msg, from: usize, n: usize, dst: *mut u64) {
+    // Words holding bytes of the text, as a shifted count of their own: branching on
+    // `n - 8 * j == 0` instead cost v6.18's verifier 38 k more processed insns for
+    // sip_rewriter (16 k with this form), as if each word's outcome narrowed `n` for all
+    // that follows.
+    let used = (n + 7) >> 3;
     let mut j = 0;
     while j < W {
-        let w = low_bytes(m.word_at(from + 8 * j), n.saturating_sub(8 * j).min(8));
+        let w = if j < used {
+            low_bytes(m.word_at(from + 8 * j), n.saturating_sub(8 * j).min(8))
+        } else {
+            0
+        };
         // SAFETY: callers pass a pointer to at least W aligned, writable words.
         unsafe { core::ptr::write_volatile(dst.add(j), w) };
         j += 1;
@@ -696,6 +707,32 @@ mod tests {
             }
             Decision::Pass(why) => format!("pass {}", why.name()),
         }
+    }
+
+    #[test]
+    fn a_shorter_fill_leaves_no_byte_of_a_longer_one() {
+        // The kernel refills one scratch value: what a longer URI or Call-ID left must go, or
+        // records of the same registration would differ and keys would carry stale bytes.
+        let long = b"Contact: <sip:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@h.invalid;transport=ws>\r\n";
+        let short = b"Contact: <sip:b@h>\r\n";
+        let mut m = Msg::zeroed();
+        let mut uri = ContactUri::new(b"x").unwrap();
+        assert!(m.load(long));
+        assert!(uri.fill(&m, 9, long.len() - 11, false));
+        assert!(m.load(short));
+        assert!(uri.fill(&m, 9, short.len() - 11, false));
+        assert_eq!(uri.bracketed(), b"<sip:b@h>");
+        assert!(uri.text[uri.len as usize..].iter().all(|&b| b == 0));
+        assert!(uri.clean());
+        let mut k = key(
+            b"a-much-longer-call-id-than-the-next-one@198.18.0.1",
+            b"1002",
+        );
+        let text = b"REGISTER sip:h SIP/2.0\r\nTo: <sip:1002@h>\r\nCall-ID: c1\r\nContact: <sip:x@y>\r\n\r\n";
+        assert!(m.load(text));
+        let s = sip::scan(&m, text.len(), &Config::default());
+        assert!(k.fill(&m, &s));
+        assert_eq!(k, key(b"c1", b"1002"));
     }
 
     fn key(call_id: &[u8], dn: &[u8]) -> RegKey {
