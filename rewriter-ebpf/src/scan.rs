@@ -83,22 +83,14 @@ pub fn run_drop(scratch: &mut Scratch, cfg: &Config) {
 extern "C" fn drop_lines_cb(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
     let (scratch, _, ()) = unsafe { loop_ctx::<()>(ctx) };
-    if sip::drop_lines_step(&mut scratch.scan, index as usize) {
-        LOOP_GO_ON
-    } else {
-        LOOP_STOP
-    }
+    go_on(sip::drop_lines_step(&mut scratch.scan, index as usize))
 }
 
 #[inline(never)]
 extern "C" fn drop_cb(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
     let (scratch, _, ()) = unsafe { loop_ctx::<()>(ctx) };
-    if sip::drop_step(&mut scratch.scan, index as usize) {
-        LOOP_GO_ON
-    } else {
-        LOOP_STOP
-    }
+    go_on(sip::drop_step(&mut scratch.scan, index as usize))
 }
 
 /// One scan step per `bpf_loop` iteration; the verifier checks this body once.
@@ -106,11 +98,13 @@ extern "C" fn drop_cb(index: u64, ctx: *mut c_void) -> i64 {
 extern "C" fn step_cb<const RESP: bool>(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
     let (scratch, cfg, ()) = unsafe { loop_ctx::<()>(ctx) };
-    if sip::step::<RESP>(&mut scratch.scan, &scratch.msg, cfg) {
-        LOOP_GO_ON
-    } else {
-        LOOP_STOP
-    }
+    go_on(sip::step::<RESP>(&mut scratch.scan, &scratch.msg, cfg))
+}
+
+/// A callback's return value for "`more`: call me again", else "stop here".
+#[inline(always)]
+pub const fn go_on(more: bool) -> i64 {
+    if more { LOOP_GO_ON } else { LOOP_STOP }
 }
 
 /// A `bpf_loop` callback's "call me again" (`bpf_loop` stops on any other value).
