@@ -24,7 +24,6 @@
 
 use std::{
     borrow::{Borrow, BorrowMut},
-    os::fd::AsRawFd as _,
     time::Duration,
 };
 
@@ -164,19 +163,5 @@ fn wait_for_program_runs() {
 /// An exclusive `flock` on [`LOCK_PATH`], released on drop. Without it two processes could
 /// write the same slot while it is live: an error, not a warning.
 fn lock() -> anyhow::Result<std::fs::File> {
-    if let Some(dir) = std::path::Path::new(LOCK_PATH).parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(LOCK_PATH)
-        .with_context(|| format!("opening the configuration lock {LOCK_PATH}"))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("locking {LOCK_PATH}"));
-    }
-    Ok(f)
+    crate::support::exclusive_lock(LOCK_PATH, "the configuration lock")
 }

@@ -307,13 +307,23 @@ pub fn require_shared_bpffs() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Held while checking for, and mounting, bpffs on /sys/fs/bpf.
+const MOUNT_LOCK: &str = "/run/sip-rewriter/bpffs-mount.lock";
+
 /// Makes sure the pin root exists on a bpffs, mounting bpffs on /sys/fs/bpf if needed.
 pub fn ensure_root() -> anyhow::Result<PathBuf> {
     require_shared_bpffs()?;
     let root = root();
     let parent = root.parent().unwrap_or(Path::new("/"));
     if !is_bpffs(parent) && parent == Path::new("/sys/fs/bpf") {
-        mount_bpffs(parent)?;
+        // Two processes that both saw no bpffs would mount two, one over the other: the
+        // first one's pins vanish under the second mount (its next pin fails with ENOENT;
+        // seen with the tests' parallel attaches on a machine that booted without bpffs).
+        // Checked again under a lock, so one of them mounts.
+        let _lock = crate::support::exclusive_lock(MOUNT_LOCK, "the bpffs mount lock")?;
+        if !is_bpffs(parent) {
+            mount_bpffs(parent)?;
+        }
     }
     if !is_bpffs(parent) {
         bail!(
