@@ -163,5 +163,5 @@ fn wait_for_program_runs() {
 /// An exclusive `flock` on [`LOCK_PATH`], released on drop. Without it two processes could
 /// write the same slot while it is live: an error, not a warning.
 fn lock() -> anyhow::Result<std::fs::File> {
-    crate::support::exclusive_lock(LOCK_PATH, "the configuration lock")
+    crate::support::exclusive_lock(std::path::Path::new(LOCK_PATH), "the configuration lock")
 }

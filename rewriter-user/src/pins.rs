@@ -320,7 +320,7 @@ pub fn ensure_root() -> anyhow::Result<PathBuf> {
         // first one's pins vanish under the second mount (its next pin fails with ENOENT;
         // seen with the tests' parallel attaches on a machine that booted without bpffs).
         // Checked again under a lock, so one of them mounts.
-        let _lock = crate::support::exclusive_lock(MOUNT_LOCK, "the bpffs mount lock")?;
+        let _lock = crate::support::exclusive_lock(Path::new(MOUNT_LOCK), "the bpffs mount lock")?;
         if !is_bpffs(parent) {
             mount_bpffs(parent)?;
         }

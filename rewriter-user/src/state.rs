@@ -12,7 +12,7 @@
 //! directory) while an exclusive `flock` on a lock file beside it is held; the commands take the
 //! same lock around "change the map, then the file", so two commands never interleave.
 
-use std::{collections::BTreeMap, env, fs, io::Write as _, os::fd::AsRawFd as _, path::PathBuf};
+use std::{collections::BTreeMap, env, fs, io::Write as _, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -148,18 +148,7 @@ impl StateFile {
         fs::create_dir_all(&dir)
             .with_context(|| format!("creating the state directory {}", dir.display()))?;
         let p = self.path.with_extension("lock");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .with_context(|| format!("opening the lock file {}", p.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("locking {}", p.display()));
-        }
-        Ok(Lock(f))
+        crate::support::exclusive_lock(&p, "the lock file").map(Lock)
     }
 
     /// The overlay; empty if there is no state file yet.

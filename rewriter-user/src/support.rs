@@ -165,10 +165,10 @@ pub fn explain_load_error(e: anyhow::Error, program: &str) -> anyhow::Error {
 
 /// An exclusive `flock` on the file at `path` (created, with its directory, if missing),
 /// released when the returned file is dropped. `what` names the lock in errors.
-pub fn exclusive_lock(path: &str, what: &str) -> anyhow::Result<std::fs::File> {
+pub fn exclusive_lock(path: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File> {
     use anyhow::Context as _;
     use std::os::fd::AsRawFd as _;
-    if let Some(dir) = std::path::Path::new(path).parent() {
+    if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let f = std::fs::OpenOptions::new()
@@ -176,10 +176,11 @@ pub fn exclusive_lock(path: &str, what: &str) -> anyhow::Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(path)
-        .with_context(|| format!("opening {what} {path}"))?;
+        .with_context(|| format!("opening {what} {}", path.display()))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {path}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", path.display()));
     }
     Ok(f)
 }
