@@ -80,6 +80,11 @@ enum Cmd {
         /// Skip Kamailio (installed with apt-get when missing otherwise).
         #[arg(long)]
         no_kamailio: bool,
+        /// Only the warm phase rows (copy, scan, rewrite to itself) and the empty program, ROUNDS
+        /// runs each, as min and median ns; nothing else, no report files. For comparing two
+        /// builds on a noisy machine: run each a few times in turn and compare the minimums.
+        #[arg(long, value_name = "ROUNDS", conflicts_with_all = ["quick", "no_kamailio"])]
+        phases: Option<std::num::NonZeroU32>,
     },
     /// Coverage-guided fuzzing of the SIP scan/rewrite and of the restore (cargo fuzz,
     /// libFuzzer) for N seconds in all; installs cargo-fuzz when missing.
@@ -207,7 +212,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         ),
         Cmd::Test { args } => test(&args),
-        Cmd::Bench { quick, no_kamailio } => {
+        Cmd::Bench {
+            quick,
+            no_kamailio,
+            phases,
+        } => {
             setup::require_root(
                 "cargo xtask bench (it loads eBPF programs and creates network namespaces)",
             )?;
@@ -226,6 +235,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if no_kamailio {
                 cmd.arg("--no-kamailio");
+            }
+            if let Some(rounds) = phases {
+                cmd.args(["--phases", &rounds.to_string()]);
             }
             cargo_like(&mut cmd)
         }
@@ -416,6 +428,18 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
                 "--",
                 "--quick",
             ]))
+            .and_then(|_| {
+                cargo_like(cargo().args([
+                    "run",
+                    "-p",
+                    "integration-tests",
+                    "--bin",
+                    "bench",
+                    "--",
+                    "--phases",
+                    "3",
+                ]))
+            })
         })
     } else {
         Ok(())

@@ -77,6 +77,14 @@ fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the bench loads eBPF programs and creates namespaces: run it as root");
     }
+    if let Some(i) = args.iter().position(|a| a == "--phases") {
+        let rounds = args
+            .get(i + 1)
+            .and_then(|r| r.parse().ok())
+            .filter(|&r: &usize| r > 0)
+            .context("--phases needs a number of rounds (1 or more)")?;
+        return phases_only(rounds);
+    }
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -150,6 +158,78 @@ where
 /// measured on its own output from the second run on. Rewrite cases are therefore timed with
 /// single runs (median over many); pass-through cases with `repeat` (median over runs). The
 /// floor is measured both ways.
+/// `--phases ROUNDS`: only the warm phase programs and the empty one, each run `ROUNDS` times
+/// (`repeat` 2 000) in turn, printed as min and median ns. For comparing two builds on a noisy
+/// machine: run both binaries one after the other several times and compare the minimums.
+fn phases_only(rounds: usize) -> anyhow::Result<()> {
+    const REPEAT: u32 = 2_000;
+    let mut rw = corpus_rewriter();
+    let jssip = read_case("10-jssip-register-digest-map-1002");
+    let mut cases = vec![(
+        "bench_empty",
+        "empty TC program".to_string(),
+        Frame::v4(5060).build(&jssip),
+    )];
+    cases.extend(
+        phase_cases(&jssip)?
+            .into_iter()
+            .map(|(_, p, n, f)| (p, n, f)),
+    );
+    let mut samples = vec![Vec::new(); cases.len()];
+    for _ in 0..rounds {
+        for (k, (prog, _, frame)) in cases.iter().enumerate() {
+            let prog = program(&mut rw, prog)?;
+            samples[k].push(test_run(prog, frame, REPEAT, PASS)?);
+        }
+    }
+    println!("  min ns median ns  ({rounds} runs x {REPEAT} each)");
+    for ((_, name, _), s) in cases.iter().zip(samples) {
+        let (m, lo, _) = median(s);
+        println!("{lo:8.0} {m:9.0}  {name}");
+    }
+    Ok(())
+}
+
+/// A phase row: group, program, name, frame.
+type Phase = (&'static str, &'static str, String, Vec<u8>);
+
+/// The phase rows: programs that stop early (or rewrite a rewritten REGISTER to itself), so
+/// `repeat` times them warm.
+fn phase_cases(jssip: &[u8]) -> anyhow::Result<Vec<Phase>> {
+    // A REGISTER already in rewritten form is rewritten to itself: `repeat` then times the
+    // whole path warm, and against its scan alone gives the write stage.
+    let rewritten = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus/10-jssip-register-digest-map-1002.out.sip"),
+    )?;
+    Ok(vec![
+        (
+            "phase",
+            "bench_copy",
+            "JsSIP REGISTER: parse headers + copy payload".into(),
+            Frame::v4(5060).build(jssip),
+        ),
+        (
+            "phase",
+            "bench_scan",
+            "JsSIP REGISTER: ... + SIP scan".into(),
+            Frame::v4(5060).build(jssip),
+        ),
+        (
+            "phase",
+            "bench_scan",
+            "already-rewritten JsSIP REGISTER: ... + SIP scan".into(),
+            Frame::v4(5060).build(&rewritten),
+        ),
+        (
+            "phase",
+            rewriter_user::PROGRAM,
+            "already-rewritten JsSIP REGISTER: ... + rewrite (to itself)".into(),
+            Frame::v4(5060).build(&rewritten),
+        ),
+    ])
+}
+
 fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut rw = corpus_rewriter();
     let (runs, repeat, singles) = if opts.quick {
@@ -241,40 +321,8 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             Frame::v4(5060).build(grow.as_bytes()),
         ),
     ];
-    // Phases of the JsSIP rewrite: these programs stop early and leave the packet alone, so
-    // `repeat` measures them warm.
-    // A REGISTER already in rewritten form is rewritten to itself: `repeat` then times the
-    // whole path warm, and against its scan alone gives the write stage.
-    let rewritten = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("corpus/10-jssip-register-digest-map-1002.out.sip"),
-    )?;
-    let phases: Vec<(&'static str, &'static str, String, Vec<u8>)> = vec![
-        (
-            "phase",
-            "bench_copy",
-            "JsSIP REGISTER: parse headers + copy payload".into(),
-            Frame::v4(5060).build(&jssip),
-        ),
-        (
-            "phase",
-            "bench_scan",
-            "JsSIP REGISTER: ... + SIP scan".into(),
-            Frame::v4(5060).build(&jssip),
-        ),
-        (
-            "phase",
-            "bench_scan",
-            "already-rewritten JsSIP REGISTER: ... + SIP scan".into(),
-            Frame::v4(5060).build(&rewritten),
-        ),
-        (
-            "phase",
-            rewriter_user::PROGRAM,
-            "already-rewritten JsSIP REGISTER: ... + rewrite (to itself)".into(),
-            Frame::v4(5060).build(&rewritten),
-        ),
-    ];
+    // Phases of the JsSIP rewrite.
+    let phases = phase_cases(&jssip)?;
     // The floor, timed like the rewrite cases too.
     pass_cases.push((
         "floor",
