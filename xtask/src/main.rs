@@ -417,30 +417,20 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // Then the bench as a smoke test (it reports, it never judges timings).
     let demo = if extra.is_empty() {
         eprintln!("xtask: running the demo");
-        demo::run(&bin, demo::READY_ON_HOST).and_then(|_| {
-            eprintln!("xtask: running cargo xtask bench --quick (smoke test)");
-            cargo_like(cargo().args([
-                "run",
-                "-p",
-                "integration-tests",
-                "--bin",
-                "bench",
-                "--",
-                "--quick",
-            ]))
-            .and_then(|_| {
-                cargo_like(cargo().args([
-                    "run",
-                    "-p",
-                    "integration-tests",
-                    "--bin",
-                    "bench",
-                    "--",
-                    "--phases",
-                    "3",
-                ]))
-            })
-        })
+        let bench = |args: &[&str]| {
+            eprintln!(
+                "xtask: running cargo xtask bench {} (smoke test)",
+                args.join(" ")
+            );
+            cargo_like(
+                cargo()
+                    .args(["run", "-p", "integration-tests", "--bin", "bench", "--"])
+                    .args(args),
+            )
+        };
+        demo::run(&bin, demo::READY_ON_HOST)
+            .and_then(|_| bench(&["--quick"]))
+            .and_then(|_| bench(&["--phases", "3"]))
     } else {
         Ok(())
     };
