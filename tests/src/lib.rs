@@ -1,3 +1,4 @@
+pub mod bpf_lines;
 pub mod chain;
 pub mod cli;
 pub mod foreign;

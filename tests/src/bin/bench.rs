@@ -7,6 +7,7 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     net::UdpSocket,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -92,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     let profile = match profile(&opts) {
         Ok(p) => Some(p),
         Err(e) => {
-            notes.push(format!("No profile by function: {e:#}"));
+            notes.push(format!("No profile by function and line: {e:#}"));
             None
         }
     };
@@ -108,7 +109,7 @@ fn main() -> anyhow::Result<()> {
             Err(e) => notes.push(format!("Kamailio not measured: {e:#}")),
         }
     }
-    let report = render(&rows, &notes, profile.as_deref(), &opts, started.elapsed());
+    let report = render(&rows, &notes, profile.as_ref(), &opts, started.elapsed());
     println!("{report}");
     if !opts.quick {
         std::fs::create_dir_all(&opts.out)?;
@@ -1042,12 +1043,20 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// Where a warm rewrite spends its time, by function: `perf record` (software clock, this
-/// process only) while the already-rewritten JsSIP REGISTER runs through `sip_rewriter` with
-/// `repeat`. The kernel names JIT images `bpf_prog_<tag>_<name>`: programs and `bpf_loop`
-/// callbacks show by name; helpers and map code by their kernel symbol. Shares of all samples,
-/// the largest first; below 1 % summed as "other".
-fn profile(opts: &Opts) -> anyhow::Result<Vec<(String, f64)>> {
+/// Where the warm rewrite spends its time: by function, and (inside the eBPF code) by source
+/// line, or why the lines could not be had.
+struct Profile {
+    by_function: Vec<(String, f64)>,
+    by_line: Result<Vec<(String, String, f64)>, String>,
+}
+
+/// Where a warm rewrite spends its time: `perf record` (software clock, this process only)
+/// while the already-rewritten JsSIP REGISTER runs through `sip_rewriter` with `repeat`. By
+/// function: the kernel names JIT images `bpf_prog_<tag>_<name>`, so programs and `bpf_loop`
+/// callbacks show by name, helpers and map code by their kernel symbol; shares of all samples,
+/// the largest first, below 1 % summed as "other". By line: the samples in eBPF code through
+/// the program's JIT line table (`integration_tests::bpf_lines`).
+fn profile(opts: &Opts) -> anyhow::Result<Profile> {
     let secs = if opts.quick { 1 } else { 3 };
     let data = std::env::temp_dir().join(format!("sip-rewriter-bench-{}.perf", std::process::id()));
     let mut rw = corpus_rewriter();
@@ -1094,13 +1103,44 @@ fn profile(opts: &Opts) -> anyhow::Result<Vec<(String, f64)>> {
         .arg(&data)
         .output()
         .context("perf report")?;
+    // The sampled addresses in eBPF code, for the table by line (the program is still loaded).
+    let by_line = Command::new("perf")
+        .args(["script", "-F", "ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .map_err(|e| format!("perf script: {e}"))
+        .and_then(|o| {
+            let ips = bpf_ips(&String::from_utf8_lossy(&o.stdout));
+            let fd = prog.fd().map_err(|e| format!("{e}"))?;
+            let lines = integration_tests::bpf_lines::line_table(fd.as_fd())
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(integration_tests::bpf_lines::by_line(&lines, &ips))
+        });
     let _ = std::fs::remove_file(&data);
     let text = String::from_utf8_lossy(&out.stdout);
     let rows = perf_shares(&text);
     if rows.is_empty() {
         bail!("perf report gave no samples");
     }
-    Ok(rows)
+    Ok(Profile {
+        by_function: rows,
+        by_line,
+    })
+}
+
+/// The sample addresses of `perf script -F ip,sym` lines in eBPF code (`ffffffffc003b335
+/// bpf_prog_…_step_cb…`).
+fn bpf_ips(script: &str) -> Vec<u64> {
+    script
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (ip, sym) = (w.next()?, w.next()?);
+            sym.starts_with("bpf_prog_")
+                .then(|| u64::from_str_radix(ip, 16).ok())
+                .flatten()
+        })
+        .collect()
 }
 
 /// `perf report --sort sym` lines (`  39.24%  [k] bpf_prog_95d9…_step_cb_3C_false_3E_`) as
@@ -1138,10 +1178,13 @@ fn perf_shares(report: &str) -> Vec<(String, f64)> {
     rows
 }
 
+/// Source lines shown in the profile.
+const LINES: usize = 25;
+
 fn render(
     rows: &[Row],
     notes: &[String],
-    profile: Option<&[(String, f64)]>,
+    profile: Option<&Profile>,
     opts: &Opts,
     took: Duration,
 ) -> String {
@@ -1331,8 +1374,38 @@ fn render(
              already-rewritten JsSIP REGISTER runs through `sip_rewriter` with `repeat` (eBPF programs and `bpf_loop` callbacks \
              by name, helpers and map code by kernel symbol); ns = share x {rall:.0} ns.\n\n| function | share | ns |\n|---|---:|---:|"
         );
-        for (name, pct) in p {
+        for (name, pct) in &p.by_function {
             let _ = writeln!(s, "| {name} | {pct:.1} % | {:.0} |", pct / 100.0 * rall);
+        }
+        let ebpf: f64 = p
+            .by_function
+            .iter()
+            .filter(|(n, _)| n.starts_with("eBPF "))
+            .map(|(_, pct)| pct)
+            .sum();
+        match &p.by_line {
+            Ok(lines) => {
+                let _ = writeln!(
+                    s,
+                    "\n### The eBPF code by source line\n\nThe same samples in eBPF code ({ebpf:.1} % of all), by the source \
+                     line their JIT address belongs to (the kernel's `jited_line_info` and the program's BTF line records); a \
+                     sample just after a call or a `bpf_loop` turn is charged to the line of the call (on CPUs with the SRSO \
+                     \"Safe RET\" mitigation that is where a mispredicted return costs). The {LINES} largest; ns = share of \
+                     the eBPF samples x {:.0} ns.\n\n| line | source | share | ns |\n|---|---|---:|---:|",
+                    ebpf / 100.0 * rall
+                );
+                for (at, text, pct) in lines.iter().take(LINES) {
+                    let text = text.replace('|', "\\|");
+                    let _ = writeln!(
+                        s,
+                        "| {at} | `{text}` | {pct:.1} % | {:.0} |",
+                        pct / 100.0 * ebpf / 100.0 * rall
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(s, "\nNo table by source line: {e}.");
+            }
         }
     }
     let _ = writeln!(s, "\n## Notes\n");
