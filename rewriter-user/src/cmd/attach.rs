@@ -45,7 +45,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let file = args.settings.file()?;
+    let (file, text) = args.settings.file_with_bytes()?;
     let mut settings = args.settings.overlay(file.clone())?;
     if args.persist && settings.metrics.is_some() {
         return Err(usage(
@@ -169,11 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = Loaded {
         file,
         effective: settings,
-        text: args
-            .settings
-            .config
-            .as_deref()
-            .and_then(|p| std::fs::read(p).ok()),
+        text,
     };
     let served = rt.block_on(serve(&mut rw, &args.settings, &pins, loaded));
     let detached = rw.detach(attachment);
@@ -279,9 +275,12 @@ fn reload(
     path: &Path,
 ) -> anyhow::Result<()> {
     let shown = path.display();
-    let text = std::fs::read(path).ok();
-    cur.text = text;
-    let file = args.file()?;
+    // One read for both: what is applied is what the next change is compared with. (Two reads
+    // of a file being rewritten could apply a half-written version and keep the whole one as
+    // "seen", so the next change notification, finding those bytes, would never fix it.)
+    let bytes = config::read_config_bytes(path)?;
+    cur.text = Some(bytes.clone());
+    let file = Settings::parse_bytes(&bytes, path)?;
     let mut new = args.overlay(file.clone())?;
     let overridden = args.overridden();
     for (key, old, now) in config::changes(&cur.file, &file) {

@@ -59,9 +59,18 @@ pub struct SettingsArgs {
 impl SettingsArgs {
     /// The config file's settings alone (defaults without --config).
     pub fn file(&self) -> anyhow::Result<Settings> {
+        Ok(self.file_with_bytes()?.0)
+    }
+
+    /// [`SettingsArgs::file`] and the file's bytes the settings come from (none without
+    /// `--config`).
+    pub fn file_with_bytes(&self) -> anyhow::Result<(Settings, Option<Vec<u8>>)> {
         Ok(match &self.config {
-            Some(p) => Settings::load(p)?,
-            None => Settings::default(),
+            Some(p) => {
+                let (s, bytes) = Settings::load_with_bytes(p)?;
+                (s, Some(bytes))
+            }
+            None => (Settings::default(), None),
         })
     }
 

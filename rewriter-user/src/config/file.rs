@@ -26,6 +26,7 @@ use std::{
     fmt,
     net::{IpAddr, SocketAddr},
     path::Path,
+    time::Duration,
 };
 
 use rewriter_common::{
@@ -132,8 +133,25 @@ impl Default for Settings {
 impl Settings {
     /// Reads and validates a TOML config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = read_text(path)?;
-        Self::parse(&text, path)
+        Ok(Self::load_with_bytes(path)?.0)
+    }
+
+    /// [`Settings::load`], and the bytes the settings come from ([`read_settled`]: the file
+    /// is read until two reads agree, so a file being rewritten in place is not taken half
+    /// written). Whoever keeps the bytes to notice a change later must keep these: a second
+    /// read may already see another version.
+    pub fn load_with_bytes(path: &Path) -> Result<(Self, Vec<u8>), ConfigError> {
+        let bytes = read_config_bytes(path)?;
+        Ok((Self::parse_bytes(&bytes, path)?, bytes))
+    }
+
+    /// [`Settings::parse`] of a file's bytes (UTF-8 text).
+    pub fn parse_bytes(bytes: &[u8], origin: &Path) -> Result<Self, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Io {
+            path: origin.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        Self::parse(text, origin)
     }
 
     /// Parses TOML text; `origin` is used in error messages (the file path).
@@ -373,6 +391,48 @@ fn parse_addresses(
     Ok(out)
 }
 
+/// How long apart [`read_settled`] reads a config file, and how many reads it makes at most.
+/// A tool that rewrites a file in place truncates it, then writes it: a read in between sees
+/// an empty or partial file (an empty one has no default template and no DN entries).
+const SETTLE: Duration = Duration::from_millis(50);
+const SETTLE_READS: usize = 8;
+
+/// A config file's bytes, read until they hold still ([`read_settled`]).
+pub fn read_config_bytes(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    read_settled(path, SETTLE, SETTLE_READS)
+}
+
+/// Reads `path` until two reads `settle` apart give the same bytes (at most `reads` reads, 2 or
+/// more); a
+/// file still changing after that is an error, and the caller keeps what it has. Empty reads
+/// never agree (a file rewritten in place is empty between its truncation and the write, so
+/// two reads of two rewrites could both land there): an empty file is empty in every read.
+pub fn read_settled(path: &Path, settle: Duration, reads: usize) -> Result<Vec<u8>, ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut last = std::fs::read(path).map_err(io)?;
+    let mut empty = usize::from(last.is_empty());
+    for _ in 1..reads {
+        std::thread::sleep(settle);
+        let now = std::fs::read(path).map_err(io)?;
+        if now.is_empty() {
+            empty += 1;
+        } else if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    if empty == reads {
+        return Ok(Vec::new());
+    }
+    Err(io(std::io::Error::other(format!(
+        "it kept changing over {reads} reads {} ms apart (a writer still at work?)",
+        settle.as_millis()
+    ))))
+}
+
 /// Reads a file as UTF-8 text.
 pub(super) fn read_text(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
@@ -391,6 +451,57 @@ mod tests {
     use crate::config::testing::{EXAMPLE, TempFile, pairs, parse, parse_err, strings};
 
     // --- config file -------------------------------------------------------------------------
+
+    /// A tool rewriting the file in place: truncated, then (a moment later) written whole.
+    /// The read that started while it was empty must still give the whole file.
+    #[test]
+    fn a_file_rewritten_in_place_is_read_whole() {
+        let f = TempFile::new(".toml", EXAMPLE);
+        let (truncated_tx, truncated_rx) = std::sync::mpsc::channel();
+        let path = f.0.clone();
+        let writer = std::thread::spawn(move || {
+            let mut out = std::fs::File::create(&path).expect("truncate");
+            truncated_tx.send(()).expect("reader waits");
+            std::thread::sleep(Duration::from_millis(10));
+            std::io::Write::write_all(&mut out, EXAMPLE.as_bytes()).expect("write");
+        });
+        truncated_rx.recv().expect("writer truncated");
+        let got = read_settled(&f.0, Duration::from_millis(200), SETTLE_READS);
+        writer.join().expect("writer");
+        assert_eq!(got.expect("read").as_slice(), EXAMPLE.as_bytes());
+    }
+
+    #[test]
+    fn an_empty_file_is_read_as_empty() {
+        let f = TempFile::new(".toml", "");
+        let got = read_settled(&f.0, Duration::from_millis(1), 3).expect("read");
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_keeps_changing_is_an_error_naming_it() {
+        let f = TempFile::new(".toml", "a");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (path, stop2) = (f.0.clone(), stop.clone());
+        // Bounded: stops when told, or after 5 s whatever happens.
+        let writer = std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            let mut i = 0u64;
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed)
+                && t0.elapsed() < Duration::from_secs(5)
+            {
+                i += 1;
+                std::fs::write(&path, i.to_string()).expect("write");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let got = read_settled(&f.0, Duration::from_millis(100), 3);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().expect("writer");
+        let e = got.expect_err("never settles").to_string();
+        assert!(e.contains(&f.0.display().to_string()), "{e}");
+        assert!(e.contains("kept changing over 3 reads 100 ms apart"), "{e}");
+    }
 
     #[test]
     fn full_example_parses() {
