@@ -279,8 +279,14 @@ fn reload(
     // of a file being rewritten could apply a half-written version and keep the whole one as
     // "seen", so the next change notification, finding those bytes, would never fix it.)
     let bytes = config::read_config_bytes(path)?;
-    cur.text = Some(bytes.clone());
-    let file = Settings::parse_bytes(&bytes, path)?;
+    let file = match Settings::parse_bytes(&bytes, path) {
+        Ok(f) => f,
+        Err(e) => {
+            // Seen: the same bytes again would fail again.
+            cur.text = Some(bytes);
+            return Err(e.into());
+        }
+    };
     let mut new = args.overlay(file.clone())?;
     let overridden = args.overridden();
     for (key, old, now) in config::changes(&cur.file, &file) {
@@ -318,6 +324,8 @@ fn reload(
         dn.added, dn.changed, dn.removed
     ));
     log::info!("reloaded {shown}: {}", applied.join("; "));
+    // Only now: a file that could not be applied is tried again when it is saved again.
+    cur.text = Some(bytes);
     cur.file = file;
     cur.effective = new;
     Ok(())

@@ -402,21 +402,43 @@ pub fn read_config_bytes(path: &Path) -> Result<Vec<u8>, ConfigError> {
     read_settled(path, SETTLE, SETTLE_READS)
 }
 
-/// Reads `path` until two reads `settle` apart give the same bytes (at most `reads` reads, 2 or
-/// more); a
-/// file still changing after that is an error, and the caller keeps what it has. Empty reads
-/// never agree (a file rewritten in place is empty between its truncation and the write, so
-/// two reads of two rewrites could both land there): an empty file is empty in every read.
+/// Reads `path` until two reads `settle` apart give the same bytes (at most `reads` reads, at
+/// least 2); a file still changing after that is an error, and the caller keeps what it has.
+/// Not a regular file (a pipe, `/dev/stdin`, a FIFO): read once, as it can be read only once.
 pub fn read_settled(path: &Path, settle: Duration, reads: usize) -> Result<Vec<u8>, ConfigError> {
     let io = |source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut last = std::fs::read(path).map_err(io)?;
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return std::fs::read(path).map_err(io);
+    }
+    settled(|| std::fs::read(path), || std::thread::sleep(settle), reads).map_err(|e| {
+        io(e.unwrap_or_else(|| {
+            std::io::Error::other(format!(
+                "it kept changing over {} reads {} ms apart (a writer still at work?)",
+                reads.max(2),
+                settle.as_millis()
+            ))
+        }))
+    })
+}
+
+/// The logic of [`read_settled`]: `read` until two reads with a `wait` between them agree, at
+/// most `reads` (at least 2) times. Empty reads never agree (a file rewritten in place is empty
+/// between its truncation and the write, so two reads of two rewrites could both land there):
+/// an empty file is empty in every read. `Err(None)`: it kept changing.
+fn settled(
+    mut read: impl FnMut() -> std::io::Result<Vec<u8>>,
+    mut wait: impl FnMut(),
+    reads: usize,
+) -> Result<Vec<u8>, Option<std::io::Error>> {
+    let reads = reads.max(2);
+    let mut last = read()?;
     let mut empty = usize::from(last.is_empty());
     for _ in 1..reads {
-        std::thread::sleep(settle);
-        let now = std::fs::read(path).map_err(io)?;
+        wait();
+        let now = read()?;
         if now.is_empty() {
             empty += 1;
         } else if now == last {
@@ -427,10 +449,7 @@ pub fn read_settled(path: &Path, settle: Duration, reads: usize) -> Result<Vec<u
     if empty == reads {
         return Ok(Vec::new());
     }
-    Err(io(std::io::Error::other(format!(
-        "it kept changing over {reads} reads {} ms apart (a writer still at work?)",
-        settle.as_millis()
-    ))))
+    Err(None)
 }
 
 /// Reads a file as UTF-8 text.
@@ -471,36 +490,69 @@ mod tests {
         assert_eq!(got.expect("read").as_slice(), EXAMPLE.as_bytes());
     }
 
-    #[test]
-    fn an_empty_file_is_read_as_empty() {
-        let f = TempFile::new(".toml", "");
-        let got = read_settled(&f.0, Duration::from_millis(1), 3).expect("read");
-        assert!(got.is_empty());
+    /// `settled` over a scripted sequence of reads.
+    fn settle_over(reads: &[&str], max: usize) -> (Result<Vec<u8>, Option<std::io::Error>>, usize) {
+        let mut it = reads.iter();
+        let mut n = 0;
+        let r = settled(
+            || {
+                n += 1;
+                Ok(it
+                    .next()
+                    .expect("no more reads scripted")
+                    .as_bytes()
+                    .to_vec())
+            },
+            || {},
+            max,
+        );
+        (r, n)
     }
 
     #[test]
-    fn a_file_that_keeps_changing_is_an_error_naming_it() {
-        let f = TempFile::new(".toml", "a");
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (path, stop2) = (f.0.clone(), stop.clone());
-        // Bounded: stops when told, or after 5 s whatever happens.
-        let writer = std::thread::spawn(move || {
-            let t0 = std::time::Instant::now();
-            let mut i = 0u64;
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed)
-                && t0.elapsed() < Duration::from_secs(5)
-            {
-                i += 1;
-                std::fs::write(&path, i.to_string()).expect("write");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        });
-        let got = read_settled(&f.0, Duration::from_millis(100), 3);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        writer.join().expect("writer");
-        let e = got.expect_err("never settles").to_string();
-        assert!(e.contains(&f.0.display().to_string()), "{e}");
-        assert!(e.contains("kept changing over 3 reads 100 ms apart"), "{e}");
+    fn settling_takes_the_first_two_reads_that_agree() {
+        let (r, n) = settle_over(&["a", "a"], 8);
+        assert_eq!((r.ok(), n), (Some(b"a".to_vec()), 2));
+        // Half written, then whole: the whole file once it holds still.
+        let (r, n) = settle_over(&["", "ab", "ab"], 8);
+        assert_eq!((r.ok(), n), (Some(b"ab".to_vec()), 3));
+        // Two empty reads (two rewrites caught between truncation and write) do not agree.
+        let (r, n) = settle_over(&["", "", "b", "b"], 8);
+        assert_eq!((r.ok(), n), (Some(b"b".to_vec()), 4));
+        // Empty in every read: an empty file.
+        let (r, n) = settle_over(&["", "", ""], 3);
+        assert_eq!((r.ok(), n), (Some(Vec::new()), 3));
+        // Still changing after the last read.
+        let (r, n) = settle_over(&["a", "b", "c"], 3);
+        assert!(matches!(r, Err(None)));
+        assert_eq!(n, 3);
+        // Fewer than 2 reads is 2.
+        let (r, n) = settle_over(&["a", "b"], 0);
+        assert!(matches!(r, Err(None)));
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_read_is_an_error_naming_it() {
+        // A directory is not a regular file: read once, and the read's error names it.
+        let e = read_settled(Path::new("/"), Duration::from_millis(1), 3)
+            .expect_err("a directory")
+            .to_string();
+        assert!(e.contains("cannot read /"), "{e}");
+    }
+
+    #[test]
+    fn a_pipe_is_read_once() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "printf 'port = 5070\\n'"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(child.stdout.as_ref().expect("piped"));
+        let path = std::path::PathBuf::from(format!("/proc/self/fd/{fd}"));
+        let got = read_settled(&path, Duration::from_millis(1), 3).expect("read");
+        child.wait().expect("sh");
+        assert_eq!(got, b"port = 5070\n");
     }
 
     #[test]

@@ -153,12 +153,6 @@ where
     Ok(res.duration.as_nanos() as f64)
 }
 
-/// Kernel cost per packet via BPF_PROG_TEST_RUN.
-///
-/// The kernel reruns the program on the *same* skb for `repeat`, so a rewrite case would be
-/// measured on its own output from the second run on. Rewrite cases are therefore timed with
-/// single runs (median over many); pass-through cases with `repeat` (median over runs). The
-/// floor is measured both ways.
 /// `--phases ROUNDS`: only the warm phase programs and the empty one, each run `ROUNDS` times
 /// (`repeat` 2 000) in turn, printed as min and median ns. For comparing two builds on a noisy
 /// machine: run both binaries one after the other several times and compare the minimums.
@@ -231,6 +225,12 @@ fn phase_cases(jssip: &[u8]) -> anyhow::Result<Vec<Phase>> {
     ])
 }
 
+/// Kernel cost per packet via BPF_PROG_TEST_RUN.
+///
+/// The kernel reruns the program on the *same* skb for `repeat`, so a rewrite case would be
+/// measured on its own output from the second run on. Rewrite cases are therefore timed with
+/// single runs (median over many); pass-through cases with `repeat` (median over runs). The
+/// floor is measured both ways.
 fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut rw = corpus_rewriter();
     let (runs, repeat, singles) = if opts.quick {
@@ -1047,8 +1047,12 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 /// line, or why the lines could not be had.
 struct Profile {
     by_function: Vec<(String, f64)>,
-    by_line: Result<Vec<(String, String, f64)>, String>,
+    /// The eBPF code's share of all samples, and its lines' shares of it.
+    by_line: Result<(f64, Vec<LineShare>), String>,
 }
+
+/// A source line (`file:line`, its text) and its share of the eBPF samples, in percent.
+type LineShare = (String, String, f64);
 
 /// Where a warm rewrite spends its time: `perf record` (software clock, this process only)
 /// while the already-rewritten JsSIP REGISTER runs through `sip_rewriter` with `repeat`. By
@@ -1110,11 +1114,27 @@ fn profile(opts: &Opts) -> anyhow::Result<Profile> {
         .output()
         .map_err(|e| format!("perf script: {e}"))
         .and_then(|o| {
-            let ips = bpf_ips(&String::from_utf8_lossy(&o.stdout));
+            if !o.status.success() {
+                return Err(format!(
+                    "perf script failed ({}): {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+            }
+            let script = String::from_utf8_lossy(&o.stdout);
+            let samples = script.lines().filter(|l| !l.trim().is_empty()).count();
+            let ips = bpf_ips(&script);
             let fd = prog.fd().map_err(|e| format!("{e}"))?;
             let lines = integration_tests::bpf_lines::line_table(fd.as_fd())
                 .map_err(|e| format!("{e:#}"))?;
-            Ok(integration_tests::bpf_lines::by_line(&lines, &ips))
+            if lines.iter().all(|l| l.addr == 0) {
+                return Err("the kernel gave no JIT addresses (kernel.kptr_restrict?)".into());
+            }
+            let shares = integration_tests::bpf_lines::by_line(&lines, &ips);
+            if shares.is_empty() {
+                return Err("no sample fell in the program's JIT code".into());
+            }
+            Ok((100.0 * ips.len() as f64 / samples.max(1) as f64, shares))
         });
     let _ = std::fs::remove_file(&data);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -1377,14 +1397,8 @@ fn render(
         for (name, pct) in &p.by_function {
             let _ = writeln!(s, "| {name} | {pct:.1} % | {:.0} |", pct / 100.0 * rall);
         }
-        let ebpf: f64 = p
-            .by_function
-            .iter()
-            .filter(|(n, _)| n.starts_with("eBPF "))
-            .map(|(_, pct)| pct)
-            .sum();
         match &p.by_line {
-            Ok(lines) => {
+            Ok((ebpf, lines)) => {
                 let _ = writeln!(
                     s,
                     "\n### The eBPF code by source line\n\nThe same samples in eBPF code ({ebpf:.1} % of all), by the source \
