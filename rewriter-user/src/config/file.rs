@@ -405,7 +405,7 @@ pub fn read_config_bytes(path: &Path) -> Result<Vec<u8>, ConfigError> {
 /// Reads `path` until two reads `settle` apart give the same bytes (at most `reads` reads, at
 /// least 2); a file still changing after that is an error, and the caller keeps what it has.
 /// Not a regular file (a pipe, `/dev/stdin`, a FIFO): read once, as it can be read only once.
-pub fn read_settled(path: &Path, settle: Duration, reads: usize) -> Result<Vec<u8>, ConfigError> {
+fn read_settled(path: &Path, settle: Duration, reads: usize) -> Result<Vec<u8>, ConfigError> {
     let io = |source| ConfigError::Io {
         path: path.to_path_buf(),
         source,

@@ -23,7 +23,7 @@ pub use csv::{parse_contacts_csv, read_contacts_file};
 pub use error::{ConfigError, Field, Reason, ValidationError, Value};
 pub use file::{
     DEFAULT_INTERVAL, MAX_CONTACTS_RANGE, MAX_INTERVAL, MAX_REGISTRATIONS_RANGE, Settings, changes,
-    read_config_bytes, read_settled,
+    read_config_bytes,
 };
 pub use keep::KeepParams;
 pub use template::{DN_PLACEHOLDER, Template};

@@ -124,6 +124,14 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The JsSIP + Digest REGISTER as the rewrite leaves it (rewritten again, it stays the same).
+fn read_rewritten_jssip() -> anyhow::Result<Vec<u8>> {
+    Ok(std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus/10-jssip-register-digest-map-1002.out.sip"),
+    )?)
+}
+
 fn read_case(name: &str) -> Vec<u8> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in ["shared-corpus", "corpus"] {
@@ -165,11 +173,7 @@ fn phases_only(rounds: usize) -> anyhow::Result<()> {
         "empty TC program".to_string(),
         Frame::v4(5060).build(&jssip),
     )];
-    cases.extend(
-        phase_cases(&jssip)?
-            .into_iter()
-            .map(|(_, p, n, f)| (p, n, f)),
-    );
+    cases.extend(phase_cases(&jssip)?);
     let mut samples = vec![Vec::new(); cases.len()];
     for _ in 0..rounds {
         for (k, (prog, _, frame)) in cases.iter().enumerate() {
@@ -185,39 +189,32 @@ fn phases_only(rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A phase row: group, program, name, frame.
-type Phase = (&'static str, &'static str, String, Vec<u8>);
+/// A phase row: program, name, frame.
+type Phase = (&'static str, String, Vec<u8>);
 
 /// The phase rows: programs that stop early (or rewrite a rewritten REGISTER to itself), so
 /// `repeat` times them warm.
 fn phase_cases(jssip: &[u8]) -> anyhow::Result<Vec<Phase>> {
     // A REGISTER already in rewritten form is rewritten to itself: `repeat` then times the
     // whole path warm, and against its scan alone gives the write stage.
-    let rewritten = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("corpus/10-jssip-register-digest-map-1002.out.sip"),
-    )?;
+    let rewritten = read_rewritten_jssip()?;
     Ok(vec![
         (
-            "phase",
             "bench_copy",
             "JsSIP REGISTER: parse headers + copy payload".into(),
             Frame::v4(5060).build(jssip),
         ),
         (
-            "phase",
             "bench_scan",
             "JsSIP REGISTER: ... + SIP scan".into(),
             Frame::v4(5060).build(jssip),
         ),
         (
-            "phase",
             "bench_scan",
             "already-rewritten JsSIP REGISTER: ... + SIP scan".into(),
             Frame::v4(5060).build(&rewritten),
         ),
         (
-            "phase",
             rewriter_user::PROGRAM,
             "already-rewritten JsSIP REGISTER: ... + rewrite (to itself)".into(),
             Frame::v4(5060).build(&rewritten),
@@ -364,14 +361,14 @@ fn kernel_cost(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             how,
         });
     }
-    for (group, prog_name, name, frame) in phases {
+    for (prog_name, name, frame) in phases {
         let prog = program(&mut rw, prog_name)?;
         let samples: Vec<f64> = (0..runs)
             .map(|_| test_run(prog, &frame, repeat, PASS))
             .collect::<anyhow::Result<_>>()?;
         let (m, lo, hi) = median(samples);
         rows.push(Row {
-            group,
+            group: "phase",
             name,
             bytes: frame.len(),
             median: m,
@@ -1064,11 +1061,7 @@ fn profile(opts: &Opts) -> anyhow::Result<Profile> {
     let secs = if opts.quick { 1 } else { 3 };
     let data = std::env::temp_dir().join(format!("sip-rewriter-bench-{}.perf", std::process::id()));
     let mut rw = corpus_rewriter();
-    let rewritten = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("corpus/10-jssip-register-digest-map-1002.out.sip"),
-    )?;
-    let frame = Frame::v4(5060).build(&rewritten);
+    let frame = Frame::v4(5060).build(&read_rewritten_jssip()?);
     let prog = program(&mut rw, rewriter_user::PROGRAM)?;
     let mut perf = Command::new("perf")
         .args(["record", "-q", "-e", "cpu-clock", "-F", "5000", "-p"])
