@@ -24,7 +24,7 @@ use network_types::{
     udp::UdpHdr,
 };
 use rewriter_common::{
-    Scratch, Stat, URI_BUF,
+    IP_PART, Scratch, Stat, URI_BUF,
     sip::{BUF_SIZE, MAX_EDITS, Msg},
 };
 
@@ -324,7 +324,7 @@ const FIELD_16: u64 = core::mem::size_of::<u16>() as u64;
 /// include/net/checksum.h v6.18).
 const CSUM_MANGLED_0: u16 = 0xffff;
 
-/// The XDP form of `bpf_l4_csum_replace`/`bpf_l3_csum_replace` (no such helpers take an
+/// The XDP form of `bpf_l4_csum_replace` (no such helper takes an
 /// `xdp_md`), after cilium's `bpf/include/bpf/ctx/xdp.h`: RFC 1624 eqn. 3,
 /// `HC' = ~(~HC + m' - m)`. The field is read and written with the XDP byte helpers, not
 /// through a packet pointer: direct access at the variable UDP offset doubled the restore's
@@ -350,10 +350,72 @@ pub fn replace_xdp<P: Pkt>(p: &P, off: usize, from: u32, to: u32, flags: u64) ->
     p.store(off, &new)
 }
 
+/// Where [`HdrBlock::ip`] starts in the frame: the IP length field (IPv4 `tot_len`, IPv6
+/// `payload_len`).
+#[inline(always)]
+fn ip_part_at(f: &Frame) -> usize {
+    f.l3 + if f.v6 {
+        core::mem::offset_of!(Ipv6Hdr, payload_len)
+    } else {
+        core::mem::offset_of!(Ipv4Hdr, tot_len)
+    }
+}
+
+/// Where the IPv4 header checksum is in [`HdrBlock::ip`] (which starts at `tot_len`).
+const IPV4_CHECK_IN_PART: usize =
+    core::mem::offset_of!(Ipv4Hdr, check) - core::mem::offset_of!(Ipv4Hdr, tot_len);
+
+/// Loads the header fields the write stage changes into `s.hdr_old` (two loads), for
+/// [`fix_lengths_and_checksums`] and [`store_headers`].
+#[inline(always)]
+pub fn load_headers<R: Raw>(r: R, f: &Frame, s: &mut Scratch) -> Result<(), Stat> {
+    let ip = r.load(
+        ip_part_at(f) as u32,
+        s.hdr_old.ip.as_mut_ptr() as *mut c_void,
+        IP_PART as u32,
+    );
+    let udp = r.load(
+        f.udp as u32,
+        s.hdr_old.udp.as_mut_ptr() as *mut c_void,
+        UdpHdr::LEN as u32,
+    );
+    if ip != 0 || udp != 0 {
+        return Err(Stat::Error);
+    }
+    Ok(())
+}
+
+/// Writes the header fields as they came (`s.hdr_old`) back, to undo a rewrite. Invalidates
+/// packet pointers.
+#[inline(always)]
+pub fn store_headers<R: Raw>(r: R, f: &Frame, s: &Scratch) -> Result<(), Stat> {
+    let ip = r.store(
+        ip_part_at(f) as u32,
+        s.hdr_old.ip.as_ptr() as *const c_void,
+        IP_PART as u32,
+    );
+    let udp = r.store(
+        f.udp as u32,
+        s.hdr_old.udp.as_ptr() as *const c_void,
+        UdpHdr::LEN as u32,
+    );
+    if ip != 0 || udp != 0 {
+        return Err(Stat::Error);
+    }
+    Ok(())
+}
+
+/// The 16-bit field at `at` of `b`, as stored (network order, read natively).
+#[inline(always)]
+fn get16<const N: usize>(b: &[u8; N], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
 /// After the payload changed from `n` to `new_n` bytes (first changed byte at `first`, even):
-/// UDP checksum, UDP length, IP length (and IPv4 header checksum), with the two checksum
-/// primitives of [`Pkt`] (TC: the kernel's helpers; XDP: [`replace_xdp`]). Invalidates packet
-/// pointers.
+/// the UDP checksum with the checksum primitive of [`Pkt`] (TC: the kernel's helper; XDP:
+/// [`replace_xdp`]); the UDP length and the IP length stored, the IPv4 header checksum computed
+/// here from the fields [`load_headers`] loaded (no `bpf_l3_csum_replace`, and no load of the
+/// old length). Invalidates packet pointers.
 #[inline(always)]
 pub fn fix_lengths_and_checksums<P: Pkt>(
     p: &P,
@@ -364,7 +426,7 @@ pub fn fix_lengths_and_checksums<P: Pkt>(
     first: usize,
     s: &mut Scratch,
 ) -> Result<(), Stat> {
-    let (l3, udp, v6) = (f.l3, f.udp, f.v6);
+    let (udp, v6) = (f.udp, f.v6);
     let d = payload_diff(p.raw(), payload, n, new_n, first, s)?;
 
     let csum_off = udp + core::mem::offset_of!(UdpHdr, check);
@@ -395,23 +457,25 @@ pub fn fix_lengths_and_checksums<P: Pkt>(
         // update instead of two.
         p.l4_csum_replace(csum_off, 0, fold(csum_add(d, len_d)), mangled0)?;
     }
-    p.store(udp + core::mem::offset_of!(UdpHdr, len), &new_ulen)?;
 
+    p.store(udp + core::mem::offset_of!(UdpHdr, len), &new_ulen)?;
     if v6 {
-        p.store(l3 + core::mem::offset_of!(Ipv6Hdr, payload_len), &new_ulen)?;
-    } else {
-        let tot_off = l3 + core::mem::offset_of!(Ipv4Hdr, tot_len);
-        // Loaded, not taken from `f.ip_end`: keeping that value live across the write stage
-        // split v6.1's states (sip_rewriter 426 614 -> 639 320 processed insns).
-        let old_tot: u16 = p.load(tot_off)?;
-        let new_tot = ((u16::from_be(old_tot) as i32 + new_n as i32 - n as i32) as u16).to_be();
-        p.store(tot_off, &new_tot)?;
-        p.l3_csum_replace(
-            l3 + core::mem::offset_of!(Ipv4Hdr, check),
-            old_tot as u32,
-            new_tot as u32,
-            FIELD_16,
+        // With no extension headers (see `frame::candidate`), the UDP length.
+        p.store(
+            f.l3 + core::mem::offset_of!(Ipv6Hdr, payload_len),
+            &new_ulen,
         )?;
+    } else {
+        let old = &s.hdr_old;
+        let old_tot = get16(&old.ip, 0);
+        let new_tot = ((u16::from_be(old_tot) as i32 + new_n as i32 - n as i32) as u16).to_be();
+        // RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), as the kernel's `csum_replace2()` does for
+        // `bpf_l3_csum_replace` (include/net/checksum.h, v6.18). Three 16-bit terms: no carry
+        // out of 32 bits.
+        let sum = (!get16(&old.ip, IPV4_CHECK_IN_PART)) as u32 + (!old_tot) as u32 + new_tot as u32;
+        let check = !fold(sum) as u16;
+        p.store(f.l3 + core::mem::offset_of!(Ipv4Hdr, tot_len), &new_tot)?;
+        p.store(f.l3 + core::mem::offset_of!(Ipv4Hdr, check), &check)?;
     }
     Ok(())
 }

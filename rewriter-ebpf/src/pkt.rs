@@ -78,10 +78,6 @@ pub trait Pkt {
     /// 0 is written as 0xffff). Invalidates packet pointers.
     fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), Stat>;
 
-    /// `bpf_l3_csum_replace`: the same for the IPv4 header checksum at `off` (`size` 2 or 4).
-    /// Invalidates packet pointers.
-    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), Stat>;
-
     /// Whether this is a GSO packet (several datagrams' worth; resizing would drop its GSO
     /// state).
     #[inline(always)]
@@ -171,11 +167,6 @@ impl Pkt for TcContext {
     fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), Stat> {
         TcContext::l4_csum_replace(self, off, from as u64, to as u64, flags)
             .map_err(|_| Stat::Error)
-    }
-
-    #[inline(always)]
-    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), Stat> {
-        TcContext::l3_csum_replace(self, off, from as u64, to as u64, size).map_err(|_| Stat::Error)
     }
 
     /// `__sk_buff.gso_size` is readable since v5.7 (commit cf62089b0edd).
@@ -274,10 +265,5 @@ impl Pkt for XdpContext {
     #[inline(always)]
     fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), Stat> {
         crate::csum::replace_xdp(self, off, from, to, flags)
-    }
-
-    #[inline(always)]
-    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), Stat> {
-        crate::csum::replace_xdp(self, off, from, to, size)
     }
 }

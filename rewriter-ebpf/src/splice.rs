@@ -3,10 +3,6 @@
 
 use core::ffi::c_void;
 
-use network_types::{
-    ip::{Ipv4Hdr, Ipv6Hdr},
-    udp::UdpHdr,
-};
 use rewriter_common::{Config, Scratch, Stat, sip::MAX_EDITS};
 
 use crate::{
@@ -33,11 +29,11 @@ pub fn splice<P: Pkt, const RESTORE: bool>(
 ) -> Verdict {
     let delta = new_n as i32 - n as i32;
     let pkt_len = ctx.len() as i32;
-    let saved = Saved::take(ctx, f)?;
+    csum::load_headers(ctx.raw(), f, s)?;
     if delta > 0 {
         ctx.resize((pkt_len + delta) as u32)?;
     } else if RESTORE && delta == 0 && ctx.forget_rx_checksum().is_err() {
-        saved.restore(ctx, f, payload, n, pkt_len as u32, s);
+        undo(ctx, f, payload, n, pkt_len as u32, s);
         return Err(Stat::Error);
     }
     let first = s.scan.edits[0].start as usize;
@@ -65,62 +61,21 @@ pub fn splice<P: Pkt, const RESTORE: bool>(
         && csum::fix_lengths_and_checksums(ctx, f, payload, n, new_n, first & !1, s).is_ok();
     if !written {
         // The packet must never leave half-rewritten: put everything back.
-        saved.restore(ctx, f, payload, n, pkt_len as u32, s);
+        undo(ctx, f, payload, n, pkt_len as u32, s);
         return Err(Stat::Error);
     }
     Ok(())
 }
 
-/// The header bytes the rewrite changes, kept to undo a rewrite a helper failed in the middle of.
-struct Saved {
-    udp: [u8; UdpHdr::LEN],
-    /// IPv4: total length and header checksum; IPv6: payload length (twice).
-    ip_len: [u8; 2],
-    ip_check: [u8; 2],
-}
-
-impl Saved {
-    /// With the byte helpers: reading through packet pointers here, three helper calls fewer,
-    /// nearly doubled every program's verifier cost (v6.18: sip_rewriter 269 311 -> 499 470
-    /// processed insns; the variable UDP offset makes each path a state of its own).
-    #[inline(always)]
-    fn take<P: Pkt>(ctx: &P, f: &Frame) -> Result<Self, Stat> {
-        let (len_off, check_off) = Self::ip_offsets(f);
-        Ok(Self {
-            udp: ctx.load(f.udp)?,
-            ip_len: ctx.load(len_off)?,
-            ip_check: ctx.load(check_off)?,
-        })
+/// Original length, payload and headers (`s.hdr_old`), best effort (a failing helper here
+/// leaves nothing better to do). Invalidates packet pointers.
+#[inline(always)]
+fn undo<P: Pkt>(ctx: &P, f: &Frame, payload: usize, n: usize, len: u32, s: &Scratch) {
+    if ctx.len() != len {
+        let _ = ctx.resize(len);
     }
-
-    #[inline(always)]
-    fn ip_offsets(f: &Frame) -> (usize, usize) {
-        if f.v6 {
-            let l = f.l3 + core::mem::offset_of!(Ipv6Hdr, payload_len);
-            (l, l)
-        } else {
-            (
-                f.l3 + core::mem::offset_of!(Ipv4Hdr, tot_len),
-                f.l3 + core::mem::offset_of!(Ipv4Hdr, check),
-            )
-        }
-    }
-
-    /// Original length, payload and headers, best effort (a failing helper here leaves nothing
-    /// better to do). Invalidates packet pointers.
-    #[inline(always)]
-    fn restore<P: Pkt>(&self, ctx: &P, f: &Frame, payload: usize, n: usize, len: u32, s: &Scratch) {
-        if ctx.len() != len {
-            let _ = ctx.resize(len);
-        }
-        let _ = csum::store_msg(ctx.raw(), payload, &s.msg, 0, n);
-        let _ = ctx.store(f.udp, &self.udp);
-        let (len_off, check_off) = Self::ip_offsets(f);
-        let _ = ctx.store(len_off, &self.ip_len);
-        if !f.v6 {
-            let _ = ctx.store(check_off, &self.ip_check);
-        }
-    }
+    let _ = csum::store_msg(ctx.raw(), payload, &s.msg, 0, n);
+    let _ = csum::store_headers(ctx.raw(), f, s);
 }
 
 /// Write stage, one edit per `bpf_loop` iteration: the original bytes since the previous edit,
