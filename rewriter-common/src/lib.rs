@@ -393,6 +393,9 @@ pub struct WriteState {
     /// (`sip::decode_dn_step`); `dn_wr` is the decoded length once done.
     pub dn_rd: u32,
     pub dn_wr: u32,
+    /// Egress recording: what the record lookup found (`rewriter-ebpf`'s `FOUND_*`).
+    pub found: u32,
+    pub _pad: u32,
 }
 
 /// Per-CPU counters, one slot of the `STATS` array per variant.

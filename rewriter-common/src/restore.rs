@@ -29,6 +29,28 @@ const URI_WORDS: usize = URI_BUF / 8;
 /// replaces the DN's oldest ([`DnRecords::admit`]), so REGISTERs of one DN, whoever sends
 /// them, cannot push the other DNs' records out of the map.
 pub const MAX_PER_DN: usize = 4;
+/// The words of a [`RegState`] that [`RegState::refreshed_by`] compares as they are: the
+/// written URI, and the peer (the originals come from the message; `n` and the key check
+/// share word 0, compared field by field).
+const WRITTEN_WORDS: (usize, usize) = (
+    core::mem::offset_of!(RegState, written) / 8,
+    core::mem::offset_of!(RegState, orig) / 8,
+);
+const PEER_WORDS: (usize, usize) = (
+    core::mem::offset_of!(RegState, peer) / 8,
+    core::mem::size_of::<RegState>() / 8,
+);
+const _: () = assert!(
+    core::mem::offset_of!(RegState, written) % 8 == 0
+        && core::mem::offset_of!(RegState, orig) % 8 == 0
+        && core::mem::offset_of!(RegState, peer) % 8 == 0
+        && core::mem::size_of::<RegState>().is_multiple_of(8)
+);
+/// Most edits of a REGISTER that [`RegState::refreshed_by`] recognizes as a refresh (one
+/// with more has its record written again, as a changed one): each edit it may compare costs
+/// the verifier a copy of the comparison, and clients send one to three.
+pub const REFRESH_EDITS: usize = 8;
+const _: () = assert!(REFRESH_EDITS <= MAX_EDITS && MAX_ORIGINALS <= 8);
 /// Words of a Call-ID in a key.
 const CALLID_WORDS: usize = MAX_CALLID_LEN / 8;
 
@@ -230,6 +252,23 @@ unsafe fn check_words<const W: usize>(words: *const u64) -> u32 {
     (acc ^ (acc >> 32)) as u32
 }
 
+/// The XOR of the words `from..to` of `a` and `b`, ORed together: 0 if they are equal.
+///
+/// # Safety
+/// `to` must not pass the end of `T`, which must be 8-aligned.
+#[inline(always)]
+unsafe fn words_diff<T>(a: &T, b: &T, from: usize, to: usize) -> u64 {
+    let (a, b) = (a as *const T as *const u64, b as *const T as *const u64);
+    let mut diff = 0;
+    let mut j = from;
+    while j < to {
+        // SAFETY: see the function's contract.
+        diff |= unsafe { core::ptr::read(a.add(j)) ^ core::ptr::read(b.add(j)) };
+        j += 1;
+    }
+    diff
+}
+
 /// [`copy_aligned`] with volatile loads too: one word at a time, not all loads first (which
 /// on BPF spills them to the 512-byte stack all frames share).
 ///
@@ -349,10 +388,6 @@ impl ContactUri {
 
     /// Whether the URI span of edit `e` in `m` is this (bracketed) URI: a `<...>` span byte
     /// for byte, a bare addr-spec against the URI without its brackets.
-    ///
-    /// Branch-free over the words (each branch would fork the verifier's states): the text is
-    /// zero-padded and a URI holds no NUL, `<` or `>` (RFC 3261 25.1), so its non-zero bytes
-    /// are the ones to compare, and for a bare span its `<`/`>` bytes are the ones to skip.
     #[inline(always)]
     pub fn matches(&self, m: &Msg, e: &Edit) -> bool {
         let (start, end) = (e.start as usize, e.end as usize);
@@ -361,8 +396,30 @@ impl ContactUri {
         if start == 0 || len < 3 || end.wrapping_sub(start) + 2 * bare != len {
             return false;
         }
+        self.text_diff(m, start, bare) == 0
+    }
+
+    /// 0 if the span `m[start..end]` is this URI as [`ContactUri::matches`] compares (where it
+    /// would return `true`), else not 0, computed without a branch: for callers that sum many
+    /// comparisons (every branch, and every 0/1 it leaves, would fork the verifier's states).
+    /// For a URI recorded from a REGISTER (3 bytes or more, and the span never at 0).
+    #[inline(always)]
+    pub fn span_diff(&self, m: &Msg, start: usize, end: usize) -> u64 {
+        let len = (self.len as usize).min(URI_BUF);
+        // 1 for a bare span: the first byte is not `<`.
+        let bare = ((m.byte(start) ^ b'<') as usize + 0xff) >> 8;
+        (end.wrapping_sub(start) + 2 * bare) as u64 ^ len as u64 | self.text_diff(m, start, bare)
+    }
+
+    /// The bytes of the text that differ from `m` at `start` (`bare`: 1 if the span has no
+    /// brackets). Branch-free over the words (each branch would fork the verifier's states):
+    /// the text is zero-padded and a URI holds no NUL, `<` or `>` (RFC 3261 25.1), so its
+    /// non-zero bytes are the ones to compare, and for a bare span its `<`/`>` bytes are the
+    /// ones to skip.
+    #[inline(always)]
+    fn text_diff(&self, m: &Msg, start: usize, bare: usize) -> u64 {
         // A bare span is compared from one byte early, against the bracketed text.
-        let src = start - bare;
+        let src = start.wrapping_sub(bare);
         let skip_brackets = 0u64.wrapping_sub(bare as u64);
         let text = self.text.as_ptr() as *const u64;
         let mut diff = 0u64;
@@ -378,7 +435,7 @@ impl ContactUri {
             diff |= (m.word_at(src + 8 * j) ^ t) & mask;
             j += 1;
         }
-        diff == 0
+        diff
     }
 }
 
@@ -436,6 +493,49 @@ impl RegState {
             }
             k += 1;
         }
+    }
+
+    /// Whether this record, found under the key of a REGISTER just rewritten, is already what
+    /// recording that REGISTER would store ([`RegState::record`] per URI edit, then
+    /// [`RegState::clear_unused`]): `head` holds the new record's key check, written URI and
+    /// peer (its originals not filled), `m` and `s` the REGISTER and its scan. A refresh then
+    /// skips copying the originals and comparing whole records (the refresh is the common
+    /// REGISTER). Equal to `self.same(&built)` whenever the REGISTER is recordable and `self`
+    /// was recorded by this code; an unrecordable one never matches (more contacts than
+    /// [`MAX_ORIGINALS`], or a URI that no record can hold).
+    ///
+    /// Differences are summed, not branched on (in BPF a compare's 0/1 is a branch): the
+    /// kernel's verifier then walks one path per edit instead of one per outcome.
+    #[inline(always)]
+    pub fn refreshed_by(&self, head: &RegState, m: &Msg, s: &Scan) -> bool {
+        let n = s.n_contacts as usize;
+        let edits = s.n_edits as usize;
+        // Not 0 for more than MAX_ORIGINALS contacts or REFRESH_EDITS edits (both at most
+        // MAX_EDITS).
+        let mut diff = ((n + 7 - MAX_ORIGINALS) >> 3) as u64
+            | ((edits + 15 - REFRESH_EDITS) >> 4) as u64
+            | (self.n as u64 ^ n as u64)
+            | (self.key_check ^ head.key_check) as u64;
+        for (from, to) in [WRITTEN_WORDS, PEER_WORDS] {
+            // SAFETY: both are 8-aligned `RegState`s, and `to` is within their words.
+            diff |= unsafe { words_diff(self, head, from, to) };
+        }
+        let mut contact = 0;
+        let mut k = 0;
+        while k < REFRESH_EDITS {
+            if k >= edits {
+                break;
+            }
+            let e = s.edits[k];
+            let uri = (e.kind & EDIT_URI) as usize;
+            // The URI as `record` takes it: to its own end (`pend`), not the merged deletions.
+            let orig = &self.orig[contact & (MAX_ORIGINALS - 1)];
+            diff |= orig.span_diff(m, e.start as usize, e.pend as usize)
+                & 0u64.wrapping_sub(uri as u64);
+            contact += uri;
+            k += 1;
+        }
+        diff == 0
     }
 
     /// Whether `self` and `other` are the same bytes (word-wise, branch-free).

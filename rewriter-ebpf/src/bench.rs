@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
-use crate::egress::{STAGE_COPY, STAGE_SCAN, try_rewrite};
+use crate::egress::{STAGE_COPY, STAGE_LOOKUP, STAGE_SCAN, STAGE_WRITE, try_rewrite};
 
 /// The floor of the egress rows: a classifier that does nothing.
 #[classifier]
@@ -33,5 +33,19 @@ pub fn bench_copy(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn bench_scan(ctx: TcContext) -> i32 {
     let _ = try_rewrite::<STAGE_SCAN>(&ctx);
+    TC_ACT_UNSPEC
+}
+
+/// Phase timing: everything up to the DN lookup and the new length (packet untouched).
+#[classifier]
+pub fn bench_lookup(ctx: TcContext) -> i32 {
+    let _ = try_rewrite::<STAGE_LOOKUP>(&ctx);
+    TC_ACT_UNSPEC
+}
+
+/// Phase timing: everything up to the packet written, nothing recorded.
+#[classifier]
+pub fn bench_write(ctx: TcContext) -> i32 {
+    let _ = try_rewrite::<STAGE_WRITE>(&ctx);
     TC_ACT_UNSPEC
 }

@@ -27,7 +27,11 @@ use crate::{
 /// How far [`try_rewrite`] goes (the `bench_` programs stop early).
 pub const STAGE_COPY: u8 = 1;
 pub const STAGE_SCAN: u8 = 2;
-pub const STAGE_ALL: u8 = 3;
+/// Up to the DN lookup and the new length, packet untouched.
+pub const STAGE_LOOKUP: u8 = 3;
+/// Up to the packet written, nothing recorded.
+pub const STAGE_WRITE: u8 = 4;
+pub const STAGE_ALL: u8 = 5;
 
 /// The egress classifier's work; the verdict is always "pass".
 #[inline(always)]
@@ -91,11 +95,11 @@ pub fn try_rewrite<'a, const STAGE: u8>(ctx: &TcContext) -> Result<Pending<'a>, 
     if STAGE == STAGE_SCAN {
         return Ok(None);
     }
-    rewrite(ctx, cfg, &f, payload, n, scratch)
+    rewrite::<STAGE>(ctx, cfg, &f, payload, n, scratch)
 }
 
 #[inline(always)]
-fn rewrite<'a>(
+fn rewrite<'a, const STAGE: u8>(
     ctx: &TcContext,
     cfg: &'static Config,
     f: &Frame,
@@ -168,7 +172,13 @@ fn rewrite<'a>(
     if delta > 0 && !ctx.fits_mtu(delta) {
         return Err(Stat::TooBig);
     }
+    if STAGE == STAGE_LOOKUP {
+        return Ok(None);
+    }
     splice::<_, false>(ctx, cfg, f, payload, n, new_n, s)?;
+    if STAGE == STAGE_WRITE {
+        return Ok(None);
+    }
     count(Stat::Rewritten);
     let contacts = s.scan.n_contacts as u64;
     let total = add(Stat::Contacts, contacts);
@@ -218,15 +228,22 @@ const WORD: usize = core::mem::size_of::<u64>();
 /// Records what the egress just wrote for the ingress restore (see `rewriter_common::restore`).
 /// The copies run in a `bpf_loop` callback, whose body the verifier checks on its own (the
 /// word copies' branches would otherwise multiply the states of this function's remainder).
-/// `true`: the record is new, to be made by [`new_record_cb`] (with its DN's index).
+/// Its first iteration looks the record up: a refresh (the record is what this REGISTER would
+/// record) ends there, before the originals are copied. `true`: the record is new, to be made
+/// by [`new_record_cb`].
 #[inline(always)]
 fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) -> bool {
     s.write.from = uri_len as u32;
     s.write.err = 0;
+    s.write.found = FOUND_NONE;
     // SAFETY: a plain field of the map value (volatile: no merged `memset`).
     unsafe { core::ptr::write_volatile(&mut s.reg.n, 0) };
     // More than MAX_ORIGINALS contacts end the loop with REC_UNRECORDABLE, keyed.
     run_loop(MAX_EDITS as u32 + 1, record_cb, s, cfg, ());
+    if s.write.found == FOUND_SAME {
+        count(Stat::Recorded);
+        return false;
+    }
     if s.write.err == 0 && s.reg.n != s.scan.n_contacts {
         s.write.err = REC_UNRECORDABLE;
     }
@@ -240,19 +257,9 @@ fn record(s: &mut Scratch, cfg: &Config, uri_len: usize) -> bool {
         return false;
     }
     s.reg.clear_unused();
-    // A refresh REGISTER (same Call-ID, same contact) finds its record as it is: the lookup
-    // marks it recently used, and the costlier update is skipped.
-    // SAFETY: the value is only read.
-    let old = unsafe { REGS.get(&s.reg_key) };
-    if let Some(old) = old
-        && old.same(&s.reg)
-    {
-        count(Stat::Recorded);
-        return false;
-    }
     // A new (Call-ID, DN): recorded at the end of the run (`new_record_cb`), after its DN's
     // index. (A record found but changed keeps its place in the index.)
-    if old.is_none() {
+    if s.write.found == FOUND_NONE {
         return true;
     }
     if REGS.insert(&s.reg_key, &s.reg, 0).is_err() {
@@ -320,10 +327,17 @@ const REC_NO_KEY: u32 = 1;
 /// `WriteState::err` of [`record`]: keyed, but a contact cannot be recorded.
 const REC_UNRECORDABLE: u32 = 2;
 
-/// Iteration 0: the key and the URI written (`s.out` holds the rewritten middle from the
-/// first edit's even-rounded start; `s.write.from` its length); iteration k > 0: the original
-/// of edit k - 1 if it is a URI edit. Sets `s.write.err` ([`REC_NO_KEY`],
-/// [`REC_UNRECORDABLE`]) if something does not fit.
+/// `WriteState::found` of [`record`]: no record under the key.
+const FOUND_NONE: u32 = 0;
+/// A record, not the one this REGISTER would make.
+const FOUND_CHANGED: u32 = 1;
+/// The record this REGISTER would make (a refresh).
+const FOUND_SAME: u32 = 2;
+
+/// Iteration 0: the key, the URI written (`s.out` holds the rewritten middle from the first
+/// edit's even-rounded start; `s.write.from` its length) and the lookup (`s.write.found`);
+/// iteration k > 0: the original of edit k - 1 if it is a URI edit. Sets `s.write.err`
+/// ([`REC_NO_KEY`], [`REC_UNRECORDABLE`]) if something does not fit.
 #[inline(never)]
 extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: called by `run_loop` only.
@@ -374,7 +388,23 @@ extern "C" fn record_cb(index: u64, ctx: *mut c_void) -> i64 {
                 return LOOP_STOP;
             }
         }
-        return LOOP_GO_ON;
+        // A refresh REGISTER (same Call-ID, same contact) finds its record as it is: the
+        // lookup marks it recently used, and the originals are neither copied nor compared
+        // whole. Read in place: an element reused for another key while it is read (see
+        // `new_record_cb`) shows another key check, or at worst spares this record one update
+        // until the next refresh; never the packet.
+        // SAFETY: the value is only read.
+        return match unsafe { REGS.get(&s.reg_key) } {
+            Some(old) if old.refreshed_by(&s.reg, &s.msg, &s.scan) => {
+                s.write.found = FOUND_SAME;
+                LOOP_STOP
+            }
+            Some(_) => {
+                s.write.found = FOUND_CHANGED;
+                LOOP_GO_ON
+            }
+            None => LOOP_GO_ON,
+        };
     }
     let k = index as usize - 1;
     if k >= s.scan.n_edits as usize {

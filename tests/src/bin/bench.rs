@@ -215,6 +215,16 @@ fn phase_cases(jssip: &[u8]) -> anyhow::Result<Vec<Phase>> {
             Frame::v4(5060).build(&rewritten),
         ),
         (
+            "bench_lookup",
+            "already-rewritten JsSIP REGISTER: ... + DN lookup".into(),
+            Frame::v4(5060).build(&rewritten),
+        ),
+        (
+            "bench_write",
+            "already-rewritten JsSIP REGISTER: ... + packet written".into(),
+            Frame::v4(5060).build(&rewritten),
+        ),
+        (
             rewriter_user::PROGRAM,
             "already-rewritten JsSIP REGISTER: ... + rewrite (to itself)".into(),
             Frame::v4(5060).build(&rewritten),
