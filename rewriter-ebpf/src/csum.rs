@@ -184,6 +184,32 @@ fn sum(buf: &Msg, start: usize, size: usize) -> Result<u32, Stat> {
     Ok(fold(acc))
 }
 
+/// `bpf_csum_diff` of `old_r` bytes of the message from `first` to `new_r` bytes of `out`
+/// (multiples of 4, at most [`CSUM_CHUNK`] together): their sum's difference, new minus old,
+/// folded (see [`sum`]).
+#[inline(always)]
+fn middle_diff(s: &Scratch, first: usize, old_r: usize, new_r: usize) -> Result<u32, Stat> {
+    // black_box: the verifier needs the bounds on the very size registers.
+    let old_r = core::hint::black_box(old_r).min(CSUM_CHUNK) & !3;
+    let new_r = core::hint::black_box(new_r).min(CSUM_CHUNK) & !3;
+    // SAFETY: offsets below BUF_SIZE and sizes at most CSUM_CHUNK: inside the scratch map
+    // value, as for `sum`; the helper refuses more than CSUM_CHUNK in all before v6.13 and the
+    // caller stays within it.
+    let r = unsafe {
+        bpf_csum_diff(
+            s.msg.0.as_ptr().add(first & MASK) as *mut u32,
+            old_r as u32,
+            s.out.0.as_ptr() as *mut u32,
+            new_r as u32,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(Stat::Error);
+    }
+    Ok(fold(r as u32))
+}
+
 /// Contribution of the byte `b` at `offset` from an even position, in `__wsum` order
 /// (little-endian 16-bit words: even offsets are the low byte).
 #[inline(always)]
@@ -216,20 +242,28 @@ fn diff(
     delta: i32,
 ) -> Result<u32, Stat> {
     let old_mid = end - first;
-    let mut old = sum(&s.msg, first, old_mid)?;
-    // Remove what the rounding to 4 bytes added past the old middle (tail bytes, or zeros).
+    // What the rounding to 4 bytes adds past the old middle (tail bytes, or zeros): summed
+    // with it, so added back to the difference.
+    let mut extra = 0;
     for j in 0..3 {
         let at = old_mid + j;
         if at < (old_mid + 3) & !3 {
-            old = csum_sub(old, byte_sum(s.msg.byte(first + at), at));
+            extra = csum_add(extra, byte_sum(s.msg.byte(first + at), at));
         }
     }
-    let new = if new_mid > 0 {
-        sum(&s.out, 0, new_mid)?
+    let (old_r, new_r) = ((old_mid + 3) & !3, (new_mid + 3) & !3);
+    let mut d = if old_r + new_r <= CSUM_CHUNK {
+        // Both middles in one call (the usual Contact line): new minus old.
+        csum_add(middle_diff(s, first, old_r, new_r)?, extra)
     } else {
-        0
+        let old = csum_sub(sum(&s.msg, first, old_mid)?, extra);
+        let new = if new_mid > 0 {
+            sum(&s.out, 0, new_mid)?
+        } else {
+            0
+        };
+        csum_sub(new, old)
     };
-    let mut d = csum_sub(new, old);
     if delta & 1 != 0 && n > end {
         let t0 = sum(&s.msg, end, n - end)?;
         let (was, now) = if (end - first) & 1 == 0 {
@@ -411,6 +445,12 @@ fn get16<const N: usize>(b: &[u8; N], at: usize) -> u16 {
     u16::from_ne_bytes([b[at], b[at + 1]])
 }
 
+/// Sets the 16-bit field at `at` of `b` to `v` (network order, as read by [`get16`]).
+#[inline(always)]
+fn put16<const N: usize>(b: &mut [u8; N], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+}
+
 /// After the payload changed from `n` to `new_n` bytes (first changed byte at `first`, even):
 /// the UDP checksum with the checksum primitive of [`Pkt`] (TC: the kernel's helper; XDP:
 /// [`replace_xdp`]); the UDP length and the IP length stored, the IPv4 header checksum computed
@@ -474,8 +514,13 @@ pub fn fix_lengths_and_checksums<P: Pkt>(
         // out of 32 bits.
         let sum = (!get16(&old.ip, IPV4_CHECK_IN_PART)) as u32 + (!old_tot) as u32 + new_tot as u32;
         let check = !fold(sum) as u16;
-        p.store(f.l3 + core::mem::offset_of!(Ipv4Hdr, tot_len), &new_tot)?;
-        p.store(f.l3 + core::mem::offset_of!(Ipv4Hdr, check), &check)?;
+        // Both fields in one store: the loaded IP part with them replaced (the bytes between
+        // them, id to protocol, go back as they were).
+        let mut ip = [0u8; IP_PART];
+        ip.copy_from_slice(&old.ip[..IP_PART]);
+        put16(&mut ip, 0, new_tot);
+        put16(&mut ip, IPV4_CHECK_IN_PART, check);
+        p.store(ip_part_at(f), &ip)?;
     }
     Ok(())
 }
