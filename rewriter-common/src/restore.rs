@@ -542,18 +542,8 @@ impl RegState {
     #[inline(always)]
     pub fn same(&self, other: &RegState) -> bool {
         const WORDS: usize = core::mem::size_of::<RegState>() / 8;
-        let (a, b) = (
-            self as *const RegState as *const u64,
-            other as *const RegState as *const u64,
-        );
-        let mut diff = 0u64;
-        let mut j = 0;
-        while j < WORDS {
-            // SAFETY: both are 8-aligned `RegState`s of WORDS words.
-            diff |= unsafe { core::ptr::read(a.add(j)) ^ core::ptr::read(b.add(j)) };
-            j += 1;
-        }
-        diff == 0
+        // SAFETY: both are 8-aligned `RegState`s of WORDS words.
+        unsafe { words_diff(self, other, 0, WORDS) == 0 }
     }
 
     /// Total length of the originals.
