@@ -302,8 +302,30 @@ pub unsafe fn copy_aligned<const W: usize>(src: *const u64, dst: *mut u64) {
 /// Volatile word stores: plain ones become a byte loop or a `memset` call on the BPF target.
 /// Words wholly past `n` are stored as zero without reading the message: a Call-ID or URI
 /// fills a few of its buffer's 16 or 17 words, and the unaligned read costs the most.
+///
+/// The loop is a function of its own ([`copy_span`]), which gets the span through the first
+/// destination word, not as arguments: see there.
 #[inline(always)]
 fn copy_words<const W: usize>(m: &Msg, from: usize, n: usize, dst: *mut u64) {
+    // SAFETY: callers pass a pointer to at least W aligned, writable words.
+    unsafe { core::ptr::write_volatile(dst, ((from as u64) << 32) | n as u64) };
+    copy_span::<W>(m, dst);
+}
+
+/// [`copy_words`] of the span packed in `dst[0]` (`from << 32 | n`). Not inlined: in a
+/// `bpf_loop` callback each word's branch would otherwise leave a verifier state of its own
+/// for all that follows, and v6.18 as built for the host here keeps them apart (it walked
+/// `sip_rewriter` past 1 M insns); the verifier returns from a call with the callee's states
+/// gone. Pointer arguments only, the span read back from memory: with a search function
+/// that took scalar arguments, v6.1 verified the programs for more than 15 minutes (under
+/// TCG), likely its precision tracking, which cannot follow a scalar into a callee and
+/// marks every scalar precise instead (`backtrack_insn()` returns -ENOTSUPP for a
+/// BPF_PSEUDO_CALL; calls are followed since v6.5, commit fde2a3882bd0).
+#[inline(never)]
+fn copy_span<const W: usize>(m: &Msg, dst: *mut u64) {
+    // SAFETY: see `copy_words`.
+    let span = unsafe { core::ptr::read_volatile(dst) };
+    let (from, n) = ((span >> 32) as usize, (span as u32) as usize);
     // Words holding bytes of the text, as a shifted count of their own: branching on
     // `n - 8 * j == 0` instead cost v6.18's verifier 38 k more processed insns for
     // sip_rewriter (16 k with this form), as if each word's outcome narrowed `n` for all
