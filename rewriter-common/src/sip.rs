@@ -881,7 +881,54 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
     let hit32 = unsafe { core::ptr::read_volatile(&s.hit) };
     let hit = hit32 as usize;
     let found = hit32 != NOT_FOUND;
-    match s.mode {
+    let mode = s.mode;
+    if mode == M_START_NL || mode == M_SKIPPED || mode == M_LINE {
+        let line = if mode == M_LINE {
+            pos
+        } else {
+            if !found {
+                return s.done(Outcome::Malformed);
+            }
+            // SIP lines end in CRLF (RFC 3261 7); a bare LF would let us disagree with the
+            // receiver about where the headers end, so such a message is left alone.
+            if m.byte(hit.wrapping_sub(1)) != b'\r' {
+                return s.done(if mode == M_SKIPPED {
+                    Outcome::Malformed
+                } else {
+                    Outcome::NotRegister
+                });
+            }
+            // `REGISTER x SIP/2.0` or `SIP/2.0 2xx ` (the reason phrase may be empty).
+            if mode == M_START_NL {
+                let shortest = if RESP {
+                    SHORTEST_STATUS_LINE.len()
+                } else {
+                    SHORTEST_REQUEST_LINE.len()
+                };
+                if hit < shortest + 1 || (!RESP && m.word_at(hit - 9) != word(b" SIP/2.0")) {
+                    return s.done(Outcome::NotRegister);
+                }
+            }
+            hit + 1
+        };
+        if !header_line::<RESP>(s, m, len, line) {
+            return false;
+        }
+        // SAFETY: a valid field behind `&mut`; volatile, with the reads below, so that both
+        // ways into the value modes reach them as one verifier state.
+        if unsafe { core::ptr::read_volatile(&s.search) } != SEARCH_NONE {
+            return true;
+        }
+        // A header whose value is parsed: its mode runs in this step, not the next one.
+    }
+    // SAFETY: valid fields behind `&mut`; volatile: see above.
+    let (pos, mode) = unsafe {
+        (
+            core::ptr::read_volatile(&s.pos) as usize,
+            core::ptr::read_volatile(&s.mode),
+        )
+    };
+    match mode {
         M_START => {
             if RESP {
                 // `SIP/2.0 2xx ` (RFC 3261 7.2): only successful final responses.
@@ -903,33 +950,6 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
             s.mode = M_START_NL;
             true
         }
-        M_START_NL => {
-            if !found {
-                return s.done(Outcome::Malformed);
-            }
-            // `REGISTER x SIP/2.0` or `SIP/2.0 2xx ` (the reason phrase may be empty), then CR.
-            let shortest = if RESP {
-                SHORTEST_STATUS_LINE.len()
-            } else {
-                SHORTEST_REQUEST_LINE.len()
-            };
-            if hit < shortest + 1 || m.byte(hit - 1) != b'\r' {
-                return s.done(Outcome::NotRegister);
-            }
-            if !RESP && m.word_at(hit - 9) != word(b" SIP/2.0") {
-                return s.done(Outcome::NotRegister);
-            }
-            s.goto(hit + 1, M_LINE)
-        }
-        M_SKIPPED => {
-            // SIP lines end in CRLF (RFC 3261 7); a bare LF would let us disagree with the
-            // receiver about where the headers end, so such a message is left alone.
-            if !found || m.byte(hit.wrapping_sub(1)) != b'\r' {
-                return s.done(Outcome::Malformed);
-            }
-            header_line::<RESP>(s, m, len, hit + 1)
-        }
-        M_LINE => header_line::<RESP>(s, m, len, pos),
         M_TO => {
             let p = skip_lws(s, m, pos);
             if let Some(user) = sip_scheme(m, p) {
