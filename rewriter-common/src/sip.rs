@@ -839,11 +839,11 @@ fn keep_param(m: &Msg, s: usize, n: usize, cfg: &Config) -> bool {
     false
 }
 
-/// A search step (`s.search`: one byte or a set, `s.want`, from `s.pos` to the end): the first
+/// A search step (`s.search`: one byte or a set, `s.want`, from `s.pos` to `len`): the first
 /// match, or `NOT_FOUND`.
 #[inline(always)]
-fn search(s: &Scan, m: &Msg) -> u32 {
-    let (from, len) = (s.pos as usize, (s.len as usize).min(MAX_SIP_LEN));
+fn search(s: &Scan, m: &Msg, len: usize) -> u32 {
+    let from = s.pos as usize;
     let hit = if s.search == SEARCH_ONE {
         m.find_byte(from, len, s.want as u8)
     } else {
@@ -871,7 +871,7 @@ pub fn step<const RESP: bool>(s: &mut Scan, m: &Msg, cfg: &Config) -> bool {
     // the same turn, v6.18 as built for the host here walked the modes once per word, past
     // 1 M insns; a search in a function of its own cost v6.1 220 k more for each restore.)
     if s.search != SEARCH_NONE {
-        s.hit = search(s, m);
+        s.hit = search(s, m, len);
         s.search = SEARCH_NONE;
         return true;
     }
