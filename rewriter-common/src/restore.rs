@@ -269,6 +269,34 @@ unsafe fn words_diff<T>(a: &T, b: &T, from: usize, to: usize) -> u64 {
     diff
 }
 
+/// Words of a [`RegState`] for [`RegState::snapshot`]: up to the end of the first original,
+/// from the peer on, and the end.
+const SNAP_FIRST: usize =
+    (core::mem::offset_of!(RegState, orig) + core::mem::size_of::<ContactUri>()) / 8;
+const SNAP_PEER: usize = core::mem::offset_of!(RegState, peer) / 8;
+const SNAP_END: usize = core::mem::size_of::<RegState>() / 8;
+const _: () = assert!(
+    (core::mem::offset_of!(RegState, orig) + core::mem::size_of::<ContactUri>()).is_multiple_of(8)
+        && SNAP_FIRST <= SNAP_PEER
+);
+
+/// The XOR of the words `from..to` at `a` and `b`, ORed together, read volatile (`a` may be
+/// a map value another CPU writes).
+///
+/// # Safety
+/// Both must point to at least `to` aligned words.
+#[inline(always)]
+unsafe fn volatile_diff(a: *const u64, b: *const u64, from: usize, to: usize) -> u64 {
+    let mut diff = 0;
+    let mut j = from;
+    while j < to {
+        // SAFETY: see the function's contract.
+        diff |= unsafe { core::ptr::read_volatile(a.add(j)) ^ core::ptr::read_volatile(b.add(j)) };
+        j += 1;
+    }
+    diff
+}
+
 /// [`copy_aligned`] with volatile loads too: one word at a time, not all loads first (which
 /// on BPF spills them to the 512-byte stack all frames share).
 ///
@@ -572,6 +600,37 @@ impl RegState {
         unsafe { words_diff(self, other, 0, WORDS) == 0 }
     }
 
+    /// Copies the record at `live` (a map value that another CPU may rewrite meanwhile) into
+    /// `self`: the words a record of its `n` originals uses, not those of the unused
+    /// originals (three quarters of the value for a one-contact REGISTER, which the restore
+    /// never reads). `true` if the copy is of one version: every word copied reads the same
+    /// in `live` afterwards. Volatile word by word (a struct copy is a byte loop on BPF).
+    ///
+    /// # Safety
+    /// `live` must point to a `RegState` valid for reads (8-aligned, as map values are).
+    #[inline(always)]
+    pub unsafe fn snapshot(&mut self, live: *const RegState) -> bool {
+        let (src, dst) = (live as *const u64, self as *mut RegState as *mut u64);
+        // SAFETY: both are 8-aligned `RegState`s; every range is within its words.
+        unsafe {
+            copy_volatile::<SNAP_FIRST>(src, dst);
+            copy_volatile::<{ SNAP_END - SNAP_PEER }>(src.add(SNAP_PEER), dst.add(SNAP_PEER));
+            let more = self.n > 1;
+            if more {
+                copy_volatile::<{ SNAP_PEER - SNAP_FIRST }>(
+                    src.add(SNAP_FIRST),
+                    dst.add(SNAP_FIRST),
+                );
+            }
+            let mut diff = volatile_diff(src, dst, 0, SNAP_FIRST)
+                | volatile_diff(src, dst, SNAP_PEER, SNAP_END);
+            if more {
+                diff |= volatile_diff(src, dst, SNAP_FIRST, SNAP_PEER);
+            }
+            diff == 0
+        }
+    }
+
     /// Total length of the originals.
     #[inline(always)]
     pub fn orig_total(&self) -> usize {
@@ -862,6 +921,35 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A snapshot holds every field the restore reads of a record with 1 to 4 originals
+    /// (whatever the scratch held before), and reports a consistent copy.
+    #[test]
+    fn a_snapshot_copies_what_a_record_of_n_originals_uses() {
+        for n in 1..=MAX_ORIGINALS {
+            let uri = |k: usize| ContactUri::new(format!("sip:client{k}@h{k}.invalid").as_bytes());
+            let mut live = RegState {
+                n: n as u32,
+                key_check: 0x5eed_0000 + n as u32,
+                written: ContactUri::new(b"sip:1002@198.18.0.77:5060").unwrap(),
+                orig: [ContactUri::new(b"x").unwrap(); MAX_ORIGINALS],
+                peer: GENESYS,
+            };
+            for k in 0..n {
+                live.orig[k] = uri(k).unwrap();
+            }
+            // SAFETY: `RegState` is plain integers: any bytes are a value.
+            let mut snap: RegState =
+                unsafe { core::mem::transmute([0xaau8; core::mem::size_of::<RegState>()]) };
+            // SAFETY: `live` is a valid, aligned `RegState`.
+            assert!(unsafe { snap.snapshot(&live) }, "{n}");
+            assert_eq!((snap.n, snap.key_check), (live.n, live.key_check));
+            assert_eq!(snap.written, live.written);
+            assert_eq!(snap.orig[..n], live.orig[..n], "{n}");
+            assert_eq!(snap.peer, live.peer);
+            assert_eq!(snap.orig_total(), live.orig_total());
         }
     }
 

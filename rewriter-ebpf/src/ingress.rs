@@ -148,22 +148,16 @@ fn try_restore<P: Pkt + EbpfContext>(ctx: &P, cfg: &Config, first_look: bool) ->
     if !s.reg_key.fill(&s.msg, &s.scan) {
         return Err(Stat::NoState);
     }
-    // SAFETY: the value is only read (then copied), and map values stay valid for the run.
-    let st = unsafe { REGS.get(&s.reg_key) }.ok_or(Stat::NoState)?;
+    let st = REGS.get_ptr(&s.reg_key).ok_or(Stat::NoState)?;
     // Snapshot: the egress may update the entry on another CPU while this runs; sizing and
-    // writing must see one version. Word copies (a struct copy is a byte loop on BPF).
-    let from = st as *const _ as *const u64;
-    let to = &raw mut s.reg as *mut u64;
-    for j in 0..core::mem::size_of_val(st) / 8 {
-        // SAFETY: both are 8-aligned `RegState`s (map values are 8-aligned).
-        unsafe { core::ptr::write_volatile(to.add(j), core::ptr::read_volatile(from.add(j))) };
-    }
-    // LRU elements are reused without a grace period: the record must still be this key's
-    // and unchanged after the copy, else it is not used.
-    if s.reg.n == 0
+    // writing must see one version. LRU elements are reused without a grace period: the
+    // record must still be this key's and unchanged after the copy, else it is not used.
+    // SAFETY: a map value, valid and 8-aligned for the run.
+    let consistent = unsafe { s.reg.snapshot(st) };
+    if !consistent
+        || s.reg.n == 0
         || s.reg.n as usize > MAX_ORIGINALS
         || s.reg.key_check != s.reg_key.check()
-        || !st.same(&s.reg)
     {
         return Err(Stat::NoState);
     }
