@@ -47,6 +47,21 @@ struct Ipv6ExtHdr {
     len: u8,
 }
 
+/// The port of the UDP header at `udp` that names the SIP server's side: the destination on
+/// egress, the source on ingress.
+#[inline(always)]
+fn udp_port<P: Pkt>(ctx: &P, udp: usize, ingress: bool) -> Option<u16> {
+    let h: *const UdpHdr = ptr_at(ctx, udp)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    Some(unsafe {
+        if ingress {
+            (*h).src_port()
+        } else {
+            (*h).dst_port()
+        }
+    })
+}
+
 /// UDP to (egress) or from (`ingress`) the Genesys port and address set. `None`: not ours
 /// (nothing is counted); `Some(Err(stat))`: ours, but it passes for the reason `stat`.
 #[inline(always)]
@@ -90,6 +105,10 @@ pub fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Option<Result<
             )
         };
         if proto != IpProto::Udp as u8 || ihl < Ipv4Hdr::LEN {
+            return None;
+        }
+        // The port before anything is built from the headers: most UDP is not SIP.
+        if udp_port(ctx, l3 + ihl, ingress)? != port {
             return None;
         }
         // Only the first fragment has the UDP header, and no fragment can be rewritten on its
@@ -149,21 +168,11 @@ pub fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Option<Result<
         if next != IpProto::Udp as u8 {
             return None;
         }
+        if udp_port(ctx, udp, ingress)? != port {
+            return None;
+        }
         if ext {
-            let h: *const UdpHdr = ptr_at(ctx, udp)?;
-            // SAFETY: bounds checked by `ptr_at`.
-            let p = unsafe {
-                if ingress {
-                    (*h).src_port()
-                } else {
-                    (*h).dst_port()
-                }
-            };
-            return if p == port {
-                Some(Err(Stat::Ipv6Ext))
-            } else {
-                None
-            };
+            return Some(Err(Stat::Ipv6Ext));
         }
         (
             Frame {
@@ -179,18 +188,7 @@ pub fn candidate<P: Pkt>(ctx: &P, cfg: &Config, ingress: bool) -> Option<Result<
     } else {
         return None;
     };
-    let udp: *const UdpHdr = ptr_at(ctx, f.udp)?;
-    // SAFETY: bounds checked by `ptr_at`.
-    let udp_port = unsafe {
-        if ingress {
-            (*udp).src_port()
-        } else {
-            (*udp).dst_port()
-        }
-    };
-    if udp_port != port {
-        return None;
-    }
+
     // SAFETY: plain lookup; the value is not used.
     if cfg.flags & CFG_ADDR_FILTER != 0 && unsafe { GENESYS.get(&dst) }.is_none() {
         return None;
