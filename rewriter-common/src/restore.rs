@@ -258,15 +258,15 @@ unsafe fn check_words<const W: usize>(words: *const u64) -> u32 {
 /// `to` must not pass the end of `T`, which must be 8-aligned.
 #[inline(always)]
 unsafe fn words_diff<T>(a: &T, b: &T, from: usize, to: usize) -> u64 {
-    let (a, b) = (a as *const T as *const u64, b as *const T as *const u64);
-    let mut diff = 0;
-    let mut j = from;
-    while j < to {
-        // SAFETY: see the function's contract.
-        diff |= unsafe { core::ptr::read(a.add(j)) ^ core::ptr::read(b.add(j)) };
-        j += 1;
+    // SAFETY: see the function's contract.
+    unsafe {
+        volatile_diff(
+            a as *const T as *const u64,
+            b as *const T as *const u64,
+            from,
+            to,
+        )
     }
-    diff
 }
 
 /// Words of a [`RegState`] for [`RegState::snapshot`]: up to the end of the first original,

@@ -290,6 +290,10 @@ struct SearchSet<const N: usize> {
 }
 
 impl<const N: usize> SearchSet<N> {
+    const fn new(id: usize, bytes: &[u8; N]) -> Self {
+        Self { id, bytes: *bytes }
+    }
+
     /// The first index in `from..from + 8` (and before `len`) holding one of the bytes, or
     /// `None` if there is none that close: the answer of a search whose match is near,
     /// without the search step.
@@ -324,46 +328,16 @@ const fn set_row(bytes: &[u8]) -> [u64; MAX_SET] {
     row
 }
 
-const SET_QUOTED: SearchSet<3> = SearchSet {
-    id: 0,
-    bytes: *b"\"\\\r",
-};
-const SET_TO_NAME_ADDR: SearchSet<4> = SearchSet {
-    id: 1,
-    bytes: *b"<\r\",",
-};
-const SET_TO_USER_NAME_ADDR: SearchSet<3> = SearchSet {
-    id: 2,
-    bytes: *b"@>\r",
-};
-const SET_TO_USER_ADDR_SPEC: SearchSet<7> = SearchSet {
-    id: 3,
-    bytes: *b"@>\r;?, ",
-};
-const SET_ELEM_TOKEN: SearchSet<6> = SearchSet {
-    id: 4,
-    bytes: *b"<:\r,\";",
-};
-const SET_GT: SearchSet<2> = SearchSet {
-    id: 5,
-    bytes: *b">\r",
-};
-const SET_ADDR_END: SearchSet<5> = SearchSet {
-    id: 6,
-    bytes: *b";, \t\r",
-};
-const SET_PARAM_NAME: SearchSet<6> = SearchSet {
-    id: 7,
-    bytes: *b"=;, \t\r",
-};
-const SET_PARAM_VALUE: SearchSet<5> = SearchSet {
-    id: 8,
-    bytes: *b";, \t\r",
-};
-const SET_TOKEN_END: SearchSet<3> = SearchSet {
-    id: 9,
-    bytes: *b" \t\r",
-};
+const SET_QUOTED: SearchSet<3> = SearchSet::new(0, b"\"\\\r");
+const SET_TO_NAME_ADDR: SearchSet<4> = SearchSet::new(1, b"<\r\",");
+const SET_TO_USER_NAME_ADDR: SearchSet<3> = SearchSet::new(2, b"@>\r");
+const SET_TO_USER_ADDR_SPEC: SearchSet<7> = SearchSet::new(3, b"@>\r;?, ");
+const SET_ELEM_TOKEN: SearchSet<6> = SearchSet::new(4, b"<:\r,\";");
+const SET_GT: SearchSet<2> = SearchSet::new(5, b">\r");
+const SET_ADDR_END: SearchSet<5> = SearchSet::new(6, b";, \t\r");
+const SET_PARAM_NAME: SearchSet<6> = SearchSet::new(7, b"=;, \t\r");
+const SET_PARAM_VALUE: SearchSet<5> = SearchSet::new(8, b";, \t\r");
+const SET_TOKEN_END: SearchSet<3> = SearchSet::new(9, b" \t\r");
 
 /// Rows of [`SEARCH_SETS`] (a power of two: ids are masked with `SEARCH_SETS_LEN - 1`).
 const SEARCH_SETS_LEN: usize = 16;
@@ -1724,6 +1698,35 @@ mod search_tests {
     /// Every start, end and delimiter set over bytes chosen to trip word-at-a-time searches:
     /// the delimiters themselves, their neighbours (a borrow out of a matching byte flags the
     /// next byte if it is the delimiter plus one), NUL and bytes with the high bit set.
+    /// `count` random messages of 1 to `max_len` bytes of `alphabet` (xorshift from `seed`),
+    /// each loaded into a buffer first filled with the alphabet: what a previous message left
+    /// past the tail padding, matches that a search must not report.
+    fn random_messages(
+        alphabet: &[u8],
+        max_len: u64,
+        count: usize,
+        mut seed: u64,
+    ) -> impl Iterator<Item = (std::vec::Vec<u8>, std::boxed::Box<Msg>)> {
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        (0..count).map(move |_| {
+            let len = 1 + (next() % max_len) as usize;
+            let data: std::vec::Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let mut m = std::boxed::Box::new(Msg::zeroed());
+            for (i, b) in m.0.iter_mut().enumerate() {
+                *b = alphabet[i % alphabet.len()];
+            }
+            assert!(m.load(&data));
+            (data, m)
+        })
+    }
+
     /// Every search set, as the scan uses it: its bytes and its row in `SEARCH_SETS`.
     fn search_sets() -> [(&'static [u8], usize); 10] {
         [
@@ -1749,13 +1752,6 @@ mod search_tests {
             b'\n', b'\r', b'\t', b' ', b';', b'<', b'>', b'=', b'"', b'\\', b'@', b',', b'?', b':',
             0, 0xff, b'a',
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         let near = |m: &Msg, id: usize, from: usize, len: usize| match id {
             0 => SET_QUOTED.in_first_word(m, from, len),
             1 => SET_TO_NAME_ADDR.in_first_word(m, from, len),
@@ -1768,16 +1764,8 @@ mod search_tests {
             8 => SET_PARAM_VALUE.in_first_word(m, from, len),
             _ => SET_TOKEN_END.in_first_word(m, from, len),
         };
-        for _ in 0..300 {
-            let len = 1 + (next() % 24) as usize;
-            let data: std::vec::Vec<u8> = (0..len)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
-            let mut m = Msg::zeroed();
-            for (i, b) in m.0.iter_mut().enumerate() {
-                *b = alphabet[i % alphabet.len()];
-            }
-            assert!(m.load(&data));
+        for (data, m) in random_messages(&alphabet, 24, 300, 0x9e37_79b9_7f4a_7c15) {
+            let len = data.len();
             for (bytes, id) in search_sets() {
                 assert_eq!(SEARCH_SETS[id], set_row(bytes), "row {id}");
                 for from in 0..=len {
@@ -1788,7 +1776,7 @@ mod search_tests {
                         let near_first =
                             (from..end.min(from + 8)).find(|&i| bytes.contains(&data[i]));
                         assert_eq!(
-                            near(&m, id, from, end),
+                            near(m.as_ref(), id, from, end),
                             near_first,
                             "{data:?} {from}..{end} set {bytes:?}"
                         );
@@ -1803,25 +1791,9 @@ mod search_tests {
         let alphabet = [
             b'\n', b'\r', 0x0b, 0x0e, b';', b'<', b'=', b'"', 0, 0xff, 0x8a, b'a',
         ];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         let sets: [&[u8]; 4] = [b"\r", b";<\r", b"=;, \t\r", b"@>\r;?, "];
-        for _ in 0..300 {
-            let len = 1 + (next() % 40) as usize;
-            let data: std::vec::Vec<u8> = (0..len)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
-            // What a previous message left after the tail padding: matches, to be ignored.
-            let mut m = Msg::zeroed();
-            for (i, b) in m.0.iter_mut().enumerate() {
-                *b = alphabet[i % alphabet.len()];
-            }
-            assert!(m.load(&data));
+        for (data, m) in random_messages(&alphabet, 40, 300, 0x2545_f491_4f6c_dd1d) {
+            let len = data.len();
             for from in 0..=len {
                 for to in from..=len {
                     for set_bytes in sets {
