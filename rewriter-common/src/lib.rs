@@ -346,6 +346,9 @@ pub struct Scratch {
     /// The IP and UDP header fields the write stage changes, as they came: to compute the
     /// new ones from, and to undo a rewrite a helper failed in (see `rewriter-ebpf`).
     pub hdr_old: HdrBlock,
+    /// The frame's offsets on their way through memory before the write stage (see
+    /// `rewriter-ebpf`'s `Frame::forgotten`).
+    pub frame: [u64; 3],
     /// Room after the buffers, so that the verifier's worst case for a checksum chunk of
     /// `out` (masked offset + 512 bytes) stays inside the map value.
     pub _guard: [u8; 128],

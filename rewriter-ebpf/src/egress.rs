@@ -107,6 +107,7 @@ fn rewrite<'a, const STAGE: u8>(
     n: usize,
     s: &'a mut Scratch,
 ) -> Result<Pending<'a>, Stat> {
+    let f = &f.forgotten(&mut s.frame);
     let dn_start = s.scan.dn_start as usize;
     let dn_len = (s.scan.dn_len as usize).min(MAX_DN_LEN);
     // The key a word at a time, zero past the DN (volatile: no `memset`/byte loop).

@@ -31,6 +31,34 @@ pub struct Frame {
     pub peer: AddrKey,
 }
 
+impl Frame {
+    /// This frame with its offsets read back from `spill`, a map value: the verifier knows
+    /// nothing of what it loads from one (v6.1 kernel/bpf/verifier.c `check_mem_access()`:
+    /// `mark_reg_unknown()` for a map value that is not a frozen read-only one), so the paths
+    /// that reach what follows with different offsets (IPv4 or IPv6, with a VLAN tag or
+    /// not) are one state to it instead of one each. Every use of the offsets is checked
+    /// at run time (helpers) or bounded where it is used. For sip_rewriter, v6.1 processed
+    /// 478 641 -> 417 512 insns.
+    #[inline(always)]
+    pub fn forgotten(&self, spill: &mut [u64; 3]) -> Frame {
+        let p = spill.as_mut_ptr();
+        // SAFETY: three aligned words behind `&mut`; volatile, so the compiler keeps the
+        // round trip.
+        unsafe {
+            core::ptr::write_volatile(p, self.l3 as u64);
+            core::ptr::write_volatile(p.add(1), self.udp as u64);
+            core::ptr::write_volatile(p.add(2), self.ip_end as u64);
+            Frame {
+                l3: core::ptr::read_volatile(p) as usize,
+                udp: core::ptr::read_volatile(p.add(1)) as usize,
+                v6: self.v6,
+                ip_end: core::ptr::read_volatile(p.add(2)) as usize,
+                peer: self.peer,
+            }
+        }
+    }
+}
+
 /// IPv6 extension headers looked through before UDP.
 const MAX_IPV6_EXT: usize = 2;
 /// The unit of an IPv6 extension header's length field, and the length of its first unit
